@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Brings the real backends up on loopback for tests and `promo standalone`:
+# MariaDB, Redis and a tansu (Kafka-protocol) broker. Idempotent: what already
+# answers is left alone; what is missing is installed (apt-get, cargo install
+# into a cache outside the checkout) and started. Only processes this script
+# started are stopped by `down`, by the PIDs it recorded.
+#
+#   scripts/infra.sh up | down | status | env
+set -euo pipefail
+
+STATE_DIR=${PROMO_INFRA_DIR:-$HOME/.cache/promo-tools}
+TANSU_VERSION=0.6.0
+TANSU_ROOT="$STATE_DIR/tansu-$TANSU_VERSION"
+TANSU_BIN="$TANSU_ROOT/bin/tansu"
+MYSQL_PORT=${PROMO_INFRA_MYSQL_PORT:-3306}
+REDIS_PORT=${PROMO_INFRA_REDIS_PORT:-6379}
+KAFKA_PORT=${PROMO_INFRA_KAFKA_PORT:-9092}
+DB_USER=promo
+DB_PASS=promo
+mkdir -p "$STATE_DIR"
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port name seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do port_open "$1" && return 0; sleep 0.1; done
+  log "$2 did not open 127.0.0.1:$1 within $3 s"; return 1
+}
+apt_install() {
+  log "installing $* (apt-get)"
+  if [ "$(id -u)" -ne 0 ]; then log "need root to install $*; install it and retry"; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+  }
+}
+
+mysql_root() { # run SQL as the server's administrator, socket first, then TCP
+  mariadb --protocol=socket -uroot -e "$1" 2>/dev/null || mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e "$1"
+}
+
+up_mariadb() {
+  if ! port_open "$MYSQL_PORT"; then
+    command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+    log "starting MariaDB on 127.0.0.1:$MYSQL_PORT"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$STATE_DIR/mariadb.pid" \
+      --exec /usr/sbin/mariadbd -- --user=mysql --bind-address=127.0.0.1 --port="$MYSQL_PORT"
+    wait_port "$MYSQL_PORT" MariaDB 60
+  fi
+  # A dedicated account, so the tests do not depend on how root authenticates.
+  mysql_root "CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+              CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+              GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'127.0.0.1';
+              GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost';
+              SET GLOBAL max_connections = GREATEST(@@max_connections, 1000);"
+}
+
+up_redis() {
+  if port_open "$REDIS_PORT"; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --pidfile "$STATE_DIR/redis.pid" --logfile "$STATE_DIR/redis.log" --dir "$STATE_DIR"
+  wait_port "$REDIS_PORT" Redis 20
+}
+
+build_tansu() {
+  if [ -x "$TANSU_BIN" ]; then return; fi
+  log "building tansu $TANSU_VERSION once into $TANSU_ROOT (several minutes on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked \
+    --root "$TANSU_ROOT" >"$STATE_DIR/tansu-build.log" 2>&1 || {
+      tail -30 "$STATE_DIR/tansu-build.log" >&2; log "tansu build failed (log: $STATE_DIR/tansu-build.log)"; exit 1; }
+}
+
+up_tansu() {
+  if port_open "$KAFKA_PORT"; then return; fi
+  build_tansu
+  log "starting tansu (in-memory storage) on 127.0.0.1:$KAFKA_PORT"
+  nohup "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
+  echo $! >"$STATE_DIR/tansu.pid"
+  wait_port "$KAFKA_PORT" tansu 30
+}
+
+stop_pidfile() { # name pidfile
+  local f=$2
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then log "stopping $1 (pid $pid)"; kill "$pid"; fi
+  rm -f "$f"
+}
+
+print_env() {
+  cat <<ENV
+PROMO_MYSQL_URL=mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT
+PROMO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+PROMO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+ENV
+}
+
+case "${1:-up}" in
+  up)
+    up_mariadb; up_redis; up_tansu
+    log "ready; the URLs (export them to use the real backends):"
+    print_env ;;
+  down)
+    stop_pidfile tansu "$STATE_DIR/tansu.pid"
+    stop_pidfile redis "$STATE_DIR/redis.pid"
+    stop_pidfile mariadb "$STATE_DIR/mariadb.pid"
+    log "stopped what this script had started; services started by others are left running" ;;
+  status)
+    for p in "MariaDB $MYSQL_PORT" "Redis $REDIS_PORT" "tansu $KAFKA_PORT"; do
+      set -- $p; if port_open "$2"; then echo "$1: up (127.0.0.1:$2)"; else echo "$1: down"; fi
+    done ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,118 @@
+//! Backend selection shared by every binary. Each field is a flag and an
+//! environment variable; leaving a production URL out selects the embedded
+//! implementation of that port.
+
+use std::{path::PathBuf, sync::Arc};
+
+use crate::ports::{
+    counters::CountersError,
+    sql::{self, SqlError},
+    Counters, Database, KafkaQueue, MemoryCounters, MemoryQueue, Queue, QueueError, RedisCounters,
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// MySQL/MariaDB server URL (mysql://user:pass@host:3306). Each service
+    /// uses its own database on it, created at start. Default: SQLite files
+    /// under --data-dir.
+    #[arg(long, env = "PROMO_MYSQL_URL")]
+    pub mysql_url: Option<String>,
+
+    /// Redis URL (redis://host:6379/0). Default: in-process counters and locks.
+    #[arg(long, env = "PROMO_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Kafka bootstrap servers (host:9092,host2:9092). Default: an
+    /// in-process queue, consumed inside the serving process.
+    #[arg(long, env = "PROMO_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Folder for the embedded SQLite databases.
+    #[arg(long, env = "PROMO_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Prefix of every Redis key this deployment owns.
+    #[arg(long, env = "PROMO_REDIS_PREFIX", default_value = "promo:")]
+    pub redis_prefix: String,
+
+    /// Connections per service database pool (MySQL; SQLite always uses one).
+    #[arg(long, env = "PROMO_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+
+    /// Uncommitted messages the in-process queue holds before refusing more.
+    #[arg(
+        long,
+        env = "PROMO_EMBEDDED_QUEUE_CAPACITY",
+        default_value_t = 1_000_000
+    )]
+    pub embedded_queue_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("database: {0}")]
+    Sql(#[from] SqlError),
+    #[error("counters: {0}")]
+    Counters(#[from] CountersError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// The connected counters and queue, plus what is needed to open each
+/// service's database.
+#[derive(Clone)]
+pub struct Backends {
+    pub args: BackendArgs,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
+}
+
+impl Backends {
+    pub async fn connect(args: &BackendArgs) -> Result<Self, BackendError> {
+        let counters: Arc<dyn Counters> = match &args.redis_url {
+            Some(url) => Arc::new(RedisCounters::connect(url, &args.redis_prefix).await?),
+            None => Arc::new(MemoryCounters::new()),
+        };
+        let queue: Arc<dyn Queue> = match &args.kafka_brokers {
+            Some(brokers) => Arc::new(KafkaQueue::new(brokers)?),
+            None => Arc::new(MemoryQueue::new(args.embedded_queue_capacity)),
+        };
+        Ok(Self {
+            args: args.clone(),
+            counters,
+            queue,
+        })
+    }
+
+    /// True when the queue lives in this process, so its consumer must too.
+    pub fn queue_is_embedded(&self) -> bool {
+        self.args.kafka_brokers.is_none()
+    }
+
+    /// The URL of database `name` (`promo_coupon`, …) on the configured backend.
+    pub fn database_url(&self, name: &str) -> Result<String, SqlError> {
+        match &self.args.mysql_url {
+            Some(server) => sql::mysql_database_url(server, name),
+            None => Ok(sql::sqlite_file_url(&self.args.data_dir, name)),
+        }
+    }
+
+    /// Connects to (creating if needed) database `name`.
+    pub async fn database(&self, name: &str) -> Result<Database, SqlError> {
+        Database::connect(&self.database_url(name)?, self.args.db_max_connections).await
+    }
+
+    /// One line per backend, for start-up logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "sql={} counters={} queue={}",
+            self.args
+                .mysql_url
+                .as_deref()
+                .map(sql::redact)
+                .unwrap_or_else(|| format!("sqlite:{}", self.args.data_dir.display())),
+            self.args.redis_url.as_deref().unwrap_or("in-process"),
+            self.args.kafka_brokers.as_deref().unwrap_or("in-process"),
+        )
+    }
+}

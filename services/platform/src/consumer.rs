@@ -1,0 +1,150 @@
+//! The batch consumer loop shared by the queued (V3) strategies.
+//!
+//! poll a batch → persist it in one database transaction → commit offsets.
+//! Offsets are committed only after the database commit, so a crash in
+//! between redelivers the batch; handlers must therefore be idempotent
+//! (request ids are unique in the database).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    metrics::Metrics,
+    ports::{Consumer, Message, Queue},
+};
+
+/// Persists one batch. Returning `Err` means nothing of the batch may be
+/// assumed stored; it is retried.
+#[async_trait]
+pub trait BatchHandler: Send + Sync {
+    async fn persist(&self, batch: &[Message]) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub service: &'static str,
+    pub topic: String,
+    pub group: String,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+/// Runs until `shutdown` is cancelled. A failed batch is retried with
+/// backoff and never committed until it has been persisted.
+pub async fn run(
+    queue: Arc<dyn Queue>,
+    handler: Arc<dyn BatchHandler>,
+    options: ConsumerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut consumer: Option<Box<dyn Consumer>> = None;
+    let mut backoff = Duration::from_millis(50);
+    let lag_task = spawn_lag_gauge(
+        queue.clone(),
+        options.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    while !shutdown.is_cancelled() {
+        let c = match &mut consumer {
+            Some(c) => c,
+            None => match queue.consumer(&options.topic, &options.group).await {
+                Ok(c) => consumer.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %options.topic, "cannot create consumer; retrying");
+                    sleep_or_cancel(&shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            b = c.poll(options.max_batch, options.max_wait) => b,
+        };
+        let batch = match batch {
+            Ok(b) if b.is_empty() => continue,
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed; retrying");
+                sleep_or_cancel(&shutdown, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if !persist_with_retry(&*handler, &batch, &options, &metrics, &shutdown).await {
+            break; // shutting down with the batch uncommitted: it is redelivered.
+        }
+        if let Err(e) = c.commit(&batch).await {
+            // The batch is stored; redelivery after this failure is harmless.
+            tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
+        }
+        backoff = Duration::from_millis(50);
+    }
+    lag_task.abort();
+}
+
+/// Persists one batch, retrying until it succeeds or shutdown. Returns
+/// whether it succeeded.
+pub async fn persist_with_retry(
+    handler: &dyn BatchHandler,
+    batch: &[Message],
+    options: &ConsumerOptions,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let timer = metrics
+            .consumer_persist_duration
+            .with_label_values(&[options.service])
+            .start_timer();
+        match handler.persist(batch).await {
+            Ok(()) => {
+                timer.observe_duration();
+                metrics
+                    .consumer_batch_size
+                    .with_label_values(&[options.service])
+                    .observe(batch.len() as f64);
+                return true;
+            }
+            Err(e) => {
+                timer.stop_and_discard();
+                tracing::warn!(error = %e, size = batch.len(), "persisting batch failed; retrying");
+                if shutdown.is_cancelled() {
+                    return false;
+                }
+                sleep_or_cancel(shutdown, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn spawn_lag_gauge(
+    queue: Arc<dyn Queue>,
+    options: ConsumerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let gauge = metrics.consumer_lag.with_label_values(&[options.service]);
+        while !shutdown.is_cancelled() {
+            match queue.lag(&options.topic, &options.group).await {
+                Ok(lag) => gauge.set(lag as i64),
+                Err(e) => tracing::debug!(error = %e, "lag unavailable"),
+            }
+            sleep_or_cancel(&shutdown, Duration::from_secs(2)).await;
+        }
+    })
+}
+
+async fn sleep_or_cancel(shutdown: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {},
+        _ = tokio::time::sleep(d) => {},
+    }
+}

@@ -1,0 +1,13 @@
+//! HTTP plumbing shared by every service.
+
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod problem;
+pub mod server;
+
+pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use problem::ApiError;
+
+/// Request bodies larger than this are refused with 413 (API.md).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;

@@ -1,0 +1,21 @@
+//! What every promotion service runs on.
+//!
+//! - [`config`]: the backend selection shared by every binary (clap + env);
+//! - [`telemetry`]: tracing set-up;
+//! - [`metrics`]: the Prometheus registry and the metric families shared by services;
+//! - [`http`]: problem+json errors, JSON extraction with body limits, health,
+//!   `/metrics`, admin authentication and the server loop;
+//! - [`ports`]: the three backend ports of DESIGN.md (SQL store, counters + locks,
+//!   queue), each with its production and its embedded implementation;
+//! - [`consumer`]: the batch consumer loop shared by the queued strategies.
+
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod ports;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod time;

@@ -1,0 +1,132 @@
+//! The Prometheus registry and the metric families every service shares.
+//! All names start with `promo_`; labels are drawn from service, route,
+//! strategy, promotion and outcome.
+
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 µs to ~3.3 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 16).unwrap_or_default()
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub admissions: IntCounterVec,
+    pub remaining: IntGaugeVec,
+    pub pending: IntGaugeVec,
+    pub counter_rebuilds: IntCounterVec,
+    pub consumer_batch_size: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub consumer_persist_duration: HistogramVec,
+    pub consumer_messages: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let m = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("promo_http_requests_total", "HTTP requests answered"),
+                &["service", "route", "method", "status"],
+            )
+            .expect("valid metric"),
+            http_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "promo_http_request_duration_seconds",
+                    "HTTP request latency",
+                )
+                .buckets(latency_buckets()),
+                &["service", "route", "method"],
+            )
+            .expect("valid metric"),
+            admissions: IntCounterVec::new(
+                Opts::new(
+                    "promo_admissions_total",
+                    "Issue/order attempts by strategy and outcome (issued, sold_out, duplicate, rejected, not_active, error)",
+                ),
+                &["service", "strategy", "promotion", "outcome"],
+            )
+            .expect("valid metric"),
+            remaining: IntGaugeVec::new(
+                Opts::new("promo_remaining", "Quota or stock still available"),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
+            pending: IntGaugeVec::new(
+                Opts::new("promo_pending", "Admitted, not yet persisted"),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
+            counter_rebuilds: IntCounterVec::new(
+                Opts::new(
+                    "promo_counter_rebuilds_total",
+                    "Admission counters rebuilt from the database after loss",
+                ),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
+            consumer_batch_size: HistogramVec::new(
+                HistogramOpts::new("promo_consumer_batch_size", "Messages per consumed batch")
+                    .buckets(exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
+                &["service"],
+            )
+            .expect("valid metric"),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "promo_consumer_lag",
+                    "Messages not yet committed by the consumer group",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            consumer_persist_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "promo_consumer_persist_duration_seconds",
+                    "Time to persist one batch (database transaction)",
+                )
+                .buckets(latency_buckets()),
+                &["service"],
+            )
+            .expect("valid metric"),
+            consumer_messages: IntCounterVec::new(
+                Opts::new("promo_consumer_messages_total", "Messages persisted by outcome"),
+                &["service", "outcome"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        for c in [
+            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.http_duration.clone()),
+            Box::new(m.admissions.clone()),
+            Box::new(m.remaining.clone()),
+            Box::new(m.pending.clone()),
+            Box::new(m.counter_rebuilds.clone()),
+            Box::new(m.consumer_batch_size.clone()),
+            Box::new(m.consumer_lag.clone()),
+            Box::new(m.consumer_persist_duration.clone()),
+            Box::new(m.consumer_messages.clone()),
+        ] {
+            m.registry.register(c).expect("metric registered once");
+        }
+        Arc::new(m)
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

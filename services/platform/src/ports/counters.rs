@@ -1,0 +1,534 @@
+//! Counters + locks port: Redis in production, in-process embedded.
+//!
+//! A *pool* is one campaign's (or sale's) admission state: the units still
+//! remaining and the units each holder (user) was admitted. It lives in one
+//! Redis hash so that losing it (restart, FLUSHALL, eviction) is all or
+//! nothing: admission then answers [`Admission::Missing`] and the service
+//! rebuilds the pool from the database before admitting again.
+//!
+//! Every operation that reads and writes is one atomic step (a Lua script in
+//! Redis, one critical section in memory).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use redis::{aio::ConnectionManager, Script};
+
+/// Field of the pool hash that holds the remaining units. Holder fields are
+/// prefixed with `u:` so no user id can collide with it.
+const REMAINING: &str = "~remaining";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot connect to redis at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// The answer of one admission step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; `remaining` units are left after this one.
+    Admitted { remaining: i64 },
+    /// The holder would exceed their limit.
+    LimitReached,
+    /// Fewer units remain than were asked for (nothing was taken).
+    SoldOut,
+    /// The pool does not exist: never seeded, or lost. Rebuild before admitting.
+    Missing,
+}
+
+/// Proof of holding a lock; only its holder can release it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockToken {
+    pub key: String,
+    pub token: String,
+}
+
+#[async_trait]
+pub trait Counters: Send + Sync {
+    /// One atomic admission step: pool present, `holder`'s units + `units` ≤
+    /// `limit`, `units` ≤ remaining; then take the units and, when `ticket`
+    /// is given, mark it pending for `ticket_ttl`.
+    async fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+    ) -> Result<Admission, CountersError>;
+
+    /// Gives `units` back to the pool and to `holder` (a cancel, or an
+    /// admission whose event could not be sent). No-op when the pool is missing.
+    async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError>;
+
+    /// Creates the pool with `remaining` units and the given holder counts,
+    /// unless it already exists. Returns whether it created it.
+    async fn seed(
+        &self,
+        pool: &str,
+        remaining: i64,
+        holders: &[(String, i64)],
+    ) -> Result<bool, CountersError>;
+
+    /// Adds `delta` (may be negative) to the remaining units of an existing
+    /// pool; returns the new value, or `None` when the pool is missing.
+    async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError>;
+
+    /// Remaining units, or `None` when the pool is missing.
+    async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError>;
+
+    /// Deletes the pool (campaign closed or moved off the queued strategy).
+    async fn remove(&self, pool: &str) -> Result<(), CountersError>;
+
+    /// Whether `ticket` is still marked pending.
+    async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError>;
+
+    /// Takes the lock `key` for `ttl` if free (SET NX PX with a random token).
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError>;
+
+    /// Releases the lock only if `token` still owns it; returns whether it did.
+    async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError>;
+
+    /// Round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), CountersError>;
+}
+
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+// ---------------------------------------------------------------- Redis ----
+
+const ADMIT_LUA: &str = r#"
+local remaining = redis.call('HGET', KEYS[1], ARGV[1])
+if not remaining then return {3, 0} end
+local units = tonumber(ARGV[3])
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+if held + units > tonumber(ARGV[4]) then return {1, tonumber(remaining)} end
+if tonumber(remaining) < units then return {2, tonumber(remaining)} end
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
+redis.call('HINCRBY', KEYS[1], ARGV[2], units)
+if ARGV[5] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[6]) end
+return {0, left}
+"#;
+
+const RELEASE_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+local held = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+if held <= 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
+return 1
+"#;
+
+// KEYS[1] = pool, KEYS[2] = staging hash already holding the holder counts.
+const SEED_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('RENAME', KEYS[2], KEYS[1])
+return 1
+"#;
+
+const ADJUST_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+"#;
+
+const UNLOCK_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Redis implementation: one multiplexed connection (reconnecting), scripts
+/// loaded once and run by SHA (`redis::Script` reloads them after a restart).
+#[derive(Clone)]
+pub struct RedisCounters {
+    conn: ConnectionManager,
+    prefix: String,
+    admit: Arc<Script>,
+    release: Arc<Script>,
+    seed: Arc<Script>,
+    adjust: Arc<Script>,
+    unlock: Arc<Script>,
+}
+
+impl RedisCounters {
+    /// Connects to `url`; every key is put under `prefix` (e.g. `promo:`).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, CountersError> {
+        let client = redis::Client::open(url).map_err(|source| CountersError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| CountersError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            admit: Arc::new(Script::new(ADMIT_LUA)),
+            release: Arc::new(Script::new(RELEASE_LUA)),
+            seed: Arc::new(Script::new(SEED_LUA)),
+            adjust: Arc::new(Script::new(ADJUST_LUA)),
+            unlock: Arc::new(Script::new(UNLOCK_LUA)),
+        })
+    }
+
+    fn pool_key(&self, pool: &str) -> String {
+        format!("{}pool:{{{pool}}}", self.prefix)
+    }
+
+    fn ticket_key(&self, ticket: &str) -> String {
+        format!("{}ticket:{ticket}", self.prefix)
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}lock:{key}", self.prefix)
+    }
+
+    /// The connection, for tests that simulate data loss.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+fn holder_field(holder: &str) -> String {
+    format!("u:{holder}")
+}
+
+#[async_trait]
+impl Counters for RedisCounters {
+    async fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+    ) -> Result<Admission, CountersError> {
+        let mut conn = self.conn.clone();
+        let (ticket_key, flag, ttl) = match ticket {
+            Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64),
+            None => (self.ticket_key("-"), "0", 0),
+        };
+        let (code, left): (i64, i64) = self
+            .admit
+            .key(self.pool_key(pool))
+            .key(ticket_key)
+            .arg(REMAINING)
+            .arg(holder_field(holder))
+            .arg(units)
+            .arg(limit)
+            .arg(flag)
+            .arg(ttl.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match code {
+            0 => Admission::Admitted { remaining: left },
+            1 => Admission::LimitReached,
+            2 => Admission::SoldOut,
+            _ => Admission::Missing,
+        })
+    }
+
+    async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.pool_key(pool))
+            .arg(REMAINING)
+            .arg(holder_field(holder))
+            .arg(units)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn seed(
+        &self,
+        pool: &str,
+        remaining: i64,
+        holders: &[(String, i64)],
+    ) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let key = self.pool_key(pool);
+        // The holders go to a staging hash first (in chunks, since a big
+        // campaign has many) and the pool appears in one RENAME, so a
+        // half-written pool is never visible to admission.
+        let staging = format!("{key}:staging:{}", random_token());
+        for chunk in holders.chunks(1000) {
+            let fields: Vec<(String, i64)> =
+                chunk.iter().map(|(h, n)| (holder_field(h), *n)).collect();
+            redis::cmd("HSET")
+                .arg(&staging)
+                .arg(&fields)
+                .exec_async(&mut conn)
+                .await?;
+        }
+        let created: i64 = self
+            .seed
+            .key(&key)
+            .key(&staging)
+            .arg(REMAINING)
+            .arg(remaining)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(created == 1)
+    }
+
+    async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = self
+            .adjust
+            .key(self.pool_key(pool))
+            .arg(REMAINING)
+            .arg(delta)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(v)
+    }
+
+    async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = redis::cmd("HGET")
+            .arg(self.pool_key(pool))
+            .arg(REMAINING)
+            .query_async(&mut conn)
+            .await?;
+        Ok(v)
+    }
+
+    async fn remove(&self, pool: &str) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(self.pool_key(pool))
+            .exec_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.ticket_key(ticket))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError> {
+        let mut conn = self.conn.clone();
+        let token = random_token();
+        let key = self.lock_key(key);
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ok.map(|_| LockToken { key, token }))
+    }
+
+    async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .unlock
+            .key(&token.key)
+            .arg(&token.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn ping(&self) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+// --------------------------------------------------------------- memory ----
+
+#[derive(Default)]
+struct Pool {
+    remaining: i64,
+    holders: HashMap<String, i64>,
+}
+
+#[derive(Default)]
+struct State {
+    pools: HashMap<String, Pool>,
+    tickets: HashMap<String, Instant>,
+    locks: HashMap<String, (String, Instant)>,
+}
+
+/// In-process implementation with the same semantics: one mutex makes every
+/// operation atomic, as one Lua script is in Redis.
+#[derive(Clone, Default)]
+pub struct MemoryCounters {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryCounters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything, as a Redis FLUSHALL would (for tests and drills).
+    pub fn clear(&self) {
+        *self.lock() = State::default();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave a pool half-updated
+        // (every critical section is a few plain assignments), so a poisoned
+        // mutex is safe to keep using.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Counters for MemoryCounters {
+    async fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+    ) -> Result<Admission, CountersError> {
+        let mut s = self.lock();
+        let Some(p) = s.pools.get_mut(pool) else {
+            return Ok(Admission::Missing);
+        };
+        let held = p.holders.get(holder).copied().unwrap_or(0);
+        if held + units > limit {
+            return Ok(Admission::LimitReached);
+        }
+        if p.remaining < units {
+            return Ok(Admission::SoldOut);
+        }
+        p.remaining -= units;
+        *p.holders.entry(holder.to_string()).or_default() += units;
+        let remaining = p.remaining;
+        if let Some((t, ttl)) = ticket {
+            let now = Instant::now();
+            s.tickets.retain(|_, exp| *exp > now);
+            s.tickets.insert(t.to_string(), now + ttl);
+        }
+        Ok(Admission::Admitted { remaining })
+    }
+
+    async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
+        let mut s = self.lock();
+        if let Some(p) = s.pools.get_mut(pool) {
+            p.remaining += units;
+            let held = p.holders.entry(holder.to_string()).or_default();
+            *held -= units;
+            if *held <= 0 {
+                p.holders.remove(holder);
+            }
+        }
+        Ok(())
+    }
+
+    async fn seed(
+        &self,
+        pool: &str,
+        remaining: i64,
+        holders: &[(String, i64)],
+    ) -> Result<bool, CountersError> {
+        let mut s = self.lock();
+        if s.pools.contains_key(pool) {
+            return Ok(false);
+        }
+        s.pools.insert(
+            pool.to_string(),
+            Pool {
+                remaining,
+                holders: holders.iter().cloned().collect(),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
+        let mut s = self.lock();
+        Ok(s.pools.get_mut(pool).map(|p| {
+            p.remaining += delta;
+            p.remaining
+        }))
+    }
+
+    async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError> {
+        Ok(self.lock().pools.get(pool).map(|p| p.remaining))
+    }
+
+    async fn remove(&self, pool: &str) -> Result<(), CountersError> {
+        self.lock().pools.remove(pool);
+        Ok(())
+    }
+
+    async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError> {
+        let s = self.lock();
+        Ok(s.tickets
+            .get(ticket)
+            .is_some_and(|exp| *exp > Instant::now()))
+    }
+
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if let Some((_, exp)) = s.locks.get(key) {
+            if *exp > now {
+                return Ok(None);
+            }
+        }
+        let token = random_token();
+        s.locks.insert(key.to_string(), (token.clone(), now + ttl));
+        Ok(Some(LockToken {
+            key: key.to_string(),
+            token,
+        }))
+    }
+
+    async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError> {
+        let mut s = self.lock();
+        match s.locks.get(&token.key) {
+            Some((t, _)) if *t == token.token => {
+                s.locks.remove(&token.key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), CountersError> {
+        Ok(())
+    }
+}

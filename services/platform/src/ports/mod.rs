@@ -1,0 +1,11 @@
+//! The backend ports. Each has a production and an embedded implementation,
+//! chosen by configuration, and one conformance suite (in `tests/`) that runs
+//! against both so they cannot drift apart.
+
+pub mod counters;
+pub mod queue;
+pub mod sql;
+
+pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
+pub use queue::{Consumer, KafkaQueue, MemoryQueue, Message, Producer, Queue, QueueError};
+pub use sql::{Database, Dialect, Migration, SqlError};

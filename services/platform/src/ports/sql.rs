@@ -1,0 +1,381 @@
+//! SQL store port: MySQL/MariaDB in production, SQLite embedded.
+//!
+//! Both run behind sqlx's `Any` driver, so a service writes its queries once
+//! (`?` placeholders, BIGINT epoch-millisecond times, no driver-only types) and
+//! asks [`Dialect`] for the few clauses that differ. Each service keeps one
+//! migration folder per dialect under `migrations/<service>/<dialect>/`.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool, ConnectOptions, Connection, Executor,
+};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("invalid database URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+}
+
+impl SqlError {
+    /// True when the database refused a row because a UNIQUE/PRIMARY KEY already holds it.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, SqlError::Query(e) if is_unique_violation(e))
+    }
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY violation, on either dialect.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The two SQL dialects the services run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    MySql,
+    Sqlite,
+}
+
+impl Dialect {
+    /// Row lock for `SELECT … FOR UPDATE`. SQLite has no row locks; its
+    /// single writer connection (see [`Database::connect`]) serialises
+    /// transactions instead, which gives the same guarantee.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::MySql => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// `INSERT` that skips rows whose key already exists.
+    pub fn insert_ignore(self) -> &'static str {
+        match self {
+            Dialect::MySql => "INSERT IGNORE",
+            Dialect::Sqlite => "INSERT OR IGNORE",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::MySql => "mysql",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// One embedded migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// A service's migrations, one list per dialect (files embedded at build time).
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub mysql: &'static [Migration],
+    pub sqlite: &'static [Migration],
+}
+
+/// A connection pool plus the dialect it speaks.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Database {
+    /// Connects to `url` (`mysql://…/db` or `sqlite://path`). A MySQL
+    /// database named in the URL is created when missing; a SQLite file and
+    /// its folder likewise.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, SqlError> {
+        sqlx::any::install_default_drivers();
+        let parsed = Url::parse(url).map_err(|e| SqlError::Url {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        let dialect = match parsed.scheme() {
+            "mysql" | "mariadb" => Dialect::MySql,
+            "sqlite" => Dialect::Sqlite,
+            other => {
+                return Err(SqlError::Url {
+                    url: redact(url),
+                    reason: format!("unsupported scheme {other:?}; use mysql:// or sqlite://"),
+                })
+            }
+        };
+        let url = if parsed.scheme() == "mariadb" {
+            url.replacen("mariadb://", "mysql://", 1)
+        } else {
+            url.to_string()
+        };
+        match dialect {
+            Dialect::MySql => create_mysql_database(&url).await?,
+            Dialect::Sqlite => create_sqlite_parent(&url)?,
+        }
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| SqlError::Url {
+                url: redact(&url),
+                reason: e.to_string(),
+            })?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        // SQLite allows one writer; with several connections a deferred
+        // transaction that upgrades to a write fails with SQLITE_BUSY instead
+        // of waiting. One connection serialises transactions, which is also
+        // what makes `FOR UPDATE`-free row locking correct there.
+        let max = match dialect {
+            Dialect::MySql => max_connections.max(1),
+            Dialect::Sqlite => 1,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| SqlError::Connect {
+                url: redact(&url),
+                source,
+            })?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies the migrations not yet recorded in `schema_migrations`, in
+    /// version order, and returns how many ran. Safe to call at every start:
+    /// on MySQL a named lock keeps concurrent starters from racing.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<usize, SqlError> {
+        let list = match self.dialect {
+            Dialect::MySql => migrations.mysql,
+            Dialect::Sqlite => migrations.sqlite,
+        };
+        let mut conn = self.pool.acquire().await?;
+        if self.dialect == Dialect::MySql {
+            sqlx::query("SELECT GET_LOCK('promo_migrate', 60)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = async {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (\
+                 version BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+            let mut applied = 0;
+            for m in list {
+                let done: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                        .bind(m.version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if done.is_some() {
+                    continue;
+                }
+                for statement in split_statements(m.sql) {
+                    conn.execute(statement)
+                        .await
+                        .map_err(|source| SqlError::Migration {
+                            version: m.version,
+                            name: m.name,
+                            source,
+                        })?;
+                }
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                )
+                .bind(m.version)
+                .bind(m.name)
+                .bind(crate::time::now_ms())
+                .execute(&mut *conn)
+                .await?;
+                tracing::info!(version = m.version, name = m.name, "migration applied");
+                applied += 1;
+            }
+            Ok::<_, SqlError>(applied)
+        }
+        .await;
+        if self.dialect == Dialect::MySql {
+            let _ = sqlx::query("SELECT RELEASE_LOCK('promo_migrate')")
+                .execute(&mut *conn)
+                .await;
+        }
+        result
+    }
+
+    /// Round trip to the database, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), SqlError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+/// Splits a migration file into statements at `;` line ends. Migration files
+/// keep one statement per `;`-terminated block and no `;` inside literals.
+fn split_statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').trim())
+        .filter(|s| {
+            !s.is_empty()
+                && s.lines()
+                    .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        })
+}
+
+async fn create_mysql_database(url: &str) -> Result<(), SqlError> {
+    let mut parsed = Url::parse(url).map_err(|e| SqlError::Url {
+        url: redact(url),
+        reason: e.to_string(),
+    })?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    if name.is_empty() {
+        return Err(SqlError::Url {
+            url: redact(url),
+            reason: "the URL names no database (mysql://user@host:3306/<database>)".into(),
+        });
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(SqlError::Url {
+            url: redact(url),
+            reason: format!("database name {name:?} may hold only letters, digits, '_' and '-'"),
+        });
+    }
+    parsed.set_path("");
+    let server = parsed.to_string();
+    let mut conn = sqlx::AnyConnection::connect(&server)
+        .await
+        .map_err(|source| SqlError::Connect {
+            url: redact(&server),
+            source,
+        })?;
+    conn.execute(
+        format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            .as_str(),
+    )
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+fn create_sqlite_parent(url: &str) -> Result<(), SqlError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| SqlError::Url {
+                url: url.to_string(),
+                reason: format!("cannot create folder {}: {e}", parent.display()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The URL with its password replaced, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The `mysql://` URL of database `name` on the server at `server_url`
+/// (whatever database the server URL named is replaced).
+pub fn mysql_database_url(server_url: &str, name: &str) -> Result<String, SqlError> {
+    let mut u = Url::parse(server_url).map_err(|e| SqlError::Url {
+        url: redact(server_url),
+        reason: e.to_string(),
+    })?;
+    u.set_path(&format!("/{name}"));
+    Ok(u.to_string())
+}
+
+/// The `sqlite://` URL of file `<dir>/<name>.db`, created on first connect.
+pub fn sqlite_file_url(dir: &std::path::Path, name: &str) -> String {
+    format!("sqlite://{}/{name}.db?mode=rwc", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_skips_comments() {
+        let sql =
+            "-- head\nCREATE TABLE a (x INT);\n\n-- only a comment;\nCREATE INDEX i ON a (x);\n";
+        let parts: Vec<_> = split_statements(sql).collect();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert!(parts[0].ends_with("CREATE TABLE a (x INT)"));
+        assert_eq!(parts[1], "CREATE INDEX i ON a (x)");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("mysql://root:secret@db:3306/x"),
+            "mysql://root:***@db:3306/x"
+        );
+        assert_eq!(redact("mysql://root@db/x"), "mysql://root@db/x");
+    }
+
+    #[test]
+    fn builds_database_urls() {
+        assert_eq!(
+            mysql_database_url("mysql://root@127.0.0.1:3306", "promo_coupon").unwrap(),
+            "mysql://root@127.0.0.1:3306/promo_coupon"
+        );
+        assert_eq!(
+            mysql_database_url("mysql://root@127.0.0.1:3306/other", "c").unwrap(),
+            "mysql://root@127.0.0.1:3306/c"
+        );
+    }
+}

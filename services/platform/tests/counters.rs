@@ -1,0 +1,160 @@
+//! Conformance suite of the counters + locks port, run against Redis and the
+//! in-process implementation.
+
+use std::{sync::Arc, time::Duration};
+
+use promo_platform::{
+    ports::{Admission, Counters, MemoryCounters},
+    testing,
+};
+
+async fn suite(c: Arc<dyn Counters>) {
+    admission_rules(&*c).await;
+    concurrent_admissions_never_oversell(c.clone()).await;
+    seed_only_once_and_adjust(&*c).await;
+    tickets(&*c).await;
+    locks(&*c).await;
+    c.ping().await.expect("ping");
+}
+
+async fn admission_rules(c: &dyn Counters) {
+    let pool = "rules";
+    assert_eq!(
+        c.admit(pool, "u1", 1, 1, None).await.unwrap(),
+        Admission::Missing
+    );
+    assert_eq!(c.remaining(pool).await.unwrap(), None);
+    assert!(c.seed(pool, 3, &[]).await.unwrap());
+    assert_eq!(
+        c.admit(pool, "u1", 1, 2, None).await.unwrap(),
+        Admission::Admitted { remaining: 2 }
+    );
+    assert_eq!(
+        c.admit(pool, "u1", 1, 2, None).await.unwrap(),
+        Admission::Admitted { remaining: 1 }
+    );
+    // At the limit: refused even though units remain.
+    assert_eq!(
+        c.admit(pool, "u1", 1, 2, None).await.unwrap(),
+        Admission::LimitReached
+    );
+    // Asking more than remains takes nothing (no partial fill).
+    assert_eq!(
+        c.admit(pool, "u2", 2, 5, None).await.unwrap(),
+        Admission::SoldOut
+    );
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(1));
+    // Release returns units to the pool and frees the holder's limit.
+    c.release(pool, "u1", 1).await.unwrap();
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(2));
+    assert_eq!(
+        c.admit(pool, "u1", 1, 2, None).await.unwrap(),
+        Admission::Admitted { remaining: 1 }
+    );
+    c.remove(pool).await.unwrap();
+    assert_eq!(
+        c.admit(pool, "u3", 1, 1, None).await.unwrap(),
+        Admission::Missing
+    );
+    // Releasing into a missing pool does not resurrect it.
+    c.release(pool, "u1", 1).await.unwrap();
+    assert_eq!(c.remaining(pool).await.unwrap(), None);
+}
+
+async fn concurrent_admissions_never_oversell(c: Arc<dyn Counters>) {
+    let pool = "race";
+    c.seed(pool, 50, &[]).await.unwrap();
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let c = c.clone();
+            // 200 users, each trying twice with a limit of one.
+            tokio::spawn(async move { c.admit(pool, &format!("u{}", i % 200), 1, 1, None).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        if let Admission::Admitted { .. } = t.await.unwrap().unwrap() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 50);
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(0));
+}
+
+async fn seed_only_once_and_adjust(c: &dyn Counters) {
+    let pool = "seeded";
+    let holders = vec![("a".to_string(), 2), ("b".to_string(), 1)];
+    assert!(c.seed(pool, 10, &holders).await.unwrap());
+    // A second seed never resets a running pool.
+    assert!(!c.seed(pool, 99, &[]).await.unwrap());
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(10));
+    // Seeded holder counts are enforced.
+    assert_eq!(
+        c.admit(pool, "a", 1, 2, None).await.unwrap(),
+        Admission::LimitReached
+    );
+    assert_eq!(
+        c.admit(pool, "b", 1, 2, None).await.unwrap(),
+        Admission::Admitted { remaining: 9 }
+    );
+    assert_eq!(c.adjust(pool, 5).await.unwrap(), Some(14));
+    assert_eq!(c.adjust("nope", 5).await.unwrap(), None);
+    // Many holders go through the chunked staging path.
+    let many: Vec<(String, i64)> = (0..2500).map(|i| (format!("h{i}"), 1)).collect();
+    assert!(c.seed("big", 1, &many).await.unwrap());
+    assert_eq!(
+        c.admit("big", "h2499", 1, 1, None).await.unwrap(),
+        Admission::LimitReached
+    );
+    assert_eq!(
+        c.admit("big", "new", 1, 1, None).await.unwrap(),
+        Admission::Admitted { remaining: 0 }
+    );
+}
+
+async fn tickets(c: &dyn Counters) {
+    c.seed("tix", 5, &[]).await.unwrap();
+    assert!(!c.ticket_pending("t1").await.unwrap());
+    c.admit("tix", "u", 1, 1, Some(("t1", Duration::from_millis(300))))
+        .await
+        .unwrap();
+    assert!(c.ticket_pending("t1").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(!c.ticket_pending("t1").await.unwrap(), "ticket expires");
+}
+
+async fn locks(c: &dyn Counters) {
+    let ttl = Duration::from_millis(300);
+    let t1 = c.try_lock("L", ttl).await.unwrap().expect("free lock");
+    assert!(c.try_lock("L", ttl).await.unwrap().is_none(), "held");
+    let forged = promo_platform::ports::LockToken {
+        key: t1.key.clone(),
+        token: "not-mine".into(),
+    };
+    assert!(!c.unlock(&forged).await.unwrap(), "only the owner releases");
+    assert!(c.unlock(&t1).await.unwrap());
+    let t2 = c.try_lock("L", ttl).await.unwrap().expect("free again");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let t3 = c
+        .try_lock("L", ttl)
+        .await
+        .unwrap()
+        .expect("expired lock is free");
+    assert!(
+        !c.unlock(&t2).await.unwrap(),
+        "an expired owner cannot release the new owner's lock"
+    );
+    assert!(c.unlock(&t3).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_counters_conform() {
+    suite(Arc::new(MemoryCounters::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_counters_conform() {
+    let c = testing::fresh_redis("conformance").await;
+    suite(Arc::new(c.clone())).await;
+    testing::flush_redis_prefix(&c).await;
+}

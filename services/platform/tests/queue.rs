@@ -1,0 +1,191 @@
+//! Conformance suite of the queue port, run against the in-process queue,
+//! librdkafka's mock cluster and a real Kafka-protocol broker (tansu).
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use promo_platform::{
+    ports::{KafkaQueue, MemoryQueue, Queue},
+    testing,
+};
+use rdkafka::{
+    mocking::MockCluster,
+    types::{RDKafkaApiKey, RDKafkaRespErr},
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls until `n` messages arrived (or the wait runs out).
+async fn take(
+    c: &mut dyn promo_platform::ports::Consumer,
+    n: usize,
+) -> Vec<promo_platform::ports::Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        got.extend(c.poll(n - got.len(), WAIT).await.expect("poll"));
+    }
+    got
+}
+
+/// `create`: whether the backend supports creating topics (librdkafka's mock
+/// cluster does not answer CreateTopics; its topics are made up front).
+async fn suite(q: Arc<dyn Queue>, topic: &str, create: bool) {
+    if create {
+        q.ensure_topic(topic, 1).await.expect("topic");
+        q.ensure_topic(topic, 1)
+            .await
+            .expect("creating twice is fine");
+    }
+    let group = testing::unique("group");
+    let p = q.producer(topic).expect("producer");
+    for i in 0..100 {
+        p.send("k", format!("m{i}").into_bytes())
+            .await
+            .expect("send");
+    }
+
+    // First member takes 60 messages in order, commits the first 40, "crashes".
+    let mut c1 = q.consumer(topic, &group).await.expect("consumer");
+    let got = take(&mut *c1, 60).await;
+    assert_eq!(got.len(), 60);
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(payloads[..3], ["m0", "m1", "m2"]);
+    assert!(
+        got.windows(2).all(|w| w[0].offset < w[1].offset),
+        "in order"
+    );
+    assert!(got.iter().all(|m| m.key == b"k"));
+    c1.commit(&got[..40]).await.expect("commit");
+    drop(c1);
+
+    wait_for_lag(&*q, topic, &group, 60).await;
+
+    // The next member starts at the committed offset: 40..99 again, nothing lost.
+    let mut c2 = q.consumer(topic, &group).await.expect("consumer");
+    let rest = take(&mut *c2, 60).await;
+    let rest_payloads: Vec<String> = rest
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(rest_payloads.first().map(String::as_str), Some("m40"));
+    assert_eq!(rest_payloads.last().map(String::as_str), Some("m99"));
+    assert_eq!(
+        rest.iter().map(|m| m.offset).collect::<HashSet<_>>().len(),
+        60
+    );
+    c2.commit(&rest).await.expect("commit");
+    wait_for_lag(&*q, topic, &group, 0).await;
+
+    // An empty poll returns within the wait.
+    let started = std::time::Instant::now();
+    assert!(c2
+        .poll(10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+async fn wait_for_lag(q: &dyn Queue, topic: &str, group: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let lag = q.lag(topic, group).await.expect("lag");
+        if lag == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag stayed {lag}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_queue_conforms() {
+    suite(Arc::new(MemoryQueue::new(10_000)), "t", true).await;
+}
+
+#[tokio::test]
+async fn memory_queue_is_bounded() {
+    let q = MemoryQueue::new(3);
+    let p = q.producer("t").unwrap();
+    for _ in 0..3 {
+        p.send("k", vec![1]).await.unwrap();
+    }
+    assert!(p.send("k", vec![1]).await.is_err(), "full");
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let b = c.poll(10, WAIT).await.unwrap();
+    c.commit(&b).await.unwrap();
+    p.send("k", vec![1]).await.expect("room after commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_queue_conforms_on_mock_cluster() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("t", 1, 1).expect("topic");
+    suite(
+        Arc::new(KafkaQueue::new(&mock.bootstrap_servers()).unwrap()),
+        "t",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_producer_retries_broker_errors_without_duplicates() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("t", 1, 1).expect("topic");
+    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let p = q.producer("t").unwrap();
+    p.send("k", b"first".to_vec()).await.expect("send");
+    // The broker refuses the next produce requests with a retriable error;
+    // the idempotent producer retries and each message lands exactly once.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
+    );
+    for i in 0..5 {
+        p.send("k", format!("m{i}").into_bytes())
+            .await
+            .expect("send after retries");
+    }
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let got = take(&mut *c, 6).await;
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(payloads, ["first", "m0", "m1", "m2", "m3", "m4"]);
+    assert!(
+        c.poll(10, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_producer_reports_non_retriable_broker_errors() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("t", 1, 1).expect("topic");
+    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let p = q.producer("t").unwrap();
+    p.send("k", b"ok".to_vec()).await.expect("send");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let err = p.send("k", b"refused".to_vec()).await.expect_err("refused");
+    assert!(err.to_string().contains("uthoriz"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_queue_conforms_on_tansu() {
+    let topic = testing::unique("conformance");
+    suite(Arc::new(testing::kafka()), &topic, true).await;
+}
