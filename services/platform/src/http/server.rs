@@ -112,3 +112,52 @@ pub fn cancel_on_signal(token: CancellationToken) {
         token.cancel();
     });
 }
+
+/// One service's contribution to a process: its routes, its OpenAPI
+/// document and its readiness checks.
+pub struct ServiceParts {
+    pub name: &'static str,
+    pub router: Router,
+    pub openapi: utoipa::openapi::OpenApi,
+    pub readiness: super::health::Readiness,
+}
+
+/// The whole HTTP surface of a process serving `parts`: their routes
+/// (tracked per service), `/healthz`, `/readyz`, `/metrics`, the merged
+/// OpenAPI document at `/api-docs/openapi.json` and Swagger UI at
+/// `/api/docs` (assets compiled in from the crate, nothing downloaded).
+pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
+    let mut router = Router::new();
+    let mut readiness = super::health::Readiness::default();
+    let mut doc: Option<utoipa::openapi::OpenApi> = None;
+    let several = parts.len() > 1;
+    for p in parts {
+        router = router.merge(track(p.router, p.name, metrics.clone()));
+        readiness = readiness.merge(p.readiness);
+        doc = Some(match doc {
+            None => p.openapi,
+            Some(mut d) => {
+                d.merge(p.openapi);
+                d
+            }
+        });
+    }
+    let mut doc = doc.unwrap_or_default();
+    if several {
+        doc.info.title = "Promotion platform".into();
+        doc.info.description = Some("Coupons, time sales and points; see each tag.".into());
+    }
+    add_admin_security(&mut doc);
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api-docs/openapi.json", doc);
+    finish(router.merge(readiness.router()).merge(docs), metrics)
+}
+
+/// Declares the `admin_token` bearer scheme the admin routes refer to.
+fn add_admin_security(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "admin_token",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+}

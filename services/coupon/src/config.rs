@@ -1,0 +1,97 @@
+//! The coupon service's configuration: every flag also reads an environment
+//! variable; defaults suit a local run. Flags carry a `coupon-` prefix so
+//! `promo standalone` can take them beside the other services'.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use promo_platform::config::BackendArgs;
+
+use crate::Settings;
+
+#[derive(Parser, Debug)]
+#[command(name = "coupon-service", version, about = "Coupon issuance service")]
+pub struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, env = "PROMO_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (and, with the in-process queue, its consumer).
+    Serve(ServeArgs),
+    /// Run the V3 consumer: persist queued issue requests into the database.
+    Consume(ConsumeArgs),
+    /// Create and migrate the database, then exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token required on /admin routes (unset: admin routes are open).
+    #[arg(long, env = "PROMO_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub coupon: CouponArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConsumeArgs {
+    /// Address of the consumer's /healthz, /readyz and /metrics.
+    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:9100")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub coupon: CouponArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CouponArgs {
+    /// Kafka topic of V3 issue events.
+    #[arg(long, env = "PROMO_COUPON_TOPIC", default_value = "promo.coupon.issue")]
+    pub coupon_topic: String,
+    /// Partitions of the topic when this service creates it.
+    #[arg(long, env = "PROMO_COUPON_TOPIC_PARTITIONS", default_value_t = 8)]
+    pub coupon_topic_partitions: i32,
+    /// Consumer group of the V3 consumer.
+    #[arg(
+        long,
+        env = "PROMO_COUPON_CONSUMER_GROUP",
+        default_value = "coupon-consumer"
+    )]
+    pub coupon_consumer_group: String,
+    /// Most events persisted in one database transaction.
+    #[arg(long, env = "PROMO_COUPON_CONSUMER_BATCH", default_value_t = 1000)]
+    pub coupon_consumer_batch: usize,
+    /// How long V2 waits for a user's Redis lock before answering 503.
+    #[arg(long, env = "PROMO_COUPON_LOCK_WAIT_MS", default_value_t = 5000)]
+    pub coupon_lock_wait_ms: u64,
+}
+
+impl CouponArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            topic: self.coupon_topic.clone(),
+            topic_partitions: self.coupon_topic_partitions,
+            group: self.coupon_consumer_group.clone(),
+            consumer_max_batch: self.coupon_consumer_batch.max(1),
+            lock_wait: Duration::from_millis(self.coupon_lock_wait_ms),
+            ..Settings::default()
+        }
+    }
+}

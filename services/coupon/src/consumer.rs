@@ -1,0 +1,169 @@
+//! The V3 consumer: persists admitted issue requests in batches.
+//!
+//! One transaction per batch: per campaign (locked in id order, so two
+//! consumers never deadlock) it skips requests already decided (a redelivered
+//! batch stores nothing twice), re-checks every request against the
+//! database — per-user limit and quota — and writes coupons, outcomes and
+//! the issued count with multi-row statements. Offsets are committed by the
+//! shared loop only after this commit.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use promo_platform::{consumer::BatchHandler, ports::Message, time::from_ms};
+
+use crate::{
+    domain::{Coupon, CouponError},
+    events::CouponEvent,
+    store::{self, NewCoupon, RequestOutcome},
+    CouponService, SERVICE,
+};
+
+pub struct IssueConsumer {
+    pub svc: Arc<CouponService>,
+}
+
+struct Request {
+    request_id: String,
+    user_id: String,
+    admitted_at: i64,
+}
+
+#[async_trait]
+impl BatchHandler for IssueConsumer {
+    async fn persist(&self, batch: &[Message]) -> Result<(), String> {
+        persist_batch(&self.svc, batch)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Decides and stores one batch; see the module documentation.
+pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(), CouponError> {
+    let mut by_campaign: BTreeMap<String, Vec<Request>> = BTreeMap::new();
+    let mut fences = Vec::new();
+    let mut seen = HashSet::new();
+    for m in batch {
+        match CouponEvent::decode(&m.payload) {
+            Ok(CouponEvent::Issue {
+                request_id,
+                campaign,
+                user_id,
+                admitted_at,
+            }) => {
+                if seen.insert(request_id.clone()) {
+                    by_campaign.entry(campaign).or_default().push(Request {
+                        request_id,
+                        user_id,
+                        admitted_at,
+                    });
+                }
+            }
+            Ok(CouponEvent::Fence { fence_id, campaign }) => fences.push((fence_id, campaign)),
+            Err(e) => {
+                // A message we cannot read can never succeed: skip it
+                // rather than block the partition, and count it.
+                tracing::error!(error = %e, partition = m.partition, offset = m.offset, "undecodable event skipped");
+                svc.metrics
+                    .consumer_messages
+                    .with_label_values(&[SERVICE, "invalid"])
+                    .inc();
+            }
+        }
+    }
+
+    let dialect = svc.db.dialect();
+    let mut tx = svc.db.pool().begin().await?;
+    let ids: Vec<&str> = seen.iter().map(String::as_str).collect();
+    let decided = store::decided_requests(&mut tx, &ids).await?;
+    let (mut issued_total, mut rejected_total, mut redelivered) = (0u64, 0u64, 0u64);
+
+    for (campaign, requests) in &by_campaign {
+        let fresh: Vec<&Request> = requests
+            .iter()
+            .filter(|r| !decided.contains(&r.request_id))
+            .collect();
+        redelivered += (requests.len() - fresh.len()) as u64;
+        if fresh.is_empty() {
+            continue;
+        }
+        let c = store::lock_campaign(&mut tx, dialect, campaign).await?;
+        let mut outcomes = Vec::with_capacity(fresh.len());
+        let mut coupons: Vec<(Coupon, i64, &str)> = Vec::new();
+        match c {
+            None => {
+                for r in &fresh {
+                    outcomes.push(outcome(campaign, r, None, Some("unknown_campaign")));
+                }
+            }
+            Some(c) => {
+                let users: Vec<&str> = fresh.iter().map(|r| r.user_id.as_str()).collect();
+                let mut held: HashMap<String, i64> =
+                    store::count_users_coupons(&mut tx, campaign, &users).await?;
+                let mut available = c.spec.quota - c.issued;
+                for r in &fresh {
+                    let h = held.entry(r.user_id.clone()).or_insert(0);
+                    if *h >= c.spec.per_user_limit {
+                        outcomes.push(outcome(campaign, r, None, Some("already_issued")));
+                    } else if available <= 0 {
+                        outcomes.push(outcome(campaign, r, None, Some("sold_out")));
+                    } else {
+                        *h += 1;
+                        available -= 1;
+                        let coupon = Coupon::issue(&c, &r.user_id, from_ms(r.admitted_at));
+                        outcomes.push(outcome(campaign, r, Some(coupon.coupon_id.clone()), None));
+                        coupons.push((coupon, *h, r.request_id.as_str()));
+                    }
+                }
+            }
+        }
+        let rows: Vec<NewCoupon> = coupons
+            .iter()
+            .map(|(coupon, seq, request_id)| NewCoupon {
+                coupon,
+                seq: *seq,
+                request_id: Some(request_id),
+            })
+            .collect();
+        store::insert_coupons(&mut tx, &rows).await?;
+        if !rows.is_empty() && !store::add_issued(&mut tx, campaign, rows.len() as i64).await? {
+            // Cannot happen under the row lock; refuse the batch rather than oversell.
+            return Err(CouponError::SoldOut);
+        }
+        store::insert_outcomes(&mut tx, &outcomes).await?;
+        issued_total += rows.len() as u64;
+        rejected_total += (outcomes.len() - rows.len()) as u64;
+    }
+    for (fence_id, campaign) in &fences {
+        store::record_fence(&mut tx, dialect, fence_id, campaign).await?;
+    }
+    tx.commit().await?;
+
+    let m = &svc.metrics.consumer_messages;
+    m.with_label_values(&[SERVICE, "issued"])
+        .inc_by(issued_total);
+    m.with_label_values(&[SERVICE, "rejected"])
+        .inc_by(rejected_total);
+    m.with_label_values(&[SERVICE, "redelivered"])
+        .inc_by(redelivered);
+    Ok(())
+}
+
+fn outcome(
+    campaign: &str,
+    r: &Request,
+    coupon_id: Option<String>,
+    reason: Option<&str>,
+) -> RequestOutcome {
+    RequestOutcome {
+        request_id: r.request_id.clone(),
+        campaign: campaign.to_string(),
+        user_id: r.user_id.clone(),
+        coupon_id,
+        reason: reason.map(str::to_string),
+        admitted_at: r.admitted_at,
+    }
+}

@@ -1,0 +1,219 @@
+//! A campaign: its specification (what the admin API and a Promotion declare)
+//! and its live figures.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{CouponError, Discount};
+
+/// How a campaign admits issue requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Strategy {
+    /// V1: one database transaction holding the campaign row lock.
+    Database,
+    /// V2: a Redis lock per user around the database transaction.
+    RedisLock,
+    /// V3: one atomic Redis step admits, Kafka carries the event, a consumer persists.
+    Queued,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Database => "DATABASE",
+            Strategy::RedisLock => "REDIS_LOCK",
+            Strategy::Queued => "QUEUED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "DATABASE" => Some(Strategy::Database),
+            "REDIS_LOCK" => Some(Strategy::RedisLock),
+            "QUEUED" => Some(Strategy::Queued),
+            _ => None,
+        }
+    }
+
+    /// The `strategy` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Database => "v1_database",
+            Strategy::RedisLock => "v2_redis_lock",
+            Strategy::Queued => "v3_queued",
+        }
+    }
+}
+
+/// The body of `PUT /admin/campaigns/{campaign}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CampaignSpec {
+    /// Coupons to issue in total (> 0).
+    pub quota: i64,
+    /// Coupons one user may hold (> 0).
+    pub per_user_limit: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub strategy: Strategy,
+    pub discount: Discount,
+    /// Days a coupon stays redeemable after issuance; default: until the campaign ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_for_days: Option<i64>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Upper bounds that keep arithmetic far from overflow.
+pub const MAX_QUOTA: i64 = 1_000_000_000;
+pub const MAX_VALID_DAYS: i64 = 3650;
+
+impl CampaignSpec {
+    pub fn validate(&self) -> Result<(), CouponError> {
+        let bad = |m: String| Err(CouponError::InvalidCampaign(m));
+        if !(1..=MAX_QUOTA).contains(&self.quota) {
+            return bad(format!("quota must be between 1 and {MAX_QUOTA}"));
+        }
+        if !(1..=MAX_QUOTA).contains(&self.per_user_limit) {
+            return bad("perUserLimit must be at least 1".into());
+        }
+        if self.ends_at <= self.starts_at {
+            return bad("endsAt must be after startsAt".into());
+        }
+        if let Some(d) = self.valid_for_days {
+            if !(1..=MAX_VALID_DAYS).contains(&d) {
+                return bad(format!(
+                    "validForDays must be between 1 and {MAX_VALID_DAYS}"
+                ));
+            }
+        }
+        self.discount
+            .validate()
+            .map_err(CouponError::InvalidCampaign)
+    }
+}
+
+/// A stored campaign with its live figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub id: String,
+    pub spec: CampaignSpec,
+    /// Coupons persisted in the database.
+    pub issued: i64,
+}
+
+impl Campaign {
+    /// Whether issuance is open at `now`: not paused, inside the window.
+    pub fn check_active(&self, now: DateTime<Utc>) -> Result<(), CouponError> {
+        if self.spec.paused {
+            return Err(CouponError::NotActive(format!(
+                "campaign {:?} is paused",
+                self.id
+            )));
+        }
+        if now < self.spec.starts_at {
+            return Err(CouponError::NotActive(format!(
+                "campaign {:?} starts at {}",
+                self.id,
+                self.spec.starts_at.to_rfc3339()
+            )));
+        }
+        if now >= self.spec.ends_at {
+            return Err(CouponError::NotActive(format!(
+                "campaign {:?} ended at {}",
+                self.id,
+                self.spec.ends_at.to_rfc3339()
+            )));
+        }
+        Ok(())
+    }
+
+    /// When a coupon issued at `issued_at` stops being redeemable.
+    pub fn coupon_expiry(&self, issued_at: DateTime<Utc>) -> DateTime<Utc> {
+        match self.spec.valid_for_days {
+            Some(days) => issued_at + chrono::Duration::days(days),
+            None => self.spec.ends_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DiscountKind;
+
+    pub(crate) fn spec() -> CampaignSpec {
+        CampaignSpec {
+            quota: 10,
+            per_user_limit: 1,
+            starts_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            ends_at: "2026-01-02T00:00:00Z".parse().unwrap(),
+            strategy: Strategy::Database,
+            discount: Discount {
+                kind: DiscountKind::Fixed,
+                value: 1000,
+                max_amount: None,
+                min_order_amount: None,
+            },
+            valid_for_days: None,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn window_and_pause() {
+        let c = Campaign {
+            id: "c".into(),
+            spec: spec(),
+            issued: 0,
+        };
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(c.check_active(at("2025-12-31T23:59:59Z")).is_err());
+        assert!(c.check_active(at("2026-01-01T00:00:00Z")).is_ok());
+        assert!(
+            c.check_active(at("2026-01-02T00:00:00Z")).is_err(),
+            "end is exclusive"
+        );
+        let mut paused = c.clone();
+        paused.spec.paused = true;
+        assert!(matches!(
+            paused.check_active(at("2026-01-01T12:00:00Z")),
+            Err(CouponError::NotActive(_))
+        ));
+    }
+
+    #[test]
+    fn validation() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.quota = 0;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.ends_at = s.starts_at;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.per_user_limit = -1;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.valid_for_days = Some(0);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn expiry() {
+        let mut c = Campaign {
+            id: "c".into(),
+            spec: spec(),
+            issued: 0,
+        };
+        let t: DateTime<Utc> = "2026-01-01T10:00:00Z".parse().unwrap();
+        assert_eq!(c.coupon_expiry(t), c.spec.ends_at);
+        c.spec.valid_for_days = Some(30);
+        assert_eq!(
+            c.coupon_expiry(t),
+            "2026-01-31T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! A user's coupons, redemption and its cancellation.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::Utc;
+use promo_platform::{
+    http::{ApiError, ApiJson, ApiPath, ApiQuery},
+    ids::check_id,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    domain::{discount::MAX_AMOUNT, redeem::Redemption, Coupon},
+    store, CouponService,
+};
+
+pub fn router() -> Router<Arc<CouponService>> {
+    Router::new()
+        .route("/users/{user_id}/coupons", get(user_coupons))
+        .route("/coupons/{code}/redeem", post(redeem))
+        .route("/coupons/{code}/cancel-redemption", post(cancel_redemption))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1..=100, default 20.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponPage {
+    pub items: Vec<Coupon>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A user's coupons, newest first.
+#[utoipa::path(get, path = "/users/{userId}/coupons", tag = "coupon",
+    params(("userId" = String, Path), PageQuery),
+    responses((status = 200, body = CouponPage), (status = 400, description = "invalid_query")))]
+pub async fn user_coupons(
+    State(svc): State<Arc<CouponService>>,
+    ApiPath(user_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<CouponPage>, ApiError> {
+    check_id("userId", &user_id)?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    if let Some(c) = &q.cursor {
+        check_id("cursor", c)?;
+    }
+    let mut items =
+        store::user_coupons(svc.db.pool(), &user_id, q.cursor.as_deref(), limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|c| c.coupon_id.clone())
+    } else {
+        None
+    };
+    let now = Utc::now();
+    let items = items.into_iter().map(|c| c.status_at(now)).collect();
+    Ok(Json(CouponPage { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedeemBody {
+    pub user_id: String,
+    pub order_id: String,
+    /// Order total in minor units (> 0).
+    pub order_amount: i64,
+}
+
+/// Apply a coupon to an order; the same order again answers the same.
+#[utoipa::path(post, path = "/coupons/{code}/redeem", tag = "coupon",
+    params(("code" = String, Path)), request_body = RedeemBody,
+    responses(
+        (status = 200, body = Redemption), (status = 403, description = "wrong_user"),
+        (status = 404, description = "coupon_not_found"), (status = 409, description = "already_redeemed"),
+        (status = 422, description = "expired / below_minimum_order / invalid_amount"),
+    ))]
+pub async fn redeem(
+    State(svc): State<Arc<CouponService>>,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(body): ApiJson<RedeemBody>,
+) -> Result<Json<Redemption>, ApiError> {
+    check_id("code", &code)?;
+    check_id("userId", &body.user_id)?;
+    check_id("orderId", &body.order_id)?;
+    if !(1..=MAX_AMOUNT).contains(&body.order_amount) {
+        return Err(ApiError::unprocessable(
+            "invalid_amount",
+            "orderAmount must be a positive amount",
+        ));
+    }
+    Ok(Json(
+        svc.redeem(&code, &body.user_id, &body.order_id, body.order_amount)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelBody {
+    pub order_id: String,
+}
+
+/// Undo a redemption; the coupon is usable again.
+#[utoipa::path(post, path = "/coupons/{code}/cancel-redemption", tag = "coupon",
+    params(("code" = String, Path)), request_body = CancelBody,
+    responses((status = 200, body = Coupon), (status = 404), (status = 409, description = "order_mismatch")))]
+pub async fn cancel_redemption(
+    State(svc): State<Arc<CouponService>>,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> Result<Json<Coupon>, ApiError> {
+    check_id("code", &code)?;
+    check_id("orderId", &body.order_id)?;
+    Ok(Json(svc.cancel_redemption(&code, &body.order_id).await?))
+}

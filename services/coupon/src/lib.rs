@@ -1,0 +1,236 @@
+//! The coupon service: campaigns, first-come-first-served issuance in three
+//! strategies (V1 database, V2 Redis lock, V3 queued), redemption.
+//!
+//! Follow a request: `http/` (route, extractors) → `domain/issue/<strategy>.rs`
+//! (the rules) → `store/` (SQL). The V3 consumer is `consumer.rs`.
+
+pub mod config;
+pub mod consumer;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod run;
+pub mod store;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use promo_platform::{
+    config::{BackendError, Backends},
+    consumer::ConsumerOptions,
+    metrics::Metrics,
+    ports::{Counters, Database, Producer, Queue},
+};
+
+use domain::{Campaign, CampaignSpec, CouponError, Strategy};
+
+/// The `service` metric label and the log target.
+pub const SERVICE: &str = "coupon";
+/// The service's own database (on the shared MySQL server, or `coupon.db`).
+pub const DATABASE: &str = "promo_coupon";
+
+/// Tunables; every one has a flag in [`config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka topic of V3 issue events.
+    pub topic: String,
+    pub topic_partitions: i32,
+    /// Consumer group of the persisting consumer.
+    pub group: String,
+    /// How long V2 waits for a user's lock before answering 503.
+    pub lock_wait: Duration,
+    /// Lock lifetime; correctness never depends on it (the database decides).
+    pub lock_ttl: Duration,
+    /// How long a campaign read stays cached on the V3 hot path.
+    pub campaign_cache_ttl: Duration,
+    /// How long a V3 request id answers PENDING before it must be decided.
+    pub ticket_ttl: Duration,
+    /// How long a counter rebuild waits for its fence to be persisted.
+    pub rebuild_timeout: Duration,
+    pub consumer_max_batch: usize,
+    pub consumer_max_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            topic: "promo.coupon.issue".into(),
+            topic_partitions: 8,
+            group: "coupon-consumer".into(),
+            lock_wait: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(5),
+            campaign_cache_ttl: Duration::from_millis(500),
+            ticket_ttl: Duration::from_secs(24 * 3600),
+            rebuild_timeout: Duration::from_secs(30),
+            consumer_max_batch: 1000,
+            consumer_max_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Settings {
+    pub fn consumer_options(&self) -> ConsumerOptions {
+        ConsumerOptions {
+            service: SERVICE,
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            max_batch: self.consumer_max_batch,
+            max_wait: self.consumer_max_wait,
+        }
+    }
+}
+
+/// Everything a request needs: backends, metrics, settings, caches.
+pub struct CouponService {
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
+    pub producer: Arc<dyn Producer>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    cache: Mutex<HashMap<String, (Arc<Campaign>, Instant)>>,
+    rebuilding: Mutex<HashSet<String>>,
+}
+
+impl CouponService {
+    /// Opens (creating and migrating) the database and the topic.
+    pub async fn start(
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        let db = backends.database(DATABASE).await?;
+        db.migrate(&store::MIGRATIONS).await?;
+        Self::with_database(db, backends, metrics, settings).await
+    }
+
+    pub async fn with_database(
+        db: Database,
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        backends
+            .queue
+            .ensure_topic(&settings.topic, settings.topic_partitions)
+            .await?;
+        let producer = backends.queue.producer(&settings.topic)?;
+        Ok(Arc::new(Self {
+            db,
+            counters: backends.counters.clone(),
+            queue: backends.queue.clone(),
+            producer,
+            metrics,
+            settings,
+            cache: Mutex::default(),
+            rebuilding: Mutex::default(),
+        }))
+    }
+
+    /// The counters pool of a campaign.
+    pub fn pool(campaign: &str) -> String {
+        format!("coupon:{campaign}")
+    }
+
+    /// The campaign, from a short-lived cache (the V3 hot path reads it on
+    /// every request). A pause or window change is seen within the TTL.
+    pub async fn campaign(&self, id: &str) -> Result<Arc<Campaign>, CouponError> {
+        if let Some((c, at)) = self.cache_lock().get(id) {
+            if at.elapsed() < self.settings.campaign_cache_ttl {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(
+            store::get_campaign(self.db.pool(), id)
+                .await?
+                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?,
+        );
+        self.cache_lock()
+            .insert(id.to_string(), (c.clone(), Instant::now()));
+        Ok(c)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Campaign>, Instant)>> {
+        // Entries are whole values swapped in one insert: safe after a panic.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates or updates a campaign and keeps its counters in step:
+    /// a new queued campaign is seeded with its quota; a quota change on a
+    /// running campaign adds the difference (never resets); leaving the
+    /// queued strategy drops the counters so a return rebuilds them.
+    /// Returns the campaign and whether it was created.
+    pub async fn upsert_campaign(
+        &self,
+        id: &str,
+        spec: &CampaignSpec,
+    ) -> Result<(Campaign, bool), CouponError> {
+        spec.validate()?;
+        let (stored, previous) =
+            store::upsert_campaign(self.db.pool(), self.db.dialect(), id, spec).await?;
+        self.cache_lock().remove(id);
+        let pool = Self::pool(id);
+        match &previous {
+            None if spec.strategy == Strategy::Queued => {
+                self.counters
+                    .seed(&pool, stored.spec.quota - stored.issued, &[])
+                    .await?;
+            }
+            None => {}
+            Some(prev) => {
+                let delta = stored.spec.quota - prev.spec.quota;
+                if prev.spec.strategy == Strategy::Queued && spec.strategy != Strategy::Queued {
+                    self.counters.remove(&pool).await?;
+                } else if delta != 0 {
+                    self.counters.adjust(&pool, delta).await?;
+                }
+            }
+        }
+        Ok((stored, previous.is_none()))
+    }
+
+    /// Remaining and pending of a campaign. For a queued campaign remaining
+    /// is what the counters will still admit and pending what they admitted
+    /// that the consumer has not persisted yet.
+    pub async fn figures(&self, c: &Campaign) -> Result<(i64, i64), CouponError> {
+        let persisted_left = c.spec.quota - c.issued;
+        if c.spec.strategy != Strategy::Queued {
+            return Ok((persisted_left, 0));
+        }
+        Ok(match self.counters.remaining(&Self::pool(&c.id)).await? {
+            Some(left) => (left.max(0), (persisted_left - left).max(0)),
+            None => (persisted_left, 0),
+        })
+    }
+
+    /// Refreshes the remaining/pending gauges of every campaign.
+    pub async fn refresh_gauges(&self) -> Result<(), CouponError> {
+        for c in store::list_campaigns(self.db.pool()).await? {
+            let (remaining, pending) = self.figures(&c).await?;
+            self.metrics
+                .remaining
+                .with_label_values(&[SERVICE, &c.id])
+                .set(remaining);
+            self.metrics
+                .pending
+                .with_label_values(&[SERVICE, &c.id])
+                .set(pending);
+        }
+        Ok(())
+    }
+
+    /// Counts one issuance attempt in `promo_admissions_total`.
+    pub(crate) fn count<T>(&self, strategy: Strategy, campaign: &str, r: &Result<T, CouponError>) {
+        let outcome = match r {
+            Ok(_) => "issued",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .admissions
+            .with_label_values(&[SERVICE, strategy.label(), campaign, outcome])
+            .inc();
+    }
+}

@@ -1,0 +1,526 @@
+//! All SQL of the coupon service. Queries are written once for both dialects
+//! (sqlx `Any`, `?` placeholders, epoch-millisecond BIGINTs); the few
+//! dialect-specific clauses come from [`Dialect`].
+
+use std::collections::HashMap;
+
+use promo_platform::{
+    ports::{
+        sql::{is_unique_violation, Migrations},
+        Dialect, Migration,
+    },
+    time::{from_ms, now_ms, to_ms},
+};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
+
+use crate::domain::{
+    Campaign, CampaignSpec, Coupon, CouponError, CouponStatus, Discount, DiscountKind, Strategy,
+};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    mysql: &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../../migrations/coupon/mysql/0001_init.sql"),
+    }],
+    sqlite: &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../../migrations/coupon/sqlite/0001_init.sql"),
+    }],
+};
+
+const CAMPAIGN_COLUMNS: &str = "id, quota, per_user_limit, starts_at, ends_at, strategy, \
+    discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, issued";
+
+fn campaign_from_row(row: &AnyRow) -> Result<Campaign, sqlx::Error> {
+    let strategy: String = row.try_get("strategy")?;
+    let kind: String = row.try_get("discount_kind")?;
+    let corrupt = |what: &str, v: &str| sqlx::Error::Decode(format!("unknown {what} {v:?}").into());
+    Ok(Campaign {
+        id: row.try_get("id")?,
+        issued: row.try_get("issued")?,
+        spec: CampaignSpec {
+            quota: row.try_get("quota")?,
+            per_user_limit: row.try_get("per_user_limit")?,
+            starts_at: from_ms(row.try_get("starts_at")?),
+            ends_at: from_ms(row.try_get("ends_at")?),
+            strategy: Strategy::parse(&strategy).ok_or_else(|| corrupt("strategy", &strategy))?,
+            discount: Discount {
+                kind: DiscountKind::parse(&kind).ok_or_else(|| corrupt("discount kind", &kind))?,
+                value: row.try_get("discount_value")?,
+                max_amount: row.try_get("discount_max")?,
+                min_order_amount: row.try_get("min_order")?,
+            },
+            valid_for_days: row.try_get("valid_for_days")?,
+            paused: row.try_get::<i64, _>("paused")? != 0,
+        },
+    })
+}
+
+pub async fn get_campaign(pool: &AnyPool, id: &str) -> Result<Option<Campaign>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| campaign_from_row(&r))
+    .transpose()
+}
+
+pub async fn list_campaigns(pool: &AnyPool) -> Result<Vec<Campaign>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(campaign_from_row)
+    .collect()
+}
+
+/// Reads the campaign inside `tx`, holding its row lock until commit (MySQL);
+/// on SQLite the single writer connection gives the same exclusion.
+pub async fn lock_campaign(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: &str,
+) -> Result<Option<Campaign>, sqlx::Error> {
+    read_campaign(tx, dialect, id, true).await
+}
+
+/// Reads the campaign inside `tx`, with its row lock when `lock`.
+pub async fn read_campaign(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Campaign>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?{}",
+        if lock { dialect.for_update() } else { "" }
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| campaign_from_row(&r))
+    .transpose()
+}
+
+/// Creates or updates a campaign. Returns the stored campaign, the previous
+/// one (None when created). Lowering the quota below what is issued is refused.
+pub async fn upsert_campaign(
+    pool: &AnyPool,
+    dialect: Dialect,
+    id: &str,
+    spec: &CampaignSpec,
+) -> Result<(Campaign, Option<Campaign>), CouponError> {
+    let mut tx = pool.begin().await?;
+    let previous = lock_campaign(&mut tx, dialect, id).await?;
+    let now = now_ms();
+    let d = &spec.discount;
+    match &previous {
+        Some(prev) => {
+            if spec.quota < prev.issued {
+                return Err(CouponError::QuotaBelowIssued {
+                    quota: spec.quota,
+                    issued: prev.issued,
+                });
+            }
+            sqlx::query(
+                "UPDATE campaigns SET quota = ?, per_user_limit = ?, starts_at = ?, ends_at = ?, \
+                 strategy = ?, discount_kind = ?, discount_value = ?, discount_max = ?, min_order = ?, \
+                 valid_for_days = ?, paused = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(spec.quota)
+            .bind(spec.per_user_limit)
+            .bind(to_ms(spec.starts_at))
+            .bind(to_ms(spec.ends_at))
+            .bind(spec.strategy.as_str())
+            .bind(d.kind.as_str())
+            .bind(d.value)
+            .bind(d.max_amount)
+            .bind(d.min_order_amount)
+            .bind(spec.valid_for_days)
+            .bind(spec.paused as i64)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            let inserted = sqlx::query(
+                "INSERT INTO campaigns (id, quota, per_user_limit, starts_at, ends_at, strategy, \
+                 discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, issued, \
+                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            )
+            .bind(id)
+            .bind(spec.quota)
+            .bind(spec.per_user_limit)
+            .bind(to_ms(spec.starts_at))
+            .bind(to_ms(spec.ends_at))
+            .bind(spec.strategy.as_str())
+            .bind(d.kind.as_str())
+            .bind(d.value)
+            .bind(d.max_amount)
+            .bind(d.min_order_amount)
+            .bind(spec.valid_for_days)
+            .bind(spec.paused as i64)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                if is_unique_violation(&e) {
+                    // Created concurrently by another request: that one wins.
+                    return Err(CouponError::InvalidCampaign(format!(
+                        "campaign {id:?} was created concurrently; retry to update it"
+                    )));
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let stored = lock_campaign(&mut tx, dialect, id)
+        .await?
+        .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?;
+    tx.commit().await?;
+    Ok((stored, previous))
+}
+
+/// How many coupons `user` holds of `campaign` (the next one is seq + 1).
+pub async fn count_user_coupons(
+    tx: &mut AnyConnection,
+    campaign: &str,
+    user: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM coupons WHERE campaign_id = ? AND user_id = ?")
+        .bind(campaign)
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+/// Coupons held per user, for the users given (batch consumer).
+pub async fn count_users_coupons(
+    tx: &mut AnyConnection,
+    campaign: &str,
+    users: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut held = HashMap::new();
+    for chunk in users.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT user_id, COUNT(*) AS n FROM coupons WHERE campaign_id = ? AND user_id IN ({marks}) GROUP BY user_id"
+        );
+        let mut q = sqlx::query(&sql).bind(campaign);
+        for u in chunk {
+            q = q.bind(*u);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            held.insert(row.try_get("user_id")?, row.try_get("n")?);
+        }
+    }
+    Ok(held)
+}
+
+/// All holders of a campaign with their coupon counts (counter rebuild).
+pub async fn holder_counts(
+    pool: &AnyPool,
+    campaign: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, COUNT(*) AS n FROM coupons WHERE campaign_id = ? GROUP BY user_id",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("user_id")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// A coupon row about to be inserted.
+pub struct NewCoupon<'a> {
+    pub coupon: &'a Coupon,
+    pub seq: i64,
+    pub request_id: Option<&'a str>,
+}
+
+/// Inserts coupons, many rows per statement.
+pub async fn insert_coupons(
+    tx: &mut AnyConnection,
+    rows: &[NewCoupon<'_>],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(400) {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO coupons (coupon_id, code, campaign_id, user_id, seq, request_id, status, issued_at, expires_at) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let c = r.coupon;
+            q = q
+                .bind(c.coupon_id.clone())
+                .bind(c.code.clone())
+                .bind(c.campaign.clone())
+                .bind(c.user_id.clone())
+                .bind(r.seq)
+                .bind(r.request_id.map(str::to_string))
+                .bind("ISSUED")
+                .bind(to_ms(c.issued_at))
+                .bind(to_ms(c.expires_at));
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Adds `n` to the campaign's issued count unless that would pass the quota.
+/// Returns whether it did (false: the quota is exhausted).
+pub async fn add_issued(
+    tx: &mut AnyConnection,
+    campaign: &str,
+    n: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE campaigns SET issued = issued + ? WHERE id = ? AND issued + ? <= quota",
+    )
+    .bind(n)
+    .bind(campaign)
+    .bind(n)
+    .execute(&mut *tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+const COUPON_COLUMNS: &str = "coupon_id, code, campaign_id, user_id, status, issued_at, expires_at";
+
+fn coupon_from_row(row: &AnyRow) -> Result<Coupon, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Coupon {
+        coupon_id: row.try_get("coupon_id")?,
+        code: row.try_get("code")?,
+        campaign: row.try_get("campaign_id")?,
+        user_id: row.try_get("user_id")?,
+        status: if status == "REDEEMED" {
+            CouponStatus::Redeemed
+        } else {
+            CouponStatus::Issued
+        },
+        issued_at: from_ms(row.try_get("issued_at")?),
+        expires_at: from_ms(row.try_get("expires_at")?),
+    })
+}
+
+pub async fn get_coupon(pool: &AnyPool, coupon_id: &str) -> Result<Option<Coupon>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COUPON_COLUMNS} FROM coupons WHERE coupon_id = ?"
+    ))
+    .bind(coupon_id)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| coupon_from_row(&r))
+    .transpose()
+}
+
+/// A user's coupons, newest first, after `cursor` (a coupon id; ids are
+/// time-ordered UUIDv7, so the order is stable while coupons are added).
+pub async fn user_coupons(
+    pool: &AnyPool,
+    user: &str,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Coupon>, sqlx::Error> {
+    let rows = match cursor {
+        Some(c) => sqlx::query(&format!(
+            "SELECT {COUPON_COLUMNS} FROM coupons WHERE user_id = ? AND coupon_id < ? ORDER BY coupon_id DESC LIMIT ?"
+        ))
+        .bind(user)
+        .bind(c)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?,
+        None => sqlx::query(&format!(
+            "SELECT {COUPON_COLUMNS} FROM coupons WHERE user_id = ? ORDER BY coupon_id DESC LIMIT ?"
+        ))
+        .bind(user)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?,
+    };
+    rows.iter().map(coupon_from_row).collect()
+}
+
+/// A coupon with its redemption, locked for update.
+pub struct RedemptionRow {
+    pub coupon: Coupon,
+    pub order_id: Option<String>,
+    pub order_amount: Option<i64>,
+    pub discount_amount: Option<i64>,
+}
+
+pub async fn lock_coupon_by_code(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    code: &str,
+) -> Result<Option<RedemptionRow>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {COUPON_COLUMNS}, order_id, order_amount, discount_amount FROM coupons WHERE code = ?{}",
+        dialect.for_update()
+    ))
+    .bind(code)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|r| {
+        Ok(RedemptionRow {
+            coupon: coupon_from_row(&r)?,
+            order_id: r.try_get("order_id")?,
+            order_amount: r.try_get("order_amount")?,
+            discount_amount: r.try_get("discount_amount")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn mark_redeemed(
+    tx: &mut AnyConnection,
+    coupon_id: &str,
+    order_id: &str,
+    order_amount: i64,
+    discount_amount: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE coupons SET status = 'REDEEMED', order_id = ?, order_amount = ?, discount_amount = ?, redeemed_at = ? \
+         WHERE coupon_id = ? AND status = 'ISSUED'",
+    )
+    .bind(order_id)
+    .bind(order_amount)
+    .bind(discount_amount)
+    .bind(now_ms())
+    .bind(coupon_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn clear_redemption(tx: &mut AnyConnection, coupon_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE coupons SET status = 'ISSUED', order_id = NULL, order_amount = NULL, discount_amount = NULL, \
+         redeemed_at = NULL WHERE coupon_id = ?",
+    )
+    .bind(coupon_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The decided outcome of a queued request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOutcome {
+    pub request_id: String,
+    pub campaign: String,
+    pub user_id: String,
+    pub coupon_id: Option<String>,
+    pub reason: Option<String>,
+    pub admitted_at: i64,
+}
+
+pub async fn get_request(
+    pool: &AnyPool,
+    request_id: &str,
+) -> Result<Option<RequestOutcome>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT request_id, campaign_id, user_id, coupon_id, reason, admitted_at FROM issue_requests WHERE request_id = ?",
+    )
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(RequestOutcome {
+            request_id: r.try_get("request_id")?,
+            campaign: r.try_get("campaign_id")?,
+            user_id: r.try_get("user_id")?,
+            coupon_id: r.try_get("coupon_id")?,
+            reason: r.try_get("reason")?,
+            admitted_at: r.try_get("admitted_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Which of `ids` already have a stored outcome (redelivered events).
+pub async fn decided_requests(
+    tx: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut done = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT request_id FROM issue_requests WHERE request_id IN ({marks})");
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        done.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(done)
+}
+
+pub async fn insert_outcomes(
+    tx: &mut AnyConnection,
+    rows: &[RequestOutcome],
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for chunk in rows.chunks(500) {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO issue_requests (request_id, campaign_id, user_id, status, coupon_id, reason, admitted_at, decided_at) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.request_id.clone())
+                .bind(r.campaign.clone())
+                .bind(r.user_id.clone())
+                .bind(if r.coupon_id.is_some() {
+                    "ISSUED"
+                } else {
+                    "REJECTED"
+                })
+                .bind(r.coupon_id.clone())
+                .bind(r.reason.clone())
+                .bind(r.admitted_at)
+                .bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+pub async fn record_fence(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    fence_id: &str,
+    campaign: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "{} INTO counter_fences (fence_id, campaign_id, seen_at) VALUES (?, ?, ?)",
+        dialect.insert_ignore()
+    ))
+    .bind(fence_id)
+    .bind(campaign)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn fence_seen(pool: &AnyPool, fence_id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter_fences WHERE fence_id = ?")
+        .bind(fence_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(n > 0)
+}
