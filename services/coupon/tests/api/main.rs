@@ -1,0 +1,11 @@
+//! Coupon service through HTTP, every scenario on the embedded backends and
+//! on MariaDB + Redis + tansu (started by `just infra-up`).
+
+mod helpers;
+
+mod bad_input;
+mod consumer;
+mod counters;
+mod issuance;
+mod redemption;
+mod rules;
