@@ -1,0 +1,380 @@
+//! The `Promotion` custom resource, shared by the operator and `promo
+//! standalone`: the Rust types are the single source of the CRD schema.
+//!
+//! Downstream code never reads the raw spec: [`Promotion::validate`] turns it
+//! into a [`Checked`] value, and [`Checked::admin_request`] is the exact
+//! admin API call that registers it with its service.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One campaign: a coupon quota or a time-sale stock.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "promo.dev",
+    version = "v1alpha1",
+    kind = "Promotion",
+    plural = "promotions",
+    shortname = "promo",
+    namespaced,
+    status = "PromotionStatus",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Remaining","type":"integer","jsonPath":".status.remaining"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromotionSpec {
+    #[serde(rename = "type")]
+    pub kind: PromotionType,
+    #[serde(default)]
+    pub strategy: Strategy,
+    pub window: Window,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<CouponBlock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_sale: Option<TimeSaleBlock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<ConsumerScaling>,
+    /// Emergency stop: issuance/ordering answers 422 not_active while set.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PromotionType {
+    Coupon,
+    TimeSale,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Strategy {
+    Database,
+    RedisLock,
+    #[default]
+    Queued,
+}
+
+impl Strategy {
+    /// The spelling of the services' admin API.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Strategy::Database => "DATABASE",
+            Strategy::RedisLock => "REDIS_LOCK",
+            Strategy::Queued => "QUEUED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Window {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CouponBlock {
+    pub quota: i64,
+    #[serde(default = "one")]
+    pub per_user_limit: i64,
+    pub discount: Discount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_for_days: Option<i64>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Discount {
+    pub kind: DiscountKind,
+    pub value: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_order_amount: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DiscountKind {
+    Fixed,
+    Percent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeSaleBlock {
+    pub product: Product,
+    pub sale_price: i64,
+    pub stock: i64,
+    #[serde(default = "one")]
+    pub per_user_limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub price: i64,
+}
+
+/// KEDA-style bounds for the consumer Deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerScaling {
+    #[serde(default = "one_i32")]
+    pub min_replicas: i32,
+    #[serde(default = "eight")]
+    pub max_replicas: i32,
+    #[serde(default = "thousand")]
+    pub lag_per_replica: i64,
+}
+
+fn one_i32() -> i32 {
+    1
+}
+fn eight() -> i32 {
+    8
+}
+fn thousand() -> i64 {
+    1000
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Why a Promotion is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPromotion {
+    #[error("metadata.name is missing")]
+    NoName,
+    #[error("spec.window.endsAt must be after spec.window.startsAt")]
+    Window,
+    #[error("type {0} needs exactly the spec.{1} block")]
+    Block(&'static str, &'static str),
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error("a Percent discount value must be at most 100")]
+    Percent,
+    #[error("consumers.minReplicas must not exceed consumers.maxReplicas")]
+    Replicas,
+}
+
+/// A Promotion that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub name: String,
+    pub spec: PromotionSpec,
+}
+
+impl Promotion {
+    pub fn validate(&self) -> Result<Checked, InvalidPromotion> {
+        let name = self.metadata.name.clone().ok_or(InvalidPromotion::NoName)?;
+        let s = &self.spec;
+        if s.window.ends_at <= s.window.starts_at {
+            return Err(InvalidPromotion::Window);
+        }
+        let positive = |v: i64, what| {
+            if v > 0 {
+                Ok(())
+            } else {
+                Err(InvalidPromotion::NotPositive(what))
+            }
+        };
+        match (s.kind, &s.coupon, &s.time_sale) {
+            (PromotionType::Coupon, Some(c), None) => {
+                positive(c.quota, "coupon.quota")?;
+                positive(c.per_user_limit, "coupon.perUserLimit")?;
+                positive(c.discount.value, "coupon.discount.value")?;
+                if c.discount.kind == DiscountKind::Percent && c.discount.value > 100 {
+                    return Err(InvalidPromotion::Percent);
+                }
+            }
+            (PromotionType::TimeSale, None, Some(t)) => {
+                positive(t.stock, "timeSale.stock")?;
+                positive(t.sale_price, "timeSale.salePrice")?;
+                positive(t.product.price, "timeSale.product.price")?;
+                positive(t.per_user_limit, "timeSale.perUserLimit")?;
+            }
+            (PromotionType::Coupon, ..) => return Err(InvalidPromotion::Block("Coupon", "coupon")),
+            (PromotionType::TimeSale, ..) => {
+                return Err(InvalidPromotion::Block("TimeSale", "timeSale"))
+            }
+        }
+        if let Some(c) = &s.consumers {
+            if c.min_replicas > c.max_replicas {
+                return Err(InvalidPromotion::Replicas);
+            }
+        }
+        Ok(Checked {
+            name,
+            spec: s.clone(),
+        })
+    }
+}
+
+/// An admin API call: method PUT on `path` with `body`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminRequest {
+    pub service: PromotionType,
+    pub path: String,
+    pub body: Value,
+}
+
+impl Checked {
+    /// The admin call that registers this promotion with its service
+    /// (API.md): `PUT /admin/campaigns/{name}` or `PUT /admin/time-sales/{name}`.
+    pub fn admin_request(&self) -> AdminRequest {
+        let s = &self.spec;
+        let window = (
+            s.window.starts_at.to_rfc3339(),
+            s.window.ends_at.to_rfc3339(),
+        );
+        match (&s.coupon, &s.time_sale) {
+            (Some(c), _) => {
+                let mut discount = json!({
+                    "kind": match c.discount.kind { DiscountKind::Fixed => "FIXED", DiscountKind::Percent => "PERCENT" },
+                    "value": c.discount.value,
+                });
+                if let Some(m) = c.discount.max_amount {
+                    discount["maxAmount"] = json!(m);
+                }
+                if let Some(m) = c.discount.min_order_amount {
+                    discount["minOrderAmount"] = json!(m);
+                }
+                let mut body = json!({
+                    "quota": c.quota,
+                    "perUserLimit": c.per_user_limit,
+                    "startsAt": window.0,
+                    "endsAt": window.1,
+                    "strategy": s.strategy.api_name(),
+                    "discount": discount,
+                    "paused": s.paused,
+                });
+                if let Some(d) = c.valid_for_days {
+                    body["validForDays"] = json!(d);
+                }
+                AdminRequest {
+                    service: PromotionType::Coupon,
+                    path: format!("/admin/campaigns/{}", self.name),
+                    body,
+                }
+            }
+            (None, Some(t)) => AdminRequest {
+                service: PromotionType::TimeSale,
+                path: format!("/admin/time-sales/{}", self.name),
+                body: json!({
+                    "product": {"sku": t.product.sku, "name": t.product.name, "price": t.product.price},
+                    "salePrice": t.sale_price,
+                    "stock": t.stock,
+                    "perUserLimit": t.per_user_limit,
+                    "startsAt": window.0,
+                    "endsAt": window.1,
+                    "strategy": s.strategy.api_name(),
+                    "paused": s.paused,
+                }),
+            },
+            (None, None) => unreachable!("validate() guarantees the matching block"),
+        }
+    }
+}
+
+/// Reads every Promotion in a YAML text (several `---` documents allowed).
+pub fn parse_manifests(text: &str) -> Result<Vec<Promotion>, serde_yaml::Error> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(Promotion::deserialize)
+        .filter(|r| !matches!(r, Err(e) if e.to_string().contains("EOF while parsing")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COUPON: &str = r#"
+apiVersion: promo.dev/v1alpha1
+kind: Promotion
+metadata: { name: bf }
+spec:
+  type: Coupon
+  strategy: Queued
+  window: { startsAt: "2026-11-27T00:00:00Z", endsAt: "2026-11-28T00:00:00Z" }
+  coupon:
+    quota: 100000
+    discount: { kind: Percent, value: 10, maxAmount: 30000, minOrderAmount: 50000 }
+    validForDays: 30
+"#;
+
+    #[test]
+    fn coupon_promotion_becomes_the_admin_request() {
+        let p = &parse_manifests(COUPON).unwrap()[0];
+        let req = p.validate().unwrap().admin_request();
+        assert_eq!(req.path, "/admin/campaigns/bf");
+        assert_eq!(req.body["strategy"], "QUEUED");
+        assert_eq!(req.body["perUserLimit"], 1, "defaulted");
+        assert_eq!(req.body["discount"]["kind"], "PERCENT");
+        assert_eq!(req.body["discount"]["maxAmount"], 30000);
+        assert_eq!(req.body["validForDays"], 30);
+        assert_eq!(req.body["startsAt"], "2026-11-27T00:00:00+00:00");
+    }
+
+    #[test]
+    fn refuses_inconsistent_specs() {
+        let base = parse_manifests(COUPON).unwrap().remove(0);
+        let mut p = base.clone();
+        p.spec.window.ends_at = p.spec.window.starts_at;
+        assert_eq!(p.validate(), Err(InvalidPromotion::Window));
+        let mut p = base.clone();
+        p.spec.kind = PromotionType::TimeSale;
+        assert_eq!(
+            p.validate(),
+            Err(InvalidPromotion::Block("TimeSale", "timeSale"))
+        );
+        let mut p = base.clone();
+        p.spec.coupon.as_mut().unwrap().discount.value = 101;
+        assert_eq!(p.validate(), Err(InvalidPromotion::Percent));
+        let mut p = base.clone();
+        p.spec.coupon.as_mut().unwrap().quota = 0;
+        assert_eq!(
+            p.validate(),
+            Err(InvalidPromotion::NotPositive("coupon.quota"))
+        );
+        let mut p = base;
+        p.spec.consumers = Some(ConsumerScaling {
+            min_replicas: 3,
+            max_replicas: 2,
+            lag_per_replica: 10,
+        });
+        assert_eq!(p.validate(), Err(InvalidPromotion::Replicas));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let bad = COUPON.replace("validForDays: 30", "validForDays: 30\n    colour: red");
+        assert!(parse_manifests(&bad).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! `promo standalone`: every service built so far in one process on one
+//! address, with their consumers in-process, and Promotion manifests loaded
+//! from a folder through the same admin request the operator sends.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use clap::Args;
+use coupon_service::{config::CouponArgs, domain::CampaignSpec, CouponService};
+use promo_platform::{
+    config::{BackendArgs, Backends},
+    http::{auth::AdminToken, server},
+    metrics::Metrics,
+};
+use promotion_crd::{parse_manifests, PromotionType};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug, Clone)]
+pub struct StandaloneArgs {
+    /// Address to serve every service on.
+    #[arg(long, env = "PROMO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token for /admin routes. Unset: admin routes are open (local use).
+    #[arg(long, env = "PROMO_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Generate an admin token and print it at start-up.
+    #[arg(long, conflicts_with = "admin_token")]
+    pub generate_admin_token: bool,
+    /// Folder of Promotion manifests (*.yaml) to register at start-up.
+    #[arg(long, env = "PROMO_PROMOTIONS", default_value = "examples/promotions")]
+    pub promotions: PathBuf,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub coupon: CouponArgs,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What loading a folder of manifests did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub registered: Vec<String>,
+    pub skipped: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Registers every Promotion under `dir`. A bad manifest is reported and
+/// skipped, as the operator marks it Failed, so one typo does not keep the
+/// rest from loading.
+pub async fn load_promotions(dir: &Path, coupons: &CouponService) -> Result<Loaded, BoxError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            format!(
+                "cannot read promotions folder {}: {e} (set --promotions)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut loaded = Loaded::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        let promotions = match parse_manifests(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "not a valid Promotion manifest");
+                loaded.failed.push(file.display().to_string());
+                continue;
+            }
+        };
+        for p in promotions {
+            let label = format!(
+                "{}:{}",
+                file.display(),
+                p.metadata.name.as_deref().unwrap_or("?")
+            );
+            let checked = match p.validate() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(promotion = %label, error = %e, "invalid Promotion");
+                    loaded.failed.push(label);
+                    continue;
+                }
+            };
+            let request = checked.admin_request();
+            match request.service {
+                PromotionType::Coupon => {
+                    let outcome = match serde_json::from_value::<CampaignSpec>(request.body) {
+                        Ok(spec) => coupons
+                            .upsert_campaign(&checked.name, &spec)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match outcome {
+                        Ok((_, created)) => {
+                            tracing::info!(campaign = %checked.name, created, "coupon campaign registered");
+                            loaded.registered.push(checked.name);
+                        }
+                        Err(e) => {
+                            tracing::error!(promotion = %label, error = %e, "registration refused");
+                            loaded.failed.push(label);
+                        }
+                    }
+                }
+                PromotionType::TimeSale => {
+                    tracing::warn!(promotion = %label, "TimeSale promotions need the time-sale service, which this build does not include yet; skipped");
+                    loaded.skipped.push(checked.name);
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
+    let backends = Backends::connect(&args.backends).await?;
+    tracing::info!(backends = %backends.describe(), "promo standalone starting");
+    let metrics = Metrics::new();
+    let coupons = CouponService::start(&backends, metrics.clone(), args.coupon.settings()).await?;
+
+    let token = match (&args.admin_token, args.generate_admin_token) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => {
+            let t = uuid::Uuid::new_v4().simple().to_string();
+            println!("admin token (send as Authorization: Bearer …): {t}");
+            Some(t)
+        }
+        (None, false) => None,
+    };
+    if token.is_none() {
+        tracing::warn!(
+            "no admin token: /admin routes are open (use --admin-token or --generate-admin-token)"
+        );
+    }
+
+    if args.promotions.is_dir() {
+        let loaded = load_promotions(&args.promotions, &coupons).await?;
+        tracing::info!(
+            folder = %args.promotions.display(),
+            registered = loaded.registered.len(),
+            skipped = loaded.skipped.len(),
+            failed = loaded.failed.len(),
+            "promotions loaded"
+        );
+    } else {
+        tracing::warn!(folder = %args.promotions.display(), "no promotions folder; starting with none");
+    }
+
+    let shutdown = CancellationToken::new();
+    server::cancel_on_signal(shutdown.clone());
+    coupon_service::run::spawn_background(&coupons, true, shutdown.clone());
+    let app = server::assemble(
+        vec![coupon_service::run::parts(
+            &coupons,
+            AdminToken(token.map(Into::into)),
+        )],
+        metrics,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (use --listen)", args.listen))?;
+    println!(
+        "promo standalone serving on http://{} — Swagger UI: http://{}/api/docs",
+        args.listen, args.listen
+    );
+    server::serve(listener, app, shutdown).await?;
+    Ok(())
+}
