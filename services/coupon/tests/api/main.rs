@@ -7,5 +7,6 @@ mod bad_input;
 mod consumer;
 mod counters;
 mod issuance;
+mod metrics;
 mod redemption;
 mod rules;
