@@ -85,14 +85,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     spawn_background(&svc, backends.queue_is_embedded(), shutdown.clone());
     let token = AdminToken(args.admin_token.map(Into::into));
     let app = server::assemble(vec![parts(&svc, token)], metrics);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}: {e} (set --listen / PROMO_LISTEN)",
-                args.listen
-            )
-        })?;
+    let listener = server::bind(args.listen).await?;
     tracing::info!(address = %args.listen, "serving; API docs at /api/docs");
     server::serve(listener, app, shutdown).await?;
     Ok(())
@@ -114,14 +107,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
     let consumer = spawn_consumer(&svc, shutdown.clone());
     let readiness = Readiness::default().database("coupon_database", svc.db.clone());
     let app = server::finish(readiness.router(), metrics);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}: {e} (set --listen / PROMO_LISTEN)",
-                args.listen
-            )
-        })?;
+    let listener = server::bind(args.listen).await?;
     tracing::info!(topic = %svc.settings.topic, group = %svc.settings.group, "consuming");
     server::serve(listener, app, shutdown).await?;
     consumer.await?;

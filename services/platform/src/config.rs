@@ -48,6 +48,21 @@ pub struct BackendArgs {
     pub embedded_queue_capacity: usize,
 }
 
+impl BackendArgs {
+    /// Every port embedded, SQLite files under `data_dir` (tests, tools).
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            mysql_url: None,
+            redis_url: None,
+            kafka_brokers: None,
+            data_dir: data_dir.into(),
+            redis_prefix: "promo:".into(),
+            db_max_connections: 16,
+            embedded_queue_capacity: 1_000_000,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("database: {0}")]

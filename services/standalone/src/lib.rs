@@ -162,9 +162,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
         )],
         metrics,
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e} (use --listen)", args.listen))?;
+    let listener = server::bind(args.listen).await?;
     println!(
         "promo standalone serving on http://{} — Swagger UI: http://{}/api/docs",
         args.listen, args.listen

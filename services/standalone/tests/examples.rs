@@ -13,16 +13,9 @@ use promo_standalone::load_promotions;
 #[tokio::test]
 async fn examples_register_and_reloading_changes_nothing() {
     let dir = TempDir::new();
-    let args = BackendArgs {
-        mysql_url: None,
-        redis_url: None,
-        kafka_brokers: None,
-        data_dir: dir.0.clone(),
-        redis_prefix: "promo:".into(),
-        db_max_connections: 4,
-        embedded_queue_capacity: 1000,
-    };
-    let backends = Backends::connect(&args).await.unwrap();
+    let backends = Backends::connect(&BackendArgs::embedded(&dir.0))
+        .await
+        .unwrap();
     let svc = CouponService::start(&backends, Metrics::new(), Settings::default())
         .await
         .unwrap();
@@ -64,16 +57,9 @@ async fn a_bad_manifest_is_reported_not_fatal() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("bad.yaml"), "apiVersion: promo.dev/v1alpha1\nkind: Promotion\nmetadata: {name: x}\nspec: {type: Coupon}\n").unwrap();
     let data = TempDir::new();
-    let args = BackendArgs {
-        mysql_url: None,
-        redis_url: None,
-        kafka_brokers: None,
-        data_dir: data.0.clone(),
-        redis_prefix: "promo:".into(),
-        db_max_connections: 4,
-        embedded_queue_capacity: 1000,
-    };
-    let backends = Backends::connect(&args).await.unwrap();
+    let backends = Backends::connect(&BackendArgs::embedded(&data.0))
+        .await
+        .unwrap();
     let svc = CouponService::start(&backends, Metrics::new(), Settings::default())
         .await
         .unwrap();

@@ -119,7 +119,6 @@ pub async fn upsert_campaign(
     let mut tx = pool.begin().await?;
     let previous = lock_campaign(&mut tx, dialect, id).await?;
     let now = now_ms();
-    let d = &spec.discount;
     match &previous {
         Some(prev) => {
             if spec.quota < prev.issued {
@@ -128,47 +127,25 @@ pub async fn upsert_campaign(
                     issued: prev.issued,
                 });
             }
-            sqlx::query(
+            bind_spec(sqlx::query(
                 "UPDATE campaigns SET quota = ?, per_user_limit = ?, starts_at = ?, ends_at = ?, \
                  strategy = ?, discount_kind = ?, discount_value = ?, discount_max = ?, min_order = ?, \
                  valid_for_days = ?, paused = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(spec.quota)
-            .bind(spec.per_user_limit)
-            .bind(to_ms(spec.starts_at))
-            .bind(to_ms(spec.ends_at))
-            .bind(spec.strategy.as_str())
-            .bind(d.kind.as_str())
-            .bind(d.value)
-            .bind(d.max_amount)
-            .bind(d.min_order_amount)
-            .bind(spec.valid_for_days)
-            .bind(spec.paused as i64)
+            ), spec)
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
         }
         None => {
-            let inserted = sqlx::query(
-                "INSERT INTO campaigns (id, quota, per_user_limit, starts_at, ends_at, strategy, \
-                 discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, issued, \
-                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            )
+            let inserted = bind_spec(sqlx::query(
+                "INSERT INTO campaigns (quota, per_user_limit, starts_at, ends_at, strategy, \
+                 discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, \
+                 created_at, updated_at, id, issued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            ), spec)
+            .bind(now)
+            .bind(now)
             .bind(id)
-            .bind(spec.quota)
-            .bind(spec.per_user_limit)
-            .bind(to_ms(spec.starts_at))
-            .bind(to_ms(spec.ends_at))
-            .bind(spec.strategy.as_str())
-            .bind(d.kind.as_str())
-            .bind(d.value)
-            .bind(d.max_amount)
-            .bind(d.min_order_amount)
-            .bind(spec.valid_for_days)
-            .bind(spec.paused as i64)
-            .bind(now)
-            .bind(now)
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
@@ -187,6 +164,25 @@ pub async fn upsert_campaign(
         .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?;
     tx.commit().await?;
     Ok((stored, previous))
+}
+
+/// Binds the specification columns in the order both campaign writes list them.
+fn bind_spec<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    spec: &CampaignSpec,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let d = &spec.discount;
+    q.bind(spec.quota)
+        .bind(spec.per_user_limit)
+        .bind(to_ms(spec.starts_at))
+        .bind(to_ms(spec.ends_at))
+        .bind(spec.strategy.as_str())
+        .bind(d.kind.as_str())
+        .bind(d.value)
+        .bind(d.max_amount)
+        .bind(d.min_order_amount)
+        .bind(spec.valid_for_days)
+        .bind(spec.paused as i64)
 }
 
 /// How many coupons `user` holds of `campaign` (the next one is seq + 1).

@@ -111,15 +111,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
         .await
         .expect("migrate");
     let backends = Backends {
-        args: BackendArgs {
-            mysql_url: None,
-            redis_url: None,
-            kafka_brokers: None,
-            data_dir: "./data".into(),
-            redis_prefix: "promo:".into(),
-            db_max_connections: 16,
-            embedded_queue_capacity: 1_000_000,
-        },
+        args: BackendArgs::embedded("./data"),
         counters,
         queue: queue.clone(),
     };

@@ -5,7 +5,10 @@ use crate::helpers::{spawn_app, Backend};
 async fn promised_metrics_are_exported(backend: Backend) {
     let app = spawn_app(backend).await;
     app.campaign("m", 10, 1, "QUEUED").await;
-    let id = app.issue("v3", "m", "u1").await.body["requestId"].as_str().unwrap().to_string();
+    let id = app.issue("v3", "m", "u1").await.body["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     app.wait_decided(&[id]).await;
     assert_eq!(app.issue("v3", "m", "u1").await.status, 409);
     app.svc.refresh_gauges().await.unwrap();

@@ -74,6 +74,13 @@ pub fn finish(router: Router, metrics: Arc<Metrics>) -> Router {
         .layer(DefaultBodyLimit::max(super::BODY_LIMIT_BYTES))
 }
 
+/// Binds `address`, with an error that says which setting to change.
+pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e} (set --listen / PROMO_LISTEN)"))
+}
+
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
