@@ -63,23 +63,23 @@ pub struct MigrateArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CouponArgs {
     /// Kafka topic of V3 issue events.
-    #[arg(long, env = "PROMO_COUPON_TOPIC", default_value = "promo.coupon.issue")]
+    #[arg(long, env = "PROMO_COUPON_TOPIC", default_value = crate::DEFAULT_TOPIC)]
     pub coupon_topic: String,
     /// Partitions of the topic when this service creates it.
-    #[arg(long, env = "PROMO_COUPON_TOPIC_PARTITIONS", default_value_t = 8)]
+    #[arg(long, env = "PROMO_COUPON_TOPIC_PARTITIONS", default_value_t = crate::DEFAULT_PARTITIONS)]
     pub coupon_topic_partitions: i32,
     /// Consumer group of the V3 consumer.
     #[arg(
         long,
         env = "PROMO_COUPON_CONSUMER_GROUP",
-        default_value = "coupon-consumer"
+        default_value = crate::DEFAULT_GROUP
     )]
     pub coupon_consumer_group: String,
     /// Most events persisted in one database transaction.
-    #[arg(long, env = "PROMO_COUPON_CONSUMER_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "PROMO_COUPON_CONSUMER_BATCH", default_value_t = crate::DEFAULT_CONSUMER_BATCH)]
     pub coupon_consumer_batch: usize,
     /// How long V2 waits for a user's Redis lock before answering 503.
-    #[arg(long, env = "PROMO_COUPON_LOCK_WAIT_MS", default_value_t = 5000)]
+    #[arg(long, env = "PROMO_COUPON_LOCK_WAIT_MS", default_value_t = crate::DEFAULT_LOCK_WAIT_MS)]
     pub coupon_lock_wait_ms: u64,
 }
 

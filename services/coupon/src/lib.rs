@@ -32,6 +32,13 @@ pub const SERVICE: &str = "coupon";
 /// The service's own database (on the shared MySQL server, or `coupon.db`).
 pub const DATABASE: &str = "promo_coupon";
 
+/// Defaults shared by [`Settings::default`] and the flags in [`config`].
+pub const DEFAULT_TOPIC: &str = "promo.coupon.issue";
+pub const DEFAULT_GROUP: &str = "coupon-consumer";
+pub const DEFAULT_PARTITIONS: i32 = 8;
+pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
+pub const DEFAULT_LOCK_WAIT_MS: u64 = 5000;
+
 /// Tunables; every one has a flag in [`config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -57,15 +64,15 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            topic: "promo.coupon.issue".into(),
-            topic_partitions: 8,
-            group: "coupon-consumer".into(),
-            lock_wait: Duration::from_secs(5),
+            topic: DEFAULT_TOPIC.into(),
+            topic_partitions: DEFAULT_PARTITIONS,
+            group: DEFAULT_GROUP.into(),
+            lock_wait: Duration::from_millis(DEFAULT_LOCK_WAIT_MS),
             lock_ttl: Duration::from_secs(5),
             campaign_cache_ttl: Duration::from_millis(500),
             ticket_ttl: Duration::from_secs(24 * 3600),
             rebuild_timeout: Duration::from_secs(30),
-            consumer_max_batch: 1000,
+            consumer_max_batch: DEFAULT_CONSUMER_BATCH,
             consumer_max_wait: Duration::from_millis(20),
         }
     }
