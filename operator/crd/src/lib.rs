@@ -6,13 +6,19 @@
 //! admin API call that registers it with its service.
 
 use chrono::{DateTime, Utc};
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// One campaign: a coupon quota or a time-sale stock.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// The schema carries the rules an API server can check on its own (CEL in
+// `x-kubernetes-validations`, minimums, defaults); `Promotion::validate`
+// repeats them for `promo standalone`, which has no API server, and for the
+// operator, which must not trust that every stored object passed admission.
+
+/// One campaign: a coupon quota or a time-sale stock, with its window and strategy.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "promo.dev",
     version = "v1alpha1",
@@ -21,11 +27,13 @@ use serde_json::{json, Value};
     shortname = "promo",
     namespaced,
     status = "PromotionStatus",
+    doc = "A Promotion: one coupon campaign or time sale, made real by promotion-operator.",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Remaining","type":"integer","jsonPath":".status.remaining"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("self.type == 'Coupon' ? (has(self.coupon) && !has(self.timeSale)) : (has(self.timeSale) && !has(self.coupon))").message("spec.type Coupon needs exactly the spec.coupon block, TimeSale exactly the spec.timeSale block"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PromotionSpec {
     #[serde(rename = "type")]
@@ -69,7 +77,8 @@ impl Strategy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.endsAt > self.startsAt").message("window.endsAt must be after window.startsAt"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Window {
     pub starts_at: DateTime<Utc>,
@@ -79,11 +88,14 @@ pub struct Window {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CouponBlock {
+    #[schemars(range(min = 1))]
     pub quota: i64,
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub per_user_limit: i64,
     pub discount: Discount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub valid_for_days: Option<i64>,
 }
 
@@ -91,14 +103,18 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.kind != 'Percent' || self.value <= 100").message("a Percent discount value must be at most 100"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Discount {
     pub kind: DiscountKind,
+    #[schemars(range(min = 1))]
     pub value: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_amount: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub min_order_amount: Option<i64>,
 }
 
@@ -112,30 +128,52 @@ pub enum DiscountKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimeSaleBlock {
     pub product: Product,
+    #[schemars(range(min = 1))]
     pub sale_price: i64,
+    #[schemars(range(min = 1))]
     pub stock: i64,
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub per_user_limit: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Product {
+    #[schemars(length(min = 1, max = 128))]
     pub sku: String,
+    #[schemars(length(min = 1))]
     pub name: String,
+    #[schemars(range(min = 1))]
     pub price: i64,
 }
 
-/// KEDA-style bounds for the consumer Deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// KEDA-style bounds for the consumer Deployment: this promotion asks for
+/// `clamp(ceil(lag / lagPerReplica), minReplicas, min(maxReplicas, partitions))`
+/// replicas, summed with the other promotions sharing the consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("consumers.minReplicas must not exceed consumers.maxReplicas"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsumerScaling {
     #[serde(default = "one_i32")]
+    #[schemars(range(min = 0))]
     pub min_replicas: i32,
     #[serde(default = "eight")]
+    #[schemars(range(min = 1))]
     pub max_replicas: i32,
     #[serde(default = "thousand")]
+    #[schemars(range(min = 1))]
     pub lag_per_replica: i64,
+}
+
+impl Default for ConsumerScaling {
+    fn default() -> Self {
+        ConsumerScaling {
+            min_replicas: one_i32(),
+            max_replicas: eight(),
+            lag_per_replica: thousand(),
+        }
+    }
 }
 
 fn one_i32() -> i32 {
@@ -148,21 +186,47 @@ fn thousand() -> i64 {
     1000
 }
 
+/// Where a promotion stands, as written by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not yet registered and seeded.
+    Pending,
+    /// Registered and seeded; the window has not opened.
+    Scheduled,
+    Active,
+    SoldOut,
+    Ended,
+    Paused,
+    /// The spec is invalid (see the Ready condition's message).
+    Failed,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
+    /// Coupons issued or units sold, as persisted in the service's database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<i64>,
+    /// Admitted by the counters, not yet persisted (V3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<i64>,
+    /// Lag of the consumer group this promotion's events go through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_lag: Option<i64>,
+    /// Replicas the operator set on the shared consumer Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_replicas: Option<i32>,
+    /// Counter drift: remaining as the counters say − (quota − issued − pending).
+    /// Anything but 0 means Redis and the database disagree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<i64>,
+    /// Ready, Registered, CountersSeeded, ConsumersScaled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -237,6 +301,17 @@ impl Promotion {
     }
 }
 
+impl Checked {
+    /// The quota (coupons) or stock (time sale).
+    pub fn limit(&self) -> i64 {
+        match (&self.spec.coupon, &self.spec.time_sale) {
+            (Some(c), _) => c.quota,
+            (None, Some(t)) => t.stock,
+            (None, None) => unreachable!("validate() guarantees the matching block"),
+        }
+    }
+}
+
 /// An admin API call: method PUT on `path` with `body`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminRequest {
@@ -301,6 +376,14 @@ impl Checked {
             (None, None) => unreachable!("validate() guarantees the matching block"),
         }
     }
+}
+
+/// The CRD manifest (`crds/promotion.yaml`, the chart's copy and
+/// `promotion-operator crd` all print exactly this).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = serde_yaml::to_string(&Promotion::crd()).expect("a CRD always serializes");
+    format!("# Generated from operator/crd/src/lib.rs by `just crds`; do not edit.\n{crd}")
 }
 
 /// Reads every Promotion in a YAML text (several `---` documents allowed).

@@ -1,0 +1,220 @@
+//! The platform configuration the chart hands the operator (a ConfigMap
+//! mounted as YAML): images, replicas, where the backends' settings live,
+//! and how the services' admin APIs are reached.
+
+use std::collections::BTreeMap;
+
+use promotion_crd::PromotionType;
+use serde::{Deserialize, Serialize};
+
+/// One of the five workloads the operator runs per namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    CouponApi,
+    CouponConsumer,
+    TimesaleApi,
+    TimesaleConsumer,
+    PointApi,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] = [
+        Component::CouponApi,
+        Component::CouponConsumer,
+        Component::TimesaleApi,
+        Component::TimesaleConsumer,
+        Component::PointApi,
+    ];
+
+    /// Name of the Deployment (and, for APIs, the Service).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::CouponApi => "promo-coupon",
+            Component::CouponConsumer => "promo-coupon-consumer",
+            Component::TimesaleApi => "promo-timesale",
+            Component::TimesaleConsumer => "promo-timesale-consumer",
+            Component::PointApi => "promo-point",
+        }
+    }
+
+    /// The service this workload belongs to (`app.kubernetes.io/name`).
+    pub fn service(self) -> &'static str {
+        match self {
+            Component::CouponApi | Component::CouponConsumer => "coupon",
+            Component::TimesaleApi | Component::TimesaleConsumer => "timesale",
+            Component::PointApi => "point",
+        }
+    }
+
+    /// The subcommand of the service binary it runs.
+    pub fn subcommand(self) -> &'static str {
+        if self.is_consumer() {
+            "consume"
+        } else {
+            "serve"
+        }
+    }
+
+    pub fn is_consumer(self) -> bool {
+        matches!(
+            self,
+            Component::CouponConsumer | Component::TimesaleConsumer
+        )
+    }
+
+    /// The consumer Deployment that persists a promotion type's queued events.
+    pub fn consumer_for(kind: PromotionType) -> Component {
+        match kind {
+            PromotionType::Coupon => Component::CouponConsumer,
+            PromotionType::TimeSale => Component::TimesaleConsumer,
+        }
+    }
+
+    /// The API Deployment whose admin API registers a promotion type.
+    pub fn api_for(kind: PromotionType) -> Component {
+        match kind {
+            PromotionType::Coupon => Component::CouponApi,
+            PromotionType::TimeSale => Component::TimesaleApi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlatformConfig {
+    pub images: Images,
+    #[serde(default = "if_not_present")]
+    pub image_pull_policy: String,
+    #[serde(default)]
+    pub replicas: Replicas,
+    /// Secret with PROMO_MYSQL_URL, PROMO_REDIS_URL, PROMO_KAFKA_BROKERS and
+    /// PROMO_ADMIN_TOKEN, given to every workload as environment. It must
+    /// exist in each namespace that holds Promotions.
+    pub backends_secret: String,
+    /// Port every service listens on (HTTP, metrics, probes).
+    #[serde(default = "port")]
+    pub port: i32,
+    /// Base URL of a service's admin API; `{service}` and `{namespace}` are
+    /// replaced (`{service}` by the Service name, e.g. `promo-coupon`).
+    #[serde(default = "admin_url")]
+    pub admin_url: String,
+    /// Partitions of the coupon and timesale topics: the most consumers that
+    /// can do useful work.
+    #[serde(default = "partitions")]
+    pub partitions: i32,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Extra labels on every managed object.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Images {
+    pub coupon: String,
+    pub timesale: String,
+    pub point: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replicas {
+    pub coupon: i32,
+    pub timesale: i32,
+    pub point: i32,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Replicas {
+            coupon: 2,
+            timesale: 2,
+            point: 2,
+        }
+    }
+}
+
+/// Topic and consumer group of each queued service (the services' defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Topics {
+    pub coupon: TopicGroup,
+    pub timesale: TopicGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TopicGroup {
+    pub topic: String,
+    pub group: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            coupon: TopicGroup {
+                topic: coupon_service::DEFAULT_TOPIC.into(),
+                group: coupon_service::DEFAULT_GROUP.into(),
+            },
+            timesale: TopicGroup {
+                topic: "promo.timesale.order".into(),
+                group: "timesale-consumer".into(),
+            },
+        }
+    }
+}
+
+impl Topics {
+    pub fn for_consumer(&self, c: Component) -> Option<&TopicGroup> {
+        match c {
+            Component::CouponConsumer => Some(&self.coupon),
+            Component::TimesaleConsumer => Some(&self.timesale),
+            _ => None,
+        }
+    }
+}
+
+fn if_not_present() -> String {
+    "IfNotPresent".into()
+}
+fn port() -> i32 {
+    8080
+}
+fn admin_url() -> String {
+    "http://{service}.{namespace}.svc:8080".into()
+}
+fn partitions() -> i32 {
+    coupon_service::DEFAULT_PARTITIONS
+}
+
+impl PlatformConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    pub fn image(&self, c: Component) -> &str {
+        match c.service() {
+            "coupon" => &self.images.coupon,
+            "timesale" => &self.images.timesale,
+            _ => &self.images.point,
+        }
+    }
+
+    /// Replicas of an API Deployment (consumers are scaled from lag).
+    pub fn api_replicas(&self, c: Component) -> i32 {
+        match c.service() {
+            "coupon" => self.replicas.coupon,
+            "timesale" => self.replicas.timesale,
+            _ => self.replicas.point,
+        }
+    }
+
+    pub fn admin_base(&self, kind: PromotionType, namespace: &str) -> String {
+        self.admin_url
+            .replace("{service}", Component::api_for(kind).name())
+            .replace("{namespace}", namespace)
+    }
+}
