@@ -37,3 +37,41 @@ test: lint infra-up
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+    scripts/chart-check.sh
+
+# Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
+crds:
+    cargo run -q --bin promotion-operator -- crd > crds/promotion.yaml
+    cp crds/promotion.yaml charts/promotion-system/crds/promotion.yaml
+
+# helm lint + template, every object against the Kubernetes 1.35 schemas, Promotions against the CRD.
+chart-check:
+    scripts/chart-check.sh
+
+# --- kind loop: needs Docker, kind, kubectl and helm (not runnable on the dev machines) ---
+
+# Create the local cluster and the in-cluster backends (MariaDB, Redis, Kafka).
+kind-up:
+    kind create cluster --name promo --config kind-config.yaml
+    kubectl apply -f deploy/kind/backends.yaml
+    kubectl -n promo-infra rollout status deploy/mariadb deploy/redis deploy/kafka --timeout=300s
+
+# Build the images and load them into the kind cluster.
+images:
+    docker build -f operator/Dockerfile -t promo-dev/promotion-operator:dev .
+    docker build -f services/coupon/Dockerfile -t promo-dev/coupon-service:dev .
+    kind load docker-image --name promo promo-dev/promotion-operator:dev promo-dev/coupon-service:dev
+
+# helm install the chart and apply the example Promotions into namespace shop.
+deploy:
+    kubectl create namespace shop --dry-run=client -o yaml | kubectl apply -f -
+    helm upgrade --install promo charts/promotion-system -n promo-system --create-namespace -f deploy/kind/values.yaml --wait
+    kubectl -n shop apply -f examples/promotions/
+
+# Prove the loop end to end: Promotions Active, coupons issued through a port-forward, status counts.
+e2e:
+    scripts/kind-e2e.sh
+
+# Delete the kind cluster.
+kind-down:
+    kind delete cluster --name promo

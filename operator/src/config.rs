@@ -26,6 +26,27 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the Promotion CRD YAML (what crds/promotion.yaml holds).
     Crd,
+    /// Print the workloads the operator would apply in a namespace.
+    Render(RenderArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// Platform configuration (images, replicas, backends Secret) as YAML.
+    #[arg(
+        long,
+        env = "PROMO_PLATFORM_CONFIG",
+        default_value = "/etc/promo/platform.yaml"
+    )]
+    pub platform_config: PathBuf,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Replicas of the coupon consumer Deployment.
+    #[arg(long, default_value_t = 1)]
+    pub coupon_consumers: i32,
+    /// Replicas of the timesale consumer Deployment.
+    #[arg(long, default_value_t = 1)]
+    pub timesale_consumers: i32,
 }
 
 #[derive(Args, Debug, Clone)]

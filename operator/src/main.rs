@@ -1,6 +1,6 @@
-//! `promotion-operator run | crd`.
+//! `promotion-operator run | crd | render`.
 
-use std::{fs, sync::Arc};
+use std::{fs, path::Path, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{routing::get, Router};
@@ -16,6 +16,7 @@ use promotion_operator::{
     admin::HttpAdmin,
     config::{Cli, Command, RunArgs},
     controller::{self, RunParts},
+    desired::{self, ConsumerReplicas, Desired},
     metrics::Metrics,
     platform::PlatformConfig,
 };
@@ -29,6 +30,21 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", promotion_crd::crd_yaml());
             Ok(())
         }
+        Command::Render(args) => {
+            let platform = read_platform(&args.platform_config)?;
+            let replicas = ConsumerReplicas {
+                coupon: args.coupon_consumers,
+                timesale: args.timesale_consumers,
+            };
+            for obj in desired::desired(&platform, &args.namespace, &[], replicas) {
+                let yaml = match obj {
+                    Desired::Deployment(d) => serde_yaml::to_string(&d)?,
+                    Desired::Service(s) => serde_yaml::to_string(&s)?,
+                };
+                print!("---\n{yaml}");
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             telemetry::init(cli.log_json);
             run(*args).await
@@ -36,19 +52,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let text = fs::read_to_string(&args.platform_config).with_context(|| {
+fn read_platform(path: &Path) -> anyhow::Result<PlatformConfig> {
+    let text = fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read the platform configuration {} (set --platform-config / PROMO_PLATFORM_CONFIG)",
-            args.platform_config.display()
+            path.display()
         )
     })?;
-    let platform = PlatformConfig::from_yaml(&text).with_context(|| {
-        format!(
-            "{} is not a valid platform configuration",
-            args.platform_config.display()
-        )
-    })?;
+    PlatformConfig::from_yaml(&text)
+        .with_context(|| format!("{} is not a valid platform configuration", path.display()))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let platform = read_platform(&args.platform_config)?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes API reachable (in-cluster config or KUBECONFIG)")?;

@@ -56,3 +56,46 @@ fn kubectl_get_shows_type_phase_remaining_age() {
         assert!(rules.contains(rule), "CEL rule {rule} missing");
     }
 }
+
+fn manifests(dir: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no manifests in {}", dir.display());
+    out
+}
+
+/// `promo standalone` has no API server: `Promotion::validate` must refuse
+/// exactly what the CRD's schema and CEL rules refuse (chart-check runs the
+/// same files through the schema).
+#[test]
+fn rust_validation_agrees_with_the_schema_on_every_manifest() {
+    for dir in ["examples/promotions", "tests/promotions/valid"] {
+        for (name, text) in manifests(dir) {
+            for p in promotion_crd::parse_manifests(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+            {
+                p.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+    }
+    for (name, text) in manifests("tests/promotions/invalid") {
+        let rejected = match promotion_crd::parse_manifests(&text) {
+            Err(_) => true,
+            Ok(ps) => ps.iter().any(|p| p.validate().is_err()),
+        };
+        assert!(
+            rejected,
+            "{name} passes Promotion::validate but the CRD rejects it"
+        );
+    }
+}
