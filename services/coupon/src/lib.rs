@@ -12,13 +12,11 @@ pub mod http;
 pub mod run;
 pub mod store;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use promo_platform::{
+    admission::{self, PoolSpec, Rebuilds},
+    cache::TtlCache,
     config::{BackendError, Backends},
     consumer::ConsumerOptions,
     metrics::Metrics,
@@ -98,8 +96,8 @@ pub struct CouponService {
     pub producer: Arc<dyn Producer>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    cache: Mutex<HashMap<String, (Arc<Campaign>, Instant)>>,
-    rebuilding: Mutex<HashSet<String>>,
+    cache: TtlCache<Campaign>,
+    rebuilds: Arc<Rebuilds>,
 }
 
 impl CouponService {
@@ -131,9 +129,9 @@ impl CouponService {
             queue: backends.queue.clone(),
             producer,
             metrics,
+            cache: TtlCache::new(settings.campaign_cache_ttl),
             settings,
-            cache: Mutex::default(),
-            rebuilding: Mutex::default(),
+            rebuilds: Arc::default(),
         }))
     }
 
@@ -145,24 +143,16 @@ impl CouponService {
     /// The campaign, from a short-lived cache (the V3 hot path reads it on
     /// every request). A pause or window change is seen within the TTL.
     pub async fn campaign(&self, id: &str) -> Result<Arc<Campaign>, CouponError> {
-        if let Some((c, at)) = self.cache_lock().get(id) {
-            if at.elapsed() < self.settings.campaign_cache_ttl {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.cache.get(id) {
+            return Ok(c);
         }
         let c = Arc::new(
             store::get_campaign(self.db.pool(), id)
                 .await?
                 .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?,
         );
-        self.cache_lock()
-            .insert(id.to_string(), (c.clone(), Instant::now()));
+        self.cache.insert(id, c.clone());
         Ok(c)
-    }
-
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Campaign>, Instant)>> {
-        // Entries are whole values swapped in one insert: safe after a panic.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Creates or updates a campaign and keeps its counters in step:
@@ -178,24 +168,19 @@ impl CouponService {
         spec.validate()?;
         let (stored, previous) =
             store::upsert_campaign(self.db.pool(), self.db.dialect(), id, spec).await?;
-        self.cache_lock().remove(id);
-        let pool = Self::pool(id);
-        match &previous {
-            None if spec.strategy == Strategy::Queued => {
-                self.counters
-                    .seed(&pool, stored.spec.quota - stored.issued, &[])
-                    .await?;
-            }
-            None => {}
-            Some(prev) => {
-                let delta = stored.spec.quota - prev.spec.quota;
-                if prev.spec.strategy == Strategy::Queued && spec.strategy != Strategy::Queued {
-                    self.counters.remove(&pool).await?;
-                } else if delta != 0 {
-                    self.counters.adjust(&pool, delta).await?;
-                }
-            }
-        }
+        self.cache.remove(id);
+        let pool_spec = |s: &CampaignSpec| PoolSpec {
+            limit: s.quota,
+            counted: s.strategy == Strategy::Queued,
+        };
+        admission::sync_pool(
+            &*self.counters,
+            &Self::pool(id),
+            previous.as_ref().map(|p| pool_spec(&p.spec)),
+            pool_spec(&stored.spec),
+            stored.issued,
+        )
+        .await?;
         Ok((stored, previous.is_none()))
     }
 

@@ -7,14 +7,19 @@
 //!   `/metrics`, admin authentication and the server loop;
 //! - [`ports`]: the three backend ports of DESIGN.md (SQL store, counters + locks,
 //!   queue), each with its production and its embedded implementation;
-//! - [`consumer`]: the batch consumer loop shared by the queued strategies.
+//! - [`consumer`]: the batch consumer loop shared by the queued strategies;
+//! - [`strategy`], [`admission`], [`cache`]: what the coupon and time-sale
+//!   services share around admission (strategies, pools, V3 step, rebuild).
 
+pub mod admission;
+pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod ports;
+pub mod strategy;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -7,45 +7,7 @@ use utoipa::ToSchema;
 
 use super::{CouponError, Discount};
 
-/// How a campaign admits issue requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Strategy {
-    /// V1: one database transaction holding the campaign row lock.
-    Database,
-    /// V2: a Redis lock per user around the database transaction.
-    RedisLock,
-    /// V3: one atomic Redis step admits, Kafka carries the event, a consumer persists.
-    Queued,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Database => "DATABASE",
-            Strategy::RedisLock => "REDIS_LOCK",
-            Strategy::Queued => "QUEUED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "DATABASE" => Some(Strategy::Database),
-            "REDIS_LOCK" => Some(Strategy::RedisLock),
-            "QUEUED" => Some(Strategy::Queued),
-            _ => None,
-        }
-    }
-
-    /// The `strategy` metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Strategy::Database => "v1_database",
-            Strategy::RedisLock => "v2_redis_lock",
-            Strategy::Queued => "v3_queued",
-        }
-    }
-}
+pub use promo_platform::strategy::Strategy;
 
 /// The body of `PUT /admin/campaigns/{campaign}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

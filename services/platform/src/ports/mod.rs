@@ -8,4 +8,4 @@ pub mod sql;
 
 pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
 pub use queue::{Consumer, KafkaQueue, MemoryQueue, Message, Producer, Queue, QueueError};
-pub use sql::{Database, Dialect, Migration, SqlError};
+pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};

@@ -41,6 +41,61 @@ impl SqlError {
     }
 }
 
+/// Errors after which a whole transaction may simply run again: it was
+/// rolled back because of contention, not because of what it asked.
+pub trait LockConflict {
+    fn is_lock_conflict(&self) -> bool;
+}
+
+impl LockConflict for SqlError {
+    fn is_lock_conflict(&self) -> bool {
+        matches!(self, SqlError::Query(e) if is_lock_conflict(e))
+    }
+}
+
+/// MySQL chose the transaction as a deadlock victim (1213) or it waited too
+/// long for a lock (1205); SQLite found the database busy. All roll back
+/// completely.
+pub fn is_lock_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let m = d.message();
+            m.contains("Deadlock found")
+                || m.contains("Lock wait timeout")
+                || m.contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Runs a transaction again, at most `attempts` times in all, while it fails
+/// with a lock conflict; each retry waits a random, growing pause so that
+/// the transactions that collided do not collide again in lockstep.
+pub async fn with_conflict_retry<T, E, F, Fut>(attempts: u32, mut f: F) -> Result<T, E>
+where
+    E: LockConflict,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if attempt < attempts && e.is_lock_conflict() => {
+                let cap_ms = 2u64 << attempt.min(6);
+                let pause = rand::random_range(1..=cap_ms);
+                tracing::debug!(
+                    attempt,
+                    pause_ms = pause,
+                    "transaction hit a lock conflict; retrying"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// True when `e` is a UNIQUE or PRIMARY KEY violation, on either dialect.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

@@ -3,7 +3,7 @@
 //! one row lock can be taken and released.
 
 use chrono::Utc;
-use promo_platform::ports::sql::is_unique_violation;
+use promo_platform::ports::{sql::is_unique_violation, with_conflict_retry};
 
 use crate::{
     domain::{Coupon, CouponError},
@@ -65,30 +65,12 @@ pub(crate) async fn issue_in_transaction(
     Ok(coupon)
 }
 
-/// Retries a transaction that MySQL chose as a deadlock victim (1213) or
-/// that timed out waiting for a lock (1205); both roll back completely.
-pub(crate) async fn with_deadlock_retry<T, F, Fut>(mut f: F) -> Result<T, CouponError>
+/// Retries a transaction that lost a lock conflict (deadlock victim, lock
+/// wait timeout, SQLite busy); each rolled back completely.
+pub(crate) async fn with_deadlock_retry<T, F, Fut>(f: F) -> Result<T, CouponError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CouponError>>,
 {
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Err(CouponError::Sql(e)) if attempt < 3 && is_lock_conflict(&e) => {
-                attempt += 1;
-                tracing::debug!(attempt, "transaction deadlocked; retrying");
-            }
-            other => return other,
-        }
-    }
-}
-
-fn is_lock_conflict(e: &promo_platform::ports::SqlError) -> bool {
-    match e {
-        promo_platform::ports::SqlError::Query(sqlx::Error::Database(d)) => {
-            d.message().contains("Deadlock found") || d.message().contains("Lock wait timeout")
-        }
-        _ => false,
-    }
+    with_conflict_retry(4, f).await
 }

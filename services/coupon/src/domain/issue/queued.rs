@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use promo_platform::{admission::admit_and_publish, ports::Admission};
 
 use crate::{domain::CouponError, events::CouponEvent, CouponService};
-use promo_platform::ports::Admission;
 
 pub async fn admit(
     svc: &Arc<CouponService>,
@@ -22,44 +22,38 @@ pub async fn admit(
     let c = svc.campaign(campaign).await?;
     let now = Utc::now();
     c.check_active(now)?;
-    let pool = CouponService::pool(campaign);
     let request_id = uuid::Uuid::now_v7().to_string();
-    let admission = svc
-        .counters
-        .admit(
-            &pool,
-            user_id,
-            1,
-            c.spec.per_user_limit,
-            Some((&request_id, svc.settings.ticket_ttl)),
-        )
-        .await?;
-    match admission {
-        Admission::Admitted { remaining } => {
-            svc.metrics
-                .remaining
-                .with_label_values(&[crate::SERVICE, campaign])
-                .set(remaining);
-        }
-        Admission::LimitReached => return Err(CouponError::AlreadyIssued(c.spec.per_user_limit)),
-        Admission::SoldOut => return Err(CouponError::SoldOut),
-        Admission::Missing => {
-            svc.trigger_rebuild(campaign);
-            return Err(CouponError::CountersRebuilding);
-        }
-    }
     let event = CouponEvent::Issue {
         request_id: request_id.clone(),
         campaign: campaign.to_string(),
         user_id: user_id.to_string(),
         admitted_at: now.timestamp_millis(),
     };
-    if let Err(e) = svc.producer.send(campaign, event.encode()).await {
-        // Not acknowledged to the client, so give the unit back.
-        if let Err(re) = svc.counters.release(&pool, user_id, 1).await {
-            tracing::error!(error = %re, campaign, "could not give back an unsent admission");
+    let admission = admit_and_publish(
+        &*svc.counters,
+        &*svc.producer,
+        &CouponService::pool(campaign),
+        campaign,
+        user_id,
+        1,
+        c.spec.per_user_limit,
+        (&request_id, svc.settings.ticket_ttl),
+        event.encode(),
+    )
+    .await?;
+    match admission {
+        Admission::Admitted { remaining } => {
+            svc.metrics
+                .remaining
+                .with_label_values(&[crate::SERVICE, campaign])
+                .set(remaining);
+            Ok(request_id)
         }
-        return Err(e.into());
+        Admission::LimitReached => Err(CouponError::AlreadyIssued(c.spec.per_user_limit)),
+        Admission::SoldOut => Err(CouponError::SoldOut),
+        Admission::Missing => {
+            svc.trigger_rebuild(campaign);
+            Err(CouponError::CountersRebuilding)
+        }
     }
-    Ok(request_id)
 }
