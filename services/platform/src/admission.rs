@@ -102,6 +102,12 @@ pub trait Rebuild: Send + Sync + 'static {
     fn pool(&self, key: &str) -> String;
     /// How long to wait for the consumer to reach the fence.
     fn fence_timeout(&self) -> Duration;
+    /// Whether admissions of `key` go through the queue, so that a fence is
+    /// needed; without one (a synchronous strategy) nothing is in flight
+    /// beyond a transaction, and the database re-checks every one of those.
+    async fn needs_fence(&self, _key: &str) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
     async fn send_fence(&self, key: &str, fence_id: &str) -> Result<(), Self::Error>;
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, Self::Error>;
     /// Remaining units and per-holder units, from the database.

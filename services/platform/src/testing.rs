@@ -2,7 +2,15 @@
 //! default to what `scripts/infra.sh up` (`just infra-up`) starts; override
 //! with PROMO_TEST_MYSQL_URL, PROMO_TEST_REDIS_URL, PROMO_TEST_KAFKA_BROKERS.
 
-use crate::ports::{Database, KafkaQueue, RedisCounters};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{BackendArgs, Backends},
+    ports::{Counters, Database, KafkaQueue, MemoryCounters, MemoryQueue, Queue, RedisCounters},
+};
 
 pub fn mysql_url() -> String {
     std::env::var("PROMO_TEST_MYSQL_URL")
@@ -97,5 +105,183 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The two sets of backends every service scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, in-process counters and queue.
+    Embedded,
+    /// MariaDB, Redis, Kafka (tansu).
+    Real,
+}
+
+/// Runs each `async fn scenario(Backend)` as two tests, `embedded` and `real`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$scenario($crate::testing::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn real() {
+                super::$scenario($crate::testing::Backend::Real).await
+            }
+        }
+    )*};
+}
+
+/// The counters a test holds on to, to simulate their loss.
+pub enum CountersHandle {
+    Memory(MemoryCounters),
+    Redis(RedisCounters),
+}
+
+impl CountersHandle {
+    /// What a Redis restart or FLUSHALL does to this test's counters.
+    pub async fn flush(&self) {
+        match self {
+            CountersHandle::Memory(c) => c.clear(),
+            CountersHandle::Redis(c) => flush_redis_prefix(c).await,
+        }
+    }
+}
+
+/// Fresh backends for one test: a new database, counters under a new
+/// prefix, and the queue.
+pub struct TestBackends {
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub handle: CountersHandle,
+    pub queue: Arc<dyn Queue>,
+    pub dir: Option<TempDir>,
+}
+
+impl TestBackends {
+    pub async fn new(backend: Backend, label: &str) -> Self {
+        crate::telemetry::init(false);
+        match backend {
+            Backend::Embedded => {
+                let (db, dir) = fresh_sqlite(label).await;
+                let c = MemoryCounters::new();
+                TestBackends {
+                    db,
+                    counters: Arc::new(c.clone()),
+                    handle: CountersHandle::Memory(c),
+                    queue: Arc::new(MemoryQueue::new(1_000_000)),
+                    dir: Some(dir),
+                }
+            }
+            Backend::Real => {
+                let c = fresh_redis(label).await;
+                TestBackends {
+                    db: fresh_mysql(label).await,
+                    counters: Arc::new(c.clone()),
+                    handle: CountersHandle::Redis(c),
+                    queue: Arc::new(kafka()),
+                    dir: None,
+                }
+            }
+        }
+    }
+
+    /// The counters and queue as a service takes them.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            args: BackendArgs::embedded("./data"),
+            counters: self.counters.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// Serves `app` on a random loopback port until `shutdown`; returns its base URL.
+pub async fn serve(app: axum::Router, shutdown: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(crate::http::server::serve(listener, app, shutdown));
+    format!("http://{addr}")
+}
+
+/// A response's status and JSON body (problem+json bodies included).
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+}
+
+/// An HTTP client for one served app.
+pub struct HttpClient {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_token: Option<String>,
+}
+
+impl HttpClient {
+    pub fn new(base: String, admin_token: Option<String>) -> Self {
+        HttpClient {
+            base,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            admin_token,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let header = |n| {
+            res.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+        let retry_after = header(reqwest::header::RETRY_AFTER);
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            body,
+            content_type,
+            retry_after,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// `req` with the admin bearer token, when the app has one.
+    pub fn admin(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> Answer {
+        self.send(self.admin(self.client.put(self.url(path))).json(&body))
+            .await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.send(self.admin(self.client.get(self.url(path)))).await
     }
 }

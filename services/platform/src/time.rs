@@ -16,3 +16,27 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
         .single()
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
+
+/// Why a campaign or sale (`what` `id`) does not accept requests at `now`:
+/// paused, not started, or ended (the end is exclusive). `None` when open.
+pub fn inactive_reason(
+    what: &str,
+    id: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    paused: bool,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if paused {
+        Some(format!("{what} {id:?} is paused"))
+    } else if now < starts_at {
+        Some(format!(
+            "{what} {id:?} starts at {}",
+            starts_at.to_rfc3339()
+        ))
+    } else if now >= ends_at {
+        Some(format!("{what} {id:?} ended at {}", ends_at.to_rfc3339()))
+    } else {
+        None
+    }
+}

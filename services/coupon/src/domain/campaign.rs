@@ -2,6 +2,7 @@
 //! and its live figures.
 
 use chrono::{DateTime, Utc};
+use promo_platform::time::inactive_reason;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,27 +70,11 @@ pub struct Campaign {
 impl Campaign {
     /// Whether issuance is open at `now`: not paused, inside the window.
     pub fn check_active(&self, now: DateTime<Utc>) -> Result<(), CouponError> {
-        if self.spec.paused {
-            return Err(CouponError::NotActive(format!(
-                "campaign {:?} is paused",
-                self.id
-            )));
+        let s = &self.spec;
+        match inactive_reason("campaign", &self.id, s.starts_at, s.ends_at, s.paused, now) {
+            Some(reason) => Err(CouponError::NotActive(reason)),
+            None => Ok(()),
         }
-        if now < self.spec.starts_at {
-            return Err(CouponError::NotActive(format!(
-                "campaign {:?} starts at {}",
-                self.id,
-                self.spec.starts_at.to_rfc3339()
-            )));
-        }
-        if now >= self.spec.ends_at {
-            return Err(CouponError::NotActive(format!(
-                "campaign {:?} ended at {}",
-                self.id,
-                self.spec.ends_at.to_rfc3339()
-            )));
-        }
-        Ok(())
     }
 
     /// When a coupon issued at `issued_at` stops being redeemable.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use promo_platform::{
     ports::{
-        sql::{is_unique_violation, Migrations},
+        sql::{self, is_unique_violation, Migrations},
         Dialect, Migration,
     },
     time::{from_ms, now_ms, to_ms},
@@ -451,17 +451,7 @@ pub async fn decided_requests(
     tx: &mut AnyConnection,
     ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let mut done = std::collections::HashSet::new();
-    for chunk in ids.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
-        let sql = format!("SELECT request_id FROM issue_requests WHERE request_id IN ({marks})");
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        done.extend(q.fetch_all(&mut *tx).await?);
-    }
-    Ok(done)
+    sql::existing_ids(tx, "issue_requests", "request_id", ids).await
 }
 
 pub async fn insert_outcomes(
@@ -495,28 +485,4 @@ pub async fn insert_outcomes(
     Ok(())
 }
 
-pub async fn record_fence(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
-    fence_id: &str,
-    campaign: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "{} INTO counter_fences (fence_id, campaign_id, seen_at) VALUES (?, ?, ?)",
-        dialect.insert_ignore()
-    ))
-    .bind(fence_id)
-    .bind(campaign)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn fence_seen(pool: &AnyPool, fence_id: &str) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter_fences WHERE fence_id = ?")
-        .bind(fence_id)
-        .fetch_one(pool)
-        .await?;
-    Ok(n > 0)
-}
+pub use promo_platform::ports::sql::{fence_seen, record_fence};

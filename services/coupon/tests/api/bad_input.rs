@@ -183,7 +183,7 @@ async fn admin_token_required_when_configured(backend: Backend) {
     assert_eq!(app.issue("v1", "c", "u").await.status, 201);
 }
 
-crate::on_both_backends!(
+promo_platform::on_both_backends!(
     malformed_and_mistyped,
     invalid_campaigns_and_amounts,
     admin_token_required_when_configured

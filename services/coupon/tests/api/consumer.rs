@@ -68,4 +68,4 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     assert_eq!(issued, 40, "the redelivered batch issued nothing new");
 }
 
-crate::on_both_backends!(crash_between_db_commit_and_offset_commit);
+promo_platform::on_both_backends!(crash_between_db_commit_and_offset_commit);

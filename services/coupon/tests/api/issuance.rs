@@ -130,7 +130,7 @@ async fn v3_queued(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(
+promo_platform::on_both_backends!(
     v1_database,
     v2_redis_lock,
     v3_queued,

@@ -29,4 +29,4 @@ async fn promised_metrics_are_exported(backend: Backend) {
     }
 }
 
-crate::on_both_backends!(promised_metrics_are_exported);
+promo_platform::on_both_backends!(promised_metrics_are_exported);

@@ -123,7 +123,7 @@ async fn expired_coupon(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(
+promo_platform::on_both_backends!(
     fixed_and_percent_discounts,
     idempotency_and_cancel,
     expired_coupon

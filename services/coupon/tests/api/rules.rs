@@ -142,7 +142,7 @@ async fn quota_changes(backend: Backend) {
     assert_eq!(app.issue("", "q", "f").await.status, 410);
 }
 
-crate::on_both_backends!(
+promo_platform::on_both_backends!(
     window_and_pause,
     unknown_campaign,
     per_user_limit_above_one,

@@ -1,0 +1,162 @@
+//! The V3 consumer: persists admitted orders in batches.
+//!
+//! One transaction per batch: per sale (locked in id order, so two consumers
+//! never deadlock) it skips orders already decided (a redelivered batch
+//! stores nothing twice), re-checks every order against the database — the
+//! user's units against the per-user limit, the quantity against the stock
+//! left, no partial fills — and writes orders, units and the sold count with
+//! multi-row statements. Offsets are committed by the shared loop only after
+//! this commit.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use promo_platform::{consumer::BatchHandler, ports::Message, time::from_ms};
+
+use crate::{
+    domain::{Order, Strategy, TimesaleError},
+    events::OrderEvent,
+    store, TimesaleService, SERVICE,
+};
+
+pub struct OrderConsumer {
+    pub svc: Arc<TimesaleService>,
+}
+
+struct Admitted {
+    order_id: String,
+    user_id: String,
+    quantity: i64,
+    admitted_at: i64,
+}
+
+#[async_trait]
+impl BatchHandler for OrderConsumer {
+    async fn persist(&self, batch: &[Message]) -> Result<(), String> {
+        persist_batch(&self.svc, batch)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Decides and stores one batch; see the module documentation.
+pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(), TimesaleError> {
+    let mut by_sale: BTreeMap<String, Vec<Admitted>> = BTreeMap::new();
+    let mut fences = Vec::new();
+    let mut seen = HashSet::new();
+    for m in batch {
+        match OrderEvent::decode(&m.payload) {
+            Ok(OrderEvent::Order {
+                order_id,
+                sale,
+                user_id,
+                quantity,
+                admitted_at,
+            }) => {
+                if seen.insert(order_id.clone()) {
+                    by_sale.entry(sale).or_default().push(Admitted {
+                        order_id,
+                        user_id,
+                        quantity,
+                        admitted_at,
+                    });
+                }
+            }
+            Ok(OrderEvent::Fence { fence_id, sale }) => fences.push((fence_id, sale)),
+            Err(e) => {
+                // A message we cannot read can never succeed: skip it
+                // rather than block the partition, and count it.
+                tracing::error!(error = %e, partition = m.partition, offset = m.offset, "undecodable event skipped");
+                svc.metrics
+                    .consumer_messages
+                    .with_label_values(&[SERVICE, "invalid"])
+                    .inc();
+            }
+        }
+    }
+
+    let dialect = svc.db.dialect();
+    let mut tx = svc.db.pool().begin().await?;
+    let ids: Vec<&str> = seen.iter().map(String::as_str).collect();
+    let decided = store::decided_orders(&mut tx, &ids).await?;
+    let (mut confirmed_total, mut rejected_total, mut redelivered) = (0u64, 0u64, 0u64);
+
+    for (sale_id, admitted) in &by_sale {
+        let fresh: Vec<&Admitted> = admitted
+            .iter()
+            .filter(|a| !decided.contains(&a.order_id))
+            .collect();
+        redelivered += (admitted.len() - fresh.len()) as u64;
+        if fresh.is_empty() {
+            continue;
+        }
+        let Some(sale) = store::read_sale(&mut tx, dialect, sale_id, true).await? else {
+            // The sale is gone: nothing to decide against. Skip, counted.
+            tracing::warn!(sale = %sale_id, orders = fresh.len(), "orders for an unknown sale skipped");
+            svc.metrics
+                .consumer_messages
+                .with_label_values(&[SERVICE, "unknown_sale"])
+                .inc_by(fresh.len() as u64);
+            continue;
+        };
+        let users: Vec<&str> = fresh.iter().map(|a| a.user_id.as_str()).collect();
+        let held = store::user_units(&mut tx, dialect, sale_id, &users).await?;
+        let mut units: HashMap<&str, i64> = HashMap::new();
+        let mut available = sale.spec.stock - sale.sold;
+        let mut taken = 0;
+        let mut orders = Vec::with_capacity(fresh.len());
+        for a in &fresh {
+            let h = units
+                .entry(a.user_id.as_str())
+                .or_insert_with(|| held.get(&a.user_id).copied().unwrap_or(0));
+            let outcome = if a.quantity < 1 || *h + a.quantity > sale.spec.per_user_limit {
+                Err("limit_exceeded")
+            } else if available < a.quantity {
+                Err("sold_out")
+            } else {
+                *h += a.quantity;
+                available -= a.quantity;
+                taken += a.quantity;
+                Ok(())
+            };
+            orders.push(Order::decided(
+                a.order_id.clone(),
+                &sale,
+                &a.user_id,
+                a.quantity,
+                Strategy::Queued,
+                outcome,
+                from_ms(a.admitted_at),
+            ));
+        }
+        let changed: HashMap<&str, i64> = units
+            .into_iter()
+            .filter(|(u, n)| held.get(*u).copied().unwrap_or(0) != *n)
+            .collect();
+        store::set_user_units(&mut tx, dialect, sale_id, &changed).await?;
+        if taken > 0 && !store::take_stock(&mut tx, sale_id, taken).await? {
+            // Cannot happen under the row lock; refuse the batch rather than oversell.
+            return Err(TimesaleError::SoldOut(taken));
+        }
+        store::insert_orders(&mut tx, &orders).await?;
+        let confirmed = orders.iter().filter(|o| o.reason.is_none()).count() as u64;
+        confirmed_total += confirmed;
+        rejected_total += orders.len() as u64 - confirmed;
+    }
+    for (fence_id, sale) in &fences {
+        store::record_fence(&mut tx, dialect, fence_id, sale).await?;
+    }
+    tx.commit().await?;
+
+    let m = &svc.metrics.consumer_messages;
+    m.with_label_values(&[SERVICE, "confirmed"])
+        .inc_by(confirmed_total);
+    m.with_label_values(&[SERVICE, "rejected"])
+        .inc_by(rejected_total);
+    m.with_label_values(&[SERVICE, "redelivered"])
+        .inc_by(redelivered);
+    Ok(())
+}

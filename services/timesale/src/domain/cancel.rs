@@ -1,0 +1,79 @@
+//! `POST /orders/{id}/cancel`: a confirmed order's units go back to the
+//! sale — in the database and in the counters — exactly once.
+//!
+//! The database decides who cancels: the order row is locked and moved
+//! CONFIRMED → CANCELLED by a conditional update, in the same transaction
+//! that returns the units to the sale and frees the user's limit. Only the
+//! request that made that move gives the units back to the counters, after
+//! the commit; a second cancel finds CANCELLED and answers the same order,
+//! changing nothing.
+
+use promo_platform::ports::with_conflict_retry;
+
+use crate::{
+    domain::{Order, OrderStatus, TimesaleError},
+    store, TimesaleService,
+};
+
+pub async fn cancel(svc: &TimesaleService, order_id: &str) -> Result<Order, TimesaleError> {
+    let (order, cancelled_now) = with_conflict_retry(svc.settings.tx_attempts, || {
+        cancel_in_transaction(svc, order_id)
+    })
+    .await?;
+    if cancelled_now {
+        let (sale, user, quantity) = (
+            order.sale.as_deref().unwrap_or_default(),
+            order.user_id.as_deref().unwrap_or_default(),
+            order.quantity.unwrap_or(0),
+        );
+        // A sale without counters (V1) has no pool: release is then a no-op.
+        if let Err(e) = svc
+            .counters
+            .release(&TimesaleService::pool(sale), user, quantity)
+            .await
+        {
+            // The database already has the units back; the counters now
+            // under-admit (never oversell) until they are rebuilt.
+            tracing::error!(error = %e, sale, order_id, "cancelled units not returned to the counters");
+        }
+    }
+    Ok(order)
+}
+
+async fn cancel_in_transaction(
+    svc: &TimesaleService,
+    order_id: &str,
+) -> Result<(Order, bool), TimesaleError> {
+    let mut tx = svc.db.pool().begin().await?;
+    let Some(mut order) = store::lock_order(&mut tx, svc.db.dialect(), order_id).await? else {
+        return Err(if svc.counters.ticket_pending(order_id).await? {
+            TimesaleError::NotCancellable(format!(
+                "order {order_id:?} is still pending; cancel it once it is CONFIRMED"
+            ))
+        } else {
+            TimesaleError::UnknownOrder(order_id.to_string())
+        });
+    };
+    match order.status {
+        OrderStatus::Cancelled => return Ok((order, false)),
+        OrderStatus::Confirmed => {}
+        other => {
+            return Err(TimesaleError::NotCancellable(format!(
+                "order {order_id:?} is {} and cannot be cancelled",
+                other.as_str()
+            )))
+        }
+    }
+    if !store::cancel_order(&mut tx, order_id).await? {
+        // Unreachable under the row lock; refuse rather than restock twice.
+        return Err(TimesaleError::NotCancellable(format!(
+            "order {order_id:?} changed while cancelling; retry"
+        )));
+    }
+    let sale = order.sale.clone().unwrap_or_default();
+    let user = order.user_id.clone().unwrap_or_default();
+    store::return_units(&mut tx, &sale, &user, order.quantity.unwrap_or(0)).await?;
+    tx.commit().await?;
+    order.status = OrderStatus::Cancelled;
+    Ok((order, true))
+}

@@ -1,0 +1,108 @@
+//! An order of a time sale.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Sale, Strategy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Admitted (V3), not yet decided by the consumer.
+    Pending,
+    Confirmed,
+    /// Refused by the consumer; see `reason`.
+    Rejected,
+    /// Cancelled after confirmation; its units went back to the sale.
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Rejected => "REJECTED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(OrderStatus::Pending),
+            "CONFIRMED" => Some(OrderStatus::Confirmed),
+            "REJECTED" => Some(OrderStatus::Rejected),
+            "CANCELLED" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /orders/{orderId}`. A pending (V3) order is known only by its id
+/// and status until the consumer has decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i64>,
+    /// salePrice × quantity, minor units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    pub status: OrderStatus,
+    /// Why it was rejected: sold_out, limit_exceeded, unknown_sale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    /// A decided order (what the database stores).
+    pub fn decided(
+        order_id: String,
+        sale: &Sale,
+        user_id: &str,
+        quantity: i64,
+        strategy: Strategy,
+        outcome: Result<(), &str>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Order {
+            order_id,
+            sale: Some(sale.id.clone()),
+            user_id: Some(user_id.to_string()),
+            quantity: Some(quantity),
+            amount: Some(sale.amount(quantity)),
+            status: if outcome.is_ok() {
+                OrderStatus::Confirmed
+            } else {
+                OrderStatus::Rejected
+            },
+            reason: outcome.err().map(str::to_string),
+            strategy: Some(strategy),
+            created_at: Some(at),
+        }
+    }
+
+    pub fn pending(order_id: String) -> Self {
+        Order {
+            order_id,
+            sale: None,
+            user_id: None,
+            quantity: None,
+            amount: None,
+            status: OrderStatus::Pending,
+            reason: None,
+            strategy: None,
+            created_at: None,
+        }
+    }
+}

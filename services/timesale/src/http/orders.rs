@@ -1,0 +1,166 @@
+//! Ordering routes: the sale's own strategy, or V1/V2/V3 explicitly; an
+//! order's status; cancel.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use promo_platform::{
+    http::{ApiError, ApiJson, ApiPath},
+    ids::check_id,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    domain::{
+        cancel,
+        ordering::{self, Placed},
+        Order, Strategy, TimesaleError,
+    },
+    store, TimesaleService,
+};
+
+pub fn router() -> Router<Arc<TimesaleService>> {
+    Router::new()
+        .route("/time-sales/{sale}/orders", post(order_default))
+        .route("/v1/time-sales/{sale}/orders", post(order_v1))
+        .route("/v2/time-sales/{sale}/orders", post(order_v2))
+        .route("/v3/time-sales/{sale}/orders", post(order_v3))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/orders/{order_id}/cancel", post(cancel_order))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderBody {
+    pub user_id: String,
+    /// Units to buy (≥ 1, at most the per-user limit); all or nothing.
+    pub quantity: i64,
+}
+
+/// A queued order, accepted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub order_id: String,
+    /// Always `PENDING`.
+    pub status: &'static str,
+}
+
+async fn run(
+    svc: Arc<TimesaleService>,
+    strategy: Option<Strategy>,
+    sale: String,
+    body: OrderBody,
+) -> Result<Response, ApiError> {
+    check_id("sale", &sale)?;
+    check_id("userId", &body.user_id)?;
+    if body.quantity < 1 {
+        return Err(TimesaleError::InvalidQuantity("quantity must be at least 1".into()).into());
+    }
+    Ok(
+        match ordering::place(&svc, strategy, &sale, &body.user_id, body.quantity).await? {
+            Placed::Confirmed(o) => (StatusCode::CREATED, Json(o)).into_response(),
+            Placed::Pending { order_id } => (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    order_id,
+                    status: "PENDING",
+                }),
+            )
+                .into_response(),
+        },
+    )
+}
+
+/// Order with the sale's own strategy (201 order, or 202 for QUEUED).
+#[utoipa::path(post, path = "/time-sales/{sale}/orders", tag = "timesale",
+    params(("sale" = String, Path)), request_body = OrderBody,
+    responses(
+        (status = 201, body = Order), (status = 202, body = Accepted),
+        (status = 404, description = "sale_not_found"), (status = 409, description = "limit_exceeded"),
+        (status = 410, description = "sold_out"), (status = 422, description = "not_active / invalid_quantity"),
+        (status = 503, description = "counters_unavailable; see Retry-After"),
+    ))]
+pub async fn order_default(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(sale): ApiPath<String>,
+    ApiJson(body): ApiJson<OrderBody>,
+) -> Result<Response, ApiError> {
+    run(svc, None, sale, body).await
+}
+
+/// V1 Database with optimistic locking (conditional updates).
+#[utoipa::path(post, path = "/v1/time-sales/{sale}/orders", tag = "timesale",
+    params(("sale" = String, Path)), request_body = OrderBody,
+    responses((status = 201, body = Order), (status = 409), (status = 410), (status = 422), (status = 404)))]
+pub async fn order_v1(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(sale): ApiPath<String>,
+    ApiJson(body): ApiJson<OrderBody>,
+) -> Result<Response, ApiError> {
+    run(svc, Some(Strategy::Database), sale, body).await
+}
+
+/// V2 Redis stock: one atomic counters step, then the database transaction.
+#[utoipa::path(post, path = "/v2/time-sales/{sale}/orders", tag = "timesale",
+    params(("sale" = String, Path)), request_body = OrderBody,
+    responses((status = 201, body = Order), (status = 409), (status = 410), (status = 422), (status = 404), (status = 503)))]
+pub async fn order_v2(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(sale): ApiPath<String>,
+    ApiJson(body): ApiJson<OrderBody>,
+) -> Result<Response, ApiError> {
+    run(svc, Some(Strategy::RedisLock), sale, body).await
+}
+
+/// V3 Queued: atomic admission, 202 with an order id.
+#[utoipa::path(post, path = "/v3/time-sales/{sale}/orders", tag = "timesale",
+    params(("sale" = String, Path)), request_body = OrderBody,
+    responses((status = 202, body = Accepted), (status = 409), (status = 410), (status = 422), (status = 404), (status = 503)))]
+pub async fn order_v3(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(sale): ApiPath<String>,
+    ApiJson(body): ApiJson<OrderBody>,
+) -> Result<Response, ApiError> {
+    run(svc, Some(Strategy::Queued), sale, body).await
+}
+
+/// An order: PENDING until the V3 consumer decided it, then CONFIRMED or
+/// REJECTED (with a reason); CANCELLED after a cancel.
+#[utoipa::path(get, path = "/orders/{orderId}", tag = "timesale",
+    params(("orderId" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, description = "order_not_found")))]
+pub async fn get_order(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Json<Order>, ApiError> {
+    check_id("orderId", &order_id)?;
+    if let Some(o) = store::get_order(svc.db.pool(), &order_id).await? {
+        return Ok(Json(o));
+    }
+    if svc.counters.ticket_pending(&order_id).await? {
+        return Ok(Json(Order::pending(order_id)));
+    }
+    Err(TimesaleError::UnknownOrder(order_id).into())
+}
+
+/// Cancel a confirmed order: its units return to the sale (database and
+/// counters) and to the user's limit, once; cancelling again answers the same.
+#[utoipa::path(post, path = "/orders/{orderId}/cancel", tag = "timesale",
+    params(("orderId" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, description = "order_not_found"),
+        (status = 409, description = "not_cancellable (pending or rejected)")))]
+pub async fn cancel_order(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Json<Order>, ApiError> {
+    check_id("orderId", &order_id)?;
+    Ok(Json(cancel::cancel(&svc, &order_id).await?))
+}

@@ -1,0 +1,218 @@
+//! The time-sale service: products on sale with a stock and a per-user
+//! limit, ordering in three strategies (V1 optimistic database, V2 Redis
+//! stock, V3 queued), order status, cancel with restock.
+//!
+//! Follow a request: `http/` (route, extractors) → `domain/ordering/<strategy>.rs`
+//! (the rules) → `store/` (SQL). The V3 consumer is `consumer.rs`. What it
+//! shares with the coupon service (strategies, pools, the V3 admission
+//! step, the fenced counter rebuild, the consumer loop) lives in
+//! `promo_platform`.
+
+pub mod config;
+pub mod consumer;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod run;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use promo_platform::{
+    admission::{self, PoolSpec, Rebuilds},
+    cache::TtlCache,
+    config::{BackendError, Backends},
+    consumer::ConsumerOptions,
+    metrics::Metrics,
+    ports::{Counters, Database, Producer, Queue},
+};
+
+use domain::{Sale, SaleSpec, Strategy, TimesaleError};
+
+/// The `service` metric label and the log target.
+pub const SERVICE: &str = "timesale";
+/// The service's own database (on the shared MySQL server, or `promo_timesale.db`).
+pub const DATABASE: &str = "promo_timesale";
+
+/// Defaults shared by [`Settings::default`] and the flags in [`config`].
+pub const DEFAULT_TOPIC: &str = "promo.timesale.order";
+pub const DEFAULT_GROUP: &str = "timesale-consumer";
+pub const DEFAULT_PARTITIONS: i32 = 8;
+pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
+/// Attempts of a V1 transaction that lost a lock conflict.
+pub const DEFAULT_TX_ATTEMPTS: u32 = 6;
+
+/// Tunables; every one has a flag in [`config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub topic: String,
+    pub topic_partitions: i32,
+    pub group: String,
+    /// How long a sale read stays cached on the V2/V3 hot path.
+    pub sale_cache_ttl: Duration,
+    /// How long a V3 order id answers PENDING before it must be decided.
+    pub ticket_ttl: Duration,
+    /// How long a counter rebuild waits for its fence to be persisted.
+    pub rebuild_timeout: Duration,
+    /// Attempts of an ordering transaction that lost a lock conflict.
+    pub tx_attempts: u32,
+    pub consumer_max_batch: usize,
+    pub consumer_max_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            topic: DEFAULT_TOPIC.into(),
+            topic_partitions: DEFAULT_PARTITIONS,
+            group: DEFAULT_GROUP.into(),
+            sale_cache_ttl: Duration::from_millis(500),
+            ticket_ttl: Duration::from_secs(24 * 3600),
+            rebuild_timeout: Duration::from_secs(30),
+            tx_attempts: DEFAULT_TX_ATTEMPTS,
+            consumer_max_batch: DEFAULT_CONSUMER_BATCH,
+            consumer_max_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Settings {
+    pub fn consumer_options(&self) -> ConsumerOptions {
+        ConsumerOptions {
+            service: SERVICE,
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            max_batch: self.consumer_max_batch,
+            max_wait: self.consumer_max_wait,
+        }
+    }
+}
+
+/// Everything a request needs: backends, metrics, settings, caches.
+pub struct TimesaleService {
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
+    pub producer: Arc<dyn Producer>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    cache: TtlCache<Sale>,
+    rebuilds: Arc<Rebuilds>,
+}
+
+impl TimesaleService {
+    /// Opens (creating and migrating) the database and the topic.
+    pub async fn start(
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        let db = backends.database(DATABASE).await?;
+        db.migrate(&store::MIGRATIONS).await?;
+        backends
+            .queue
+            .ensure_topic(&settings.topic, settings.topic_partitions)
+            .await?;
+        let producer = backends.queue.producer(&settings.topic)?;
+        Ok(Arc::new(Self {
+            db,
+            counters: backends.counters.clone(),
+            queue: backends.queue.clone(),
+            producer,
+            metrics,
+            cache: TtlCache::new(settings.sale_cache_ttl),
+            settings,
+            rebuilds: Arc::default(),
+        }))
+    }
+
+    /// The counters pool of a sale (the operator uses the same name).
+    pub fn pool(sale: &str) -> String {
+        format!("timesale:{sale}")
+    }
+
+    /// The sale, from a short-lived cache (V2/V3 read it on every request).
+    pub async fn sale(&self, id: &str) -> Result<Arc<Sale>, TimesaleError> {
+        if let Some(s) = self.cache.get(id) {
+            return Ok(s);
+        }
+        let s = Arc::new(
+            store::get_sale(self.db.pool(), id)
+                .await?
+                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))?,
+        );
+        self.cache.insert(id, s.clone());
+        Ok(s)
+    }
+
+    /// Creates or updates a sale and keeps its stock counters in step (see
+    /// [`admission::sync_pool`]). Returns the sale and whether it was created.
+    pub async fn upsert_sale(
+        &self,
+        id: &str,
+        spec: &SaleSpec,
+    ) -> Result<(Sale, bool), TimesaleError> {
+        spec.validate()?;
+        let (stored, previous) =
+            store::upsert_sale(self.db.pool(), self.db.dialect(), id, spec).await?;
+        self.cache.remove(id);
+        let pool_spec = |s: &SaleSpec| PoolSpec {
+            limit: s.stock,
+            counted: s.counted(),
+        };
+        admission::sync_pool(
+            &*self.counters,
+            &Self::pool(id),
+            previous.as_ref().map(|p| pool_spec(&p.spec)),
+            pool_spec(&stored.spec),
+            stored.sold,
+        )
+        .await?;
+        Ok((stored, previous.is_none()))
+    }
+
+    /// Remaining and pending units. With counters, remaining is what they
+    /// will still admit; pending (V3) is what they admitted that the
+    /// consumer has not persisted yet.
+    pub async fn figures(&self, s: &Sale) -> Result<(i64, i64), TimesaleError> {
+        let persisted_left = s.spec.stock - s.sold;
+        if !s.spec.counted() {
+            return Ok((persisted_left, 0));
+        }
+        Ok(match self.counters.remaining(&Self::pool(&s.id)).await? {
+            Some(left) if s.spec.strategy == Strategy::Queued => {
+                (left.max(0), (persisted_left - left).max(0))
+            }
+            Some(left) => (left.max(0), 0),
+            None => (persisted_left, 0),
+        })
+    }
+
+    /// Refreshes the remaining/pending gauges of every sale.
+    pub async fn refresh_gauges(&self) -> Result<(), TimesaleError> {
+        for s in store::list_sales(self.db.pool(), None).await? {
+            let (remaining, pending) = self.figures(&s).await?;
+            self.metrics
+                .remaining
+                .with_label_values(&[SERVICE, &s.id])
+                .set(remaining);
+            self.metrics
+                .pending
+                .with_label_values(&[SERVICE, &s.id])
+                .set(pending);
+        }
+        Ok(())
+    }
+
+    /// Counts one ordering attempt in `promo_admissions_total`.
+    pub(crate) fn count<T>(&self, strategy: Strategy, sale: &str, r: &Result<T, TimesaleError>) {
+        let outcome = match r {
+            Ok(_) => "issued",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .admissions
+            .with_label_values(&[SERVICE, strategy.label(), sale, outcome])
+            .inc();
+    }
+}

@@ -1,0 +1,417 @@
+//! All SQL of the time-sale service. Queries are written once for both
+//! dialects (sqlx `Any`, `?` placeholders, epoch-millisecond BIGINTs); the
+//! few dialect-specific clauses come from [`Dialect`].
+
+use std::collections::{HashMap, HashSet};
+
+use promo_platform::{
+    ports::{
+        sql::{self, is_unique_violation, Migrations},
+        Dialect, Migration,
+    },
+    time::{from_ms, now_ms, to_ms},
+};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
+
+use crate::domain::{Order, OrderStatus, Product, Sale, SaleSpec, Strategy, TimesaleError};
+
+pub use promo_platform::ports::sql::{fence_seen, record_fence};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    mysql: &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../../migrations/timesale/mysql/0001_init.sql"),
+    }],
+    sqlite: &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../../migrations/timesale/sqlite/0001_init.sql"),
+    }],
+};
+
+const SALE_COLUMNS: &str = "id, sku, product_name, price, sale_price, stock, sold, \
+    per_user_limit, starts_at, ends_at, strategy, paused";
+
+fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
+    let strategy: String = row.try_get("strategy")?;
+    Ok(Sale {
+        id: row.try_get("id")?,
+        sold: row.try_get("sold")?,
+        spec: SaleSpec {
+            product: Product {
+                sku: row.try_get("sku")?,
+                name: row.try_get("product_name")?,
+                price: row.try_get("price")?,
+            },
+            sale_price: row.try_get("sale_price")?,
+            stock: row.try_get("stock")?,
+            per_user_limit: row.try_get("per_user_limit")?,
+            starts_at: from_ms(row.try_get("starts_at")?),
+            ends_at: from_ms(row.try_get("ends_at")?),
+            strategy: Strategy::parse(&strategy).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown strategy {strategy:?}").into())
+            })?,
+            paused: row.try_get::<i64, _>("paused")? != 0,
+        },
+    })
+}
+
+pub async fn get_sale(pool: &AnyPool, id: &str) -> Result<Option<Sale>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| sale_from_row(&r))
+        .transpose()
+}
+
+/// Every sale, or only those ending after `ending_after` (epoch ms), by start.
+pub async fn list_sales(
+    pool: &AnyPool,
+    ending_after: Option<i64>,
+) -> Result<Vec<Sale>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {SALE_COLUMNS} FROM sales WHERE ends_at > ? ORDER BY starts_at, id"
+    ))
+    .bind(ending_after.unwrap_or(i64::MIN))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(sale_from_row)
+    .collect()
+}
+
+/// Reads the sale inside `tx`, with its row lock when `lock` (MySQL; on
+/// SQLite the single writer connection gives the same exclusion).
+pub async fn read_sale(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Sale>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {SALE_COLUMNS} FROM sales WHERE id = ?{}",
+        if lock { dialect.for_update() } else { "" }
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| sale_from_row(&r))
+    .transpose()
+}
+
+/// Creates or updates a sale; returns the stored sale and the previous one
+/// (None when created). Lowering the stock below what is sold is refused.
+pub async fn upsert_sale(
+    pool: &AnyPool,
+    dialect: Dialect,
+    id: &str,
+    spec: &SaleSpec,
+) -> Result<(Sale, Option<Sale>), TimesaleError> {
+    let mut tx = pool.begin().await?;
+    let previous = read_sale(&mut tx, dialect, id, true).await?;
+    let now = now_ms();
+    match &previous {
+        Some(prev) => {
+            if spec.stock < prev.sold {
+                return Err(TimesaleError::StockBelowSold {
+                    stock: spec.stock,
+                    sold: prev.sold,
+                });
+            }
+            bind_spec(
+                sqlx::query(
+                    "UPDATE sales SET sku = ?, product_name = ?, price = ?, sale_price = ?, stock = ?, \
+                     per_user_limit = ?, starts_at = ?, ends_at = ?, strategy = ?, paused = ?, \
+                     version = version + 1, updated_at = ? WHERE id = ?",
+                ),
+                spec,
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            let inserted = bind_spec(
+                sqlx::query(
+                    "INSERT INTO sales (sku, product_name, price, sale_price, stock, per_user_limit, \
+                     starts_at, ends_at, strategy, paused, created_at, updated_at, id, sold, version) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                ),
+                spec,
+            )
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                if is_unique_violation(&e) {
+                    return Err(TimesaleError::InvalidSale(format!(
+                        "sale {id:?} was created concurrently; retry to update it"
+                    )));
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let stored = read_sale(&mut tx, dialect, id, true)
+        .await?
+        .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))?;
+    tx.commit().await?;
+    Ok((stored, previous))
+}
+
+fn bind_spec<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    spec: &SaleSpec,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(spec.product.sku.clone())
+        .bind(spec.product.name.clone())
+        .bind(spec.product.price)
+        .bind(spec.sale_price)
+        .bind(spec.stock)
+        .bind(spec.per_user_limit)
+        .bind(to_ms(spec.starts_at))
+        .bind(to_ms(spec.ends_at))
+        .bind(spec.strategy.as_str())
+        .bind(spec.paused as i64)
+}
+
+/// Adds `quantity` to the user's units unless that passes `limit`; the
+/// condition is evaluated on the row under its write lock, so two orders of
+/// the same user cannot both pass. Returns whether it was added.
+pub async fn add_user_units(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    sale: &str,
+    user: &str,
+    quantity: i64,
+    limit: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(&format!(
+        "{} INTO sale_users (sale_id, user_id, units) VALUES (?, ?, 0)",
+        dialect.insert_ignore()
+    ))
+    .bind(sale)
+    .bind(user)
+    .execute(&mut *tx)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE sale_users SET units = units + ? WHERE sale_id = ? AND user_id = ? AND units + ? <= ?",
+    )
+    .bind(quantity)
+    .bind(sale)
+    .bind(user)
+    .bind(quantity)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes `quantity` units of stock unless fewer remain (no partial fills).
+pub async fn take_stock(
+    tx: &mut AnyConnection,
+    sale: &str,
+    quantity: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sales SET sold = sold + ?, version = version + 1, updated_at = ? \
+         WHERE id = ? AND sold + ? <= stock",
+    )
+    .bind(quantity)
+    .bind(now_ms())
+    .bind(sale)
+    .bind(quantity)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a cancelled order's units back to the sale and frees the user's limit.
+pub async fn return_units(
+    tx: &mut AnyConnection,
+    sale: &str,
+    user: &str,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sales SET sold = sold - ?, version = version + 1, updated_at = ? WHERE id = ?",
+    )
+    .bind(quantity)
+    .bind(now_ms())
+    .bind(sale)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE sale_users SET units = units - ? WHERE sale_id = ? AND user_id = ?")
+        .bind(quantity)
+        .bind(sale)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Units held per user, for the users given (batch consumer), read with
+/// their row locks so the values are the newest committed ones.
+pub async fn user_units(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    sale: &str,
+    users: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut held = HashMap::new();
+    for chunk in users.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT user_id, units FROM sale_users WHERE sale_id = ? AND user_id IN ({marks}){}",
+            dialect.for_update()
+        );
+        let mut q = sqlx::query(&sql).bind(sale);
+        for u in chunk {
+            q = q.bind(*u);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            held.insert(row.try_get("user_id")?, row.try_get("units")?);
+        }
+    }
+    Ok(held)
+}
+
+/// Sets the units of the users given (batch consumer; rows created as needed).
+pub async fn set_user_units(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    sale: &str,
+    units: &HashMap<&str, i64>,
+) -> Result<(), sqlx::Error> {
+    let users: Vec<(&&str, &i64)> = units.iter().collect();
+    for chunk in users.chunks(400) {
+        let values = vec!["(?, ?, 0)"; chunk.len()].join(", ");
+        let sql = format!(
+            "{} INTO sale_users (sale_id, user_id, units) VALUES {values}",
+            dialect.insert_ignore()
+        );
+        let mut q = sqlx::query(&sql);
+        for (user, _) in chunk {
+            q = q.bind(sale.to_string()).bind(user.to_string());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for (user, n) in users {
+        sqlx::query("UPDATE sale_users SET units = ? WHERE sale_id = ? AND user_id = ?")
+            .bind(*n)
+            .bind(sale)
+            .bind(*user)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every holder of a sale with their units (counter rebuild).
+pub async fn holder_units(pool: &AnyPool, sale: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT user_id, units FROM sale_users WHERE sale_id = ? AND units > 0")
+        .bind(sale)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("user_id")?, r.try_get("units")?)))
+        .collect()
+}
+
+const ORDER_COLUMNS: &str =
+    "order_id, sale_id, user_id, quantity, amount, status, reason, strategy, created_at";
+
+fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let strategy: String = row.try_get("strategy")?;
+    Ok(Order {
+        order_id: row.try_get("order_id")?,
+        sale: Some(row.try_get("sale_id")?),
+        user_id: Some(row.try_get("user_id")?),
+        quantity: Some(row.try_get("quantity")?),
+        amount: Some(row.try_get("amount")?),
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?,
+        reason: row.try_get("reason")?,
+        strategy: Strategy::parse(&strategy),
+        created_at: Some(from_ms(row.try_get("created_at")?)),
+    })
+}
+
+/// Inserts decided orders, many rows per statement.
+pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for chunk in orders.chunks(400) {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!("INSERT INTO orders ({ORDER_COLUMNS}, updated_at) VALUES {values}");
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(o.order_id.clone())
+                .bind(o.sale.clone().unwrap_or_default())
+                .bind(o.user_id.clone().unwrap_or_default())
+                .bind(o.quantity.unwrap_or(0))
+                .bind(o.amount.unwrap_or(0))
+                .bind(o.status.as_str())
+                .bind(o.reason.clone())
+                .bind(o.strategy.map(Strategy::as_str).unwrap_or("QUEUED"))
+                .bind(o.created_at.map(to_ms).unwrap_or(now))
+                .bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+pub async fn get_order(pool: &AnyPool, id: &str) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| order_from_row(&r))
+    .transpose()
+}
+
+/// Reads an order inside `tx` holding its row lock.
+pub async fn lock_order(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: &str,
+) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?{}",
+        dialect.for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| order_from_row(&r))
+    .transpose()
+}
+
+/// CONFIRMED → CANCELLED; false when the order was not confirmed (any more).
+pub async fn cancel_order(tx: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE order_id = ? AND status = 'CONFIRMED'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The order ids among `ids` already decided (a redelivered batch).
+pub async fn decided_orders(
+    tx: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    sql::existing_ids(tx, "orders", "order_id", ids).await
+}
