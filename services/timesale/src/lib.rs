@@ -109,6 +109,16 @@ impl TimesaleService {
     ) -> Result<Arc<Self>, BackendError> {
         let db = backends.database(DATABASE).await?;
         db.migrate(&store::MIGRATIONS).await?;
+        Self::with_database(db, backends, metrics, settings).await
+    }
+
+    /// With a database already opened and migrated.
+    pub async fn with_database(
+        db: Database,
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
         backends
             .queue
             .ensure_topic(&settings.topic, settings.topic_partitions)

@@ -212,6 +212,17 @@ pub async fn add_user_units(
     Ok(done.rows_affected() == 1)
 }
 
+/// Units `user` holds of `sale` (a plain, non-locking read).
+pub async fn units_of(tx: &mut AnyConnection, sale: &str, user: &str) -> Result<i64, sqlx::Error> {
+    let units: Option<i64> =
+        sqlx::query_scalar("SELECT units FROM sale_users WHERE sale_id = ? AND user_id = ?")
+            .bind(sale)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(units.unwrap_or(0))
+}
+
 /// Takes `quantity` units of stock unless fewer remain (no partial fills).
 pub async fn take_stock(
     tx: &mut AnyConnection,

@@ -57,6 +57,12 @@ pub(crate) async fn order_in_transaction(
     sale.check_active(now)?;
     sale.check_quantity(quantity)?;
     let limit = sale.spec.per_user_limit;
+    // A plain read first, so that a user at their limit hears so (409) even
+    // when the stock is gone, as from the other strategies. The conditional
+    // updates below still decide.
+    if store::units_of(&mut tx, sale_id, user_id).await? + quantity > limit {
+        return Err(TimesaleError::LimitExceeded(limit));
+    }
     if !store::take_stock(&mut tx, sale_id, quantity).await? {
         return Err(TimesaleError::SoldOut(quantity));
     }

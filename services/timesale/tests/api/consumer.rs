@@ -1,0 +1,74 @@
+//! A consumer that dies after its database commit and before its offset
+//! commit: the batch is redelivered and stores nothing twice.
+
+use std::time::Duration;
+
+use timesale_service::{consumer::persist_batch, run};
+
+use crate::helpers::{spawn_app_with, Backend, Options};
+
+async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Options {
+            consumer: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.sale("crash", 100, 3, "QUEUED").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let a = app.order("v3", "crash", &format!("u{i}"), 2).await;
+        assert_eq!(a.status, 202, "{}", a.body);
+        ids.push(a.body["orderId"].as_str().unwrap().to_string());
+    }
+
+    // The doomed consumer: persists everything it got, then "crashes".
+    let topic = app.svc.settings.topic.clone();
+    let group = app.svc.settings.group.clone();
+    let mut doomed = app.queue.consumer(&topic, &group).await.unwrap();
+    let mut batch = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while batch.len() < 40 && tokio::time::Instant::now() < deadline {
+        batch.extend(doomed.poll(100, Duration::from_secs(5)).await.unwrap());
+    }
+    assert_eq!(batch.len(), 40);
+    persist_batch(&app.svc, &batch).await.expect("persisted");
+    drop(doomed); // no offset commit
+    assert_eq!(app.stored_orders("crash").await.len(), 40);
+
+    // Its successor gets the same events again.
+    run::spawn_consumer(&app.svc, app.shutdown.clone());
+    let redelivered = app
+        .svc
+        .metrics
+        .consumer_messages
+        .with_label_values(&["timesale", "redelivered"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while redelivered.get() < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redelivery did not happen ({} seen)",
+            redelivered.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.stored_orders("crash").await.len(),
+        40,
+        "nothing stored twice"
+    );
+    assert_eq!(app.check_books("crash", 100, 3).await, 80);
+    let decided = app.wait_decided(&ids).await;
+    assert!(decided.iter().all(|d| d["status"] == "CONFIRMED"));
+    let confirmed = app
+        .svc
+        .metrics
+        .consumer_messages
+        .with_label_values(&["timesale", "confirmed"])
+        .get();
+    assert_eq!(confirmed, 40, "the redelivered batch confirmed nothing new");
+}
+
+promo_platform::on_both_backends!(crash_between_db_commit_and_offset_commit);

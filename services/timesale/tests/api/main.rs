@@ -1,0 +1,11 @@
+//! Time-sale service through HTTP, every scenario on the embedded backends
+//! and on MariaDB + Redis + tansu (started by `just infra-up`).
+
+mod helpers;
+
+mod bad_input;
+mod cancel;
+mod consumer;
+mod counters;
+mod ordering;
+mod rules;

@@ -1,0 +1,168 @@
+//! The headline invariant, per strategy: stock 300, 1,500 users each
+//! sending two orders of 1–3 units at once (per-user limit 3) — confirmed
+//! units sum to exactly the stock, nobody over their limit, every success
+//! maps to one stored order, every refusal a 409 or 410, no 5xx.
+
+use std::collections::HashMap;
+
+use futures::future::join_all;
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+
+const STOCK: i64 = 300;
+const USERS: usize = 1500;
+const LIMIT: i64 = 3;
+
+/// Quantity of a user's n-th order: 1–3, spread evenly.
+fn quantity(user: usize, n: usize) -> i64 {
+    ((user * 7 + n * 3) % 3) as i64 + 1
+}
+
+/// Every user twice, interleaved so a user's two orders race each other.
+/// Returns (user, quantity, answer).
+async fn storm(
+    app: &TestApp,
+    version: &str,
+    sale: &str,
+) -> Vec<(String, i64, crate::helpers::Answer)> {
+    let orders = (0..USERS * 2).map(|i| {
+        let (user, n) = (i % USERS, i / USERS);
+        let q = quantity(user, n);
+        let user = format!("user-{user}");
+        async move {
+            let a = app.order(version, sale, &user, q).await;
+            (user, q, a)
+        }
+    });
+    join_all(orders).await
+}
+
+/// Fresh one-unit buyers until the sale answers sold out: whatever the
+/// storm left (no partial fills) is taken, so the stock ends exactly used.
+async fn sweep(app: &TestApp, version: &str, sale: &str) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for i in 0..50 {
+        let a = app.order(version, sale, &format!("sweeper-{i}"), 1).await;
+        match a.status {
+            201 | 202 => accepted.push(a.body["orderId"].as_str().unwrap().to_string()),
+            410 => return accepted,
+            s => panic!("sweep answered {s}: {}", a.body),
+        }
+    }
+    panic!("the sale never sold out");
+}
+
+async fn run(backend: Backend, version: &str, strategy: &str) {
+    let app = spawn_app(backend).await;
+    app.sale("storm", STOCK, LIMIT, strategy).await;
+    let answers = storm(&app, version, "storm").await;
+    let queued = strategy == "QUEUED";
+    let mut successes: HashMap<String, (String, i64)> = HashMap::new();
+    for (user, q, a) in &answers {
+        match a.status {
+            201 if !queued => {
+                assert_eq!(a.body["status"], "CONFIRMED");
+                assert_eq!(a.body["userId"], user.as_str());
+                assert_eq!(a.body["quantity"], *q);
+                assert_eq!(a.body["amount"], 60_000 * q);
+                let id = a.body["orderId"].as_str().unwrap().to_string();
+                successes.insert(id, (user.clone(), *q));
+            }
+            202 if queued => {
+                assert_eq!(a.body["status"], "PENDING");
+                let id = a.body["orderId"].as_str().unwrap().to_string();
+                successes.insert(id, (user.clone(), *q));
+            }
+            409 => assert_eq!(a.body["code"], "limit_exceeded", "{}", a.body),
+            410 => assert_eq!(a.body["code"], "sold_out", "{}", a.body),
+            s => panic!("unexpected {s}: {}", a.body),
+        }
+    }
+    for id in sweep(&app, version, "storm").await {
+        successes.insert(id, (String::new(), 1));
+    }
+    if queued {
+        let ids: Vec<String> = successes.keys().cloned().collect();
+        for d in app.wait_decided(&ids).await {
+            assert_eq!(
+                d["status"], "CONFIRMED",
+                "admitted orders are confirmed: {d}"
+            );
+        }
+    }
+    let total = app.check_books("storm", STOCK, LIMIT).await;
+    assert_eq!(
+        total, STOCK,
+        "demand exceeded the stock, so all of it is sold"
+    );
+    let stored: HashMap<String, (String, i64, String)> = app
+        .stored_orders("storm")
+        .await
+        .into_iter()
+        .map(|(id, u, q, s)| (id, (u, q, s)))
+        .collect();
+    for (id, (user, q)) in &successes {
+        let (u, sq, status) = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("success {id} has no row"));
+        assert_eq!(status, "CONFIRMED");
+        assert_eq!(sq, q);
+        if !user.is_empty() {
+            assert_eq!(u, user);
+        }
+    }
+    let confirmed_rows = stored.values().filter(|(_, _, s)| s == "CONFIRMED").count();
+    assert_eq!(
+        confirmed_rows,
+        successes.len(),
+        "every confirmed row was answered to someone"
+    );
+    let view = app.get("/time-sales/storm").await.body;
+    assert_eq!(
+        (
+            view["sold"].as_i64(),
+            view["remaining"].as_i64(),
+            view["pending"].as_i64()
+        ),
+        (Some(STOCK), Some(0), Some(0))
+    );
+}
+
+async fn v1_database(backend: Backend) {
+    run(backend, "v1", "DATABASE").await
+}
+
+async fn v2_redis_stock(backend: Backend) {
+    run(backend, "v2", "REDIS_LOCK").await
+}
+
+async fn v3_queued(backend: Backend) {
+    run(backend, "v3", "QUEUED").await
+}
+
+/// The unversioned route follows the sale's strategy.
+async fn default_route_follows_the_strategy(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (sale, strategy, status) in [
+        ("d1", "DATABASE", 201),
+        ("d2", "REDIS_LOCK", 201),
+        ("d3", "QUEUED", 202),
+    ] {
+        app.sale(sale, 5, 2, strategy).await;
+        let a = app.order("", sale, "alice", 2).await;
+        assert_eq!(a.status, status, "{strategy}: {}", a.body);
+        let id = a.body["orderId"].as_str().unwrap().to_string();
+        let o = &app.wait_decided(&[id]).await[0];
+        assert_eq!(o["status"], "CONFIRMED");
+        assert_eq!(o["strategy"], strategy);
+        assert_eq!(o["sale"], sale);
+        assert_eq!(o["amount"], 120_000);
+    }
+}
+
+promo_platform::on_both_backends!(
+    v1_database,
+    v2_redis_stock,
+    v3_queued,
+    default_route_follows_the_strategy
+);
