@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use clap::Args;
@@ -15,6 +16,7 @@ use promo_platform::{
     metrics::Metrics,
 };
 use promotion_crd::{parse_manifests, PromotionType};
+use timesale_service::{config::TimesaleArgs, domain::SaleSpec, TimesaleService};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug, Clone)]
@@ -35,6 +37,44 @@ pub struct StandaloneArgs {
     pub backends: BackendArgs,
     #[command(flatten)]
     pub coupon: CouponArgs,
+    #[command(flatten)]
+    pub timesale: TimesaleArgs,
+}
+
+/// The services this process hosts.
+pub struct Hosted {
+    pub coupons: Arc<CouponService>,
+    pub timesales: Arc<TimesaleService>,
+}
+
+impl Hosted {
+    /// Registers one checked Promotion with its service, as the operator's
+    /// admin PUT would; returns whether it was created.
+    async fn register(&self, checked: &promotion_crd::Checked) -> Result<bool, String> {
+        let request = checked.admin_request();
+        match request.service {
+            PromotionType::Coupon => {
+                let spec: CampaignSpec =
+                    serde_json::from_value(request.body).map_err(|e| e.to_string())?;
+                let (_, created) = self
+                    .coupons
+                    .upsert_campaign(&checked.name, &spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(created)
+            }
+            PromotionType::TimeSale => {
+                let spec: SaleSpec =
+                    serde_json::from_value(request.body).map_err(|e| e.to_string())?;
+                let (_, created) = self
+                    .timesales
+                    .upsert_sale(&checked.name, &spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(created)
+            }
+        }
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,14 +83,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
     pub registered: Vec<String>,
-    pub skipped: Vec<String>,
     pub failed: Vec<String>,
 }
 
 /// Registers every Promotion under `dir`. A bad manifest is reported and
 /// skipped, as the operator marks it Failed, so one typo does not keep the
 /// rest from loading.
-pub async fn load_promotions(dir: &Path, coupons: &CouponService) -> Result<Loaded, BoxError> {
+pub async fn load_promotions(dir: &Path, hosted: &Hosted) -> Result<Loaded, BoxError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| {
             format!(
@@ -87,30 +126,14 @@ pub async fn load_promotions(dir: &Path, coupons: &CouponService) -> Result<Load
                     continue;
                 }
             };
-            let request = checked.admin_request();
-            match request.service {
-                PromotionType::Coupon => {
-                    let outcome = match serde_json::from_value::<CampaignSpec>(request.body) {
-                        Ok(spec) => coupons
-                            .upsert_campaign(&checked.name, &spec)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match outcome {
-                        Ok((_, created)) => {
-                            tracing::info!(campaign = %checked.name, created, "coupon campaign registered");
-                            loaded.registered.push(checked.name);
-                        }
-                        Err(e) => {
-                            tracing::error!(promotion = %label, error = %e, "registration refused");
-                            loaded.failed.push(label);
-                        }
-                    }
+            match hosted.register(&checked).await {
+                Ok(created) => {
+                    tracing::info!(promotion = %checked.name, kind = ?checked.spec.kind, created, "promotion registered");
+                    loaded.registered.push(checked.name);
                 }
-                PromotionType::TimeSale => {
-                    tracing::warn!(promotion = %label, "TimeSale promotions need the time-sale service, which this build does not include yet; skipped");
-                    loaded.skipped.push(checked.name);
+                Err(e) => {
+                    tracing::error!(promotion = %label, error = %e, "registration refused");
+                    loaded.failed.push(label);
                 }
             }
         }
@@ -122,7 +145,11 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
     let backends = Backends::connect(&args.backends).await?;
     tracing::info!(backends = %backends.describe(), "promo standalone starting");
     let metrics = Metrics::new();
-    let coupons = CouponService::start(&backends, metrics.clone(), args.coupon.settings()).await?;
+    let hosted = Hosted {
+        coupons: CouponService::start(&backends, metrics.clone(), args.coupon.settings()).await?,
+        timesales: TimesaleService::start(&backends, metrics.clone(), args.timesale.settings())
+            .await?,
+    };
 
     let token = match (&args.admin_token, args.generate_admin_token) {
         (Some(t), _) => Some(t.clone()),
@@ -140,11 +167,10 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
     }
 
     if args.promotions.is_dir() {
-        let loaded = load_promotions(&args.promotions, &coupons).await?;
+        let loaded = load_promotions(&args.promotions, &hosted).await?;
         tracing::info!(
             folder = %args.promotions.display(),
             registered = loaded.registered.len(),
-            skipped = loaded.skipped.len(),
             failed = loaded.failed.len(),
             "promotions loaded"
         );
@@ -154,12 +180,14 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
 
     let shutdown = CancellationToken::new();
     server::cancel_on_signal(shutdown.clone());
-    coupon_service::run::spawn_background(&coupons, true, shutdown.clone());
+    coupon_service::run::spawn_background(&hosted.coupons, true, shutdown.clone());
+    timesale_service::run::spawn_background(&hosted.timesales, true, shutdown.clone());
+    let token = AdminToken(token.map(Into::into));
     let app = server::assemble(
-        vec![coupon_service::run::parts(
-            &coupons,
-            AdminToken(token.map(Into::into)),
-        )],
+        vec![
+            coupon_service::run::parts(&hosted.coupons, token.clone()),
+            timesale_service::run::parts(&hosted.timesales, token),
+        ],
         metrics,
     );
     let listener = server::bind(args.listen).await?;

@@ -2,25 +2,36 @@
 
 use std::path::Path;
 
-use coupon_service::{CouponService, Settings};
+use coupon_service::CouponService;
 use promo_platform::{
     config::{BackendArgs, Backends},
     metrics::Metrics,
     testing::TempDir,
 };
-use promo_standalone::load_promotions;
+use promo_standalone::{load_promotions, Hosted};
+use timesale_service::TimesaleService;
+
+async fn hosted(data: &TempDir) -> Hosted {
+    let backends = Backends::connect(&BackendArgs::embedded(&data.0))
+        .await
+        .unwrap();
+    let metrics = Metrics::new();
+    Hosted {
+        coupons: CouponService::start(&backends, metrics.clone(), Default::default())
+            .await
+            .unwrap(),
+        timesales: TimesaleService::start(&backends, metrics, Default::default())
+            .await
+            .unwrap(),
+    }
+}
 
 #[tokio::test]
 async fn examples_register_and_reloading_changes_nothing() {
     let dir = TempDir::new();
-    let backends = Backends::connect(&BackendArgs::embedded(&dir.0))
-        .await
-        .unwrap();
-    let svc = CouponService::start(&backends, Metrics::new(), Settings::default())
-        .await
-        .unwrap();
+    let hosted = hosted(&dir).await;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promotions");
-    let loaded = load_promotions(&examples, &svc).await.unwrap();
+    let loaded = load_promotions(&examples, &hosted).await.unwrap();
     assert!(loaded.failed.is_empty(), "{:?}", loaded.failed);
     let mut names = loaded.registered.clone();
     names.sort();
@@ -29,26 +40,51 @@ async fn examples_register_and_reloading_changes_nothing() {
         [
             "black-friday-10pct",
             "cyber-week-queued",
+            "flash-airpods",
             "flash-vip",
+            "midnight-sneakers",
+            "weekend-coffee",
             "welcome-coupon"
         ]
     );
+    let sale = hosted.timesales.sale("flash-airpods").await.unwrap();
+    assert_eq!(
+        (
+            sale.spec.stock,
+            sale.spec.per_user_limit,
+            sale.spec.sale_price
+        ),
+        (1000, 2, 249_000)
+    );
 
     // A restart re-registers the same specs: figures are not reset.
-    let c = svc.campaign("cyber-week-queued").await.unwrap();
+    let c = hosted.coupons.campaign("cyber-week-queued").await.unwrap();
     assert_eq!(c.spec.quota, 100_000);
-    svc.counters
+    hosted
+        .coupons
+        .counters
         .admit("coupon:cyber-week-queued", "u", 1, 1, None)
         .await
         .unwrap();
-    let again = load_promotions(&examples, &svc).await.unwrap();
-    assert_eq!(again.registered.len(), 4);
+    hosted
+        .timesales
+        .counters
+        .admit("timesale:flash-airpods", "u", 2, 2, None)
+        .await
+        .unwrap();
+    let again = load_promotions(&examples, &hosted).await.unwrap();
+    assert_eq!(again.registered.len(), 7);
+    let counters = &hosted.coupons.counters;
     assert_eq!(
-        svc.counters
+        counters
             .remaining("coupon:cyber-week-queued")
             .await
             .unwrap(),
         Some(99_999)
+    );
+    assert_eq!(
+        counters.remaining("timesale:flash-airpods").await.unwrap(),
+        Some(998)
     );
 }
 
@@ -57,13 +93,7 @@ async fn a_bad_manifest_is_reported_not_fatal() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("bad.yaml"), "apiVersion: promo.dev/v1alpha1\nkind: Promotion\nmetadata: {name: x}\nspec: {type: Coupon}\n").unwrap();
     let data = TempDir::new();
-    let backends = Backends::connect(&BackendArgs::embedded(&data.0))
-        .await
-        .unwrap();
-    let svc = CouponService::start(&backends, Metrics::new(), Settings::default())
-        .await
-        .unwrap();
-    let loaded = load_promotions(&dir.0, &svc).await.unwrap();
+    let loaded = load_promotions(&dir.0, &hosted(&data).await).await.unwrap();
     assert_eq!(loaded.failed.len(), 1);
     assert!(loaded.registered.is_empty());
 }
