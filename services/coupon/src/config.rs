@@ -2,63 +2,12 @@
 //! variable; defaults suit a local run. Flags carry a `coupon-` prefix so
 //! `promo standalone` can take them beside the other services'.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use promo_platform::config::BackendArgs;
+use clap::Args;
+use promo_platform::service::ServiceArgs;
 
-use crate::Settings;
-
-#[derive(Parser, Debug)]
-#[command(name = "coupon-service", version, about = "Coupon issuance service")]
-pub struct Cli {
-    /// Log as JSON lines.
-    #[arg(long, env = "PROMO_LOG_JSON", global = true)]
-    pub log_json: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Serve the HTTP API (and, with the in-process queue, its consumer).
-    Serve(ServeArgs),
-    /// Run the V3 consumer: persist queued issue requests into the database.
-    Consume(ConsumeArgs),
-    /// Create and migrate the database, then exit.
-    Migrate(MigrateArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Bearer token required on /admin routes (unset: admin routes are open).
-    #[arg(long, env = "PROMO_ADMIN_TOKEN")]
-    pub admin_token: Option<String>,
-    #[command(flatten)]
-    pub backends: BackendArgs,
-    #[command(flatten)]
-    pub coupon: CouponArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ConsumeArgs {
-    /// Address of the consumer's /healthz, /readyz and /metrics.
-    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:9100")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub backends: BackendArgs,
-    #[command(flatten)]
-    pub coupon: CouponArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub backends: BackendArgs,
-}
+use crate::{CouponService, Settings};
 
 #[derive(Args, Debug, Clone)]
 pub struct CouponArgs {
@@ -83,8 +32,10 @@ pub struct CouponArgs {
     pub coupon_lock_wait_ms: u64,
 }
 
-impl CouponArgs {
-    pub fn settings(&self) -> Settings {
+impl ServiceArgs for CouponArgs {
+    type Service = CouponService;
+
+    fn settings(&self) -> Settings {
         Settings {
             topic: self.coupon_topic.clone(),
             topic_partitions: self.coupon_topic_partitions,

@@ -1,23 +1,8 @@
-use clap::Parser;
-use coupon_service::{
-    config::{Cli, Command},
-    run,
-};
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    promo_platform::telemetry::init(cli.log_json);
-    let result = match cli.command {
-        Command::Serve(a) => run::serve(a).await,
-        Command::Consume(a) => run::consume(a).await,
-        Command::Migrate(a) => run::migrate(a).await,
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("coupon-service: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    promo_platform::service::main::<coupon_service::config::CouponArgs>(
+        "coupon-service",
+        "Coupon issuance service",
+    )
+    .await
 }

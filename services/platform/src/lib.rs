@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod ports;
+pub mod service;
 pub mod strategy;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -14,6 +14,7 @@ use promo_platform::{
     config::{BackendArgs, Backends},
     http::{auth::AdminToken, server},
     metrics::Metrics,
+    service::{self, ServiceArgs},
 };
 use promotion_crd::{parse_manifests, PromotionType};
 use timesale_service::{config::TimesaleArgs, domain::SaleSpec, TimesaleService};
@@ -180,13 +181,13 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
 
     let shutdown = CancellationToken::new();
     server::cancel_on_signal(shutdown.clone());
-    coupon_service::run::spawn_background(&hosted.coupons, true, shutdown.clone());
-    timesale_service::run::spawn_background(&hosted.timesales, true, shutdown.clone());
+    service::spawn_background(&hosted.coupons, true, shutdown.clone());
+    service::spawn_background(&hosted.timesales, true, shutdown.clone());
     let token = AdminToken(token.map(Into::into));
     let app = server::assemble(
         vec![
-            coupon_service::run::parts(&hosted.coupons, token.clone()),
-            timesale_service::run::parts(&hosted.timesales, token),
+            service::parts(&hosted.coupons, token.clone()),
+            service::parts(&hosted.timesales, token),
         ],
         metrics,
     );

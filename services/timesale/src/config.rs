@@ -3,67 +3,10 @@
 //! `timesale-` prefix so `promo standalone` can take them beside the other
 //! services'.
 
-use std::net::SocketAddr;
+use clap::Args;
+use promo_platform::service::ServiceArgs;
 
-use clap::{Args, Parser, Subcommand};
-use promo_platform::config::BackendArgs;
-
-use crate::Settings;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "timesale-service",
-    version,
-    about = "Time-sale (flash sale) ordering service"
-)]
-pub struct Cli {
-    /// Log as JSON lines.
-    #[arg(long, env = "PROMO_LOG_JSON", global = true)]
-    pub log_json: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Serve the HTTP API (and, with the in-process queue, its consumer).
-    Serve(ServeArgs),
-    /// Run the V3 consumer: persist queued orders into the database.
-    Consume(ConsumeArgs),
-    /// Create and migrate the database, then exit.
-    Migrate(MigrateArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Bearer token required on /admin routes (unset: admin routes are open).
-    #[arg(long, env = "PROMO_ADMIN_TOKEN")]
-    pub admin_token: Option<String>,
-    #[command(flatten)]
-    pub backends: BackendArgs,
-    #[command(flatten)]
-    pub timesale: TimesaleArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ConsumeArgs {
-    /// Address of the consumer's /healthz, /readyz and /metrics.
-    #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:9100")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub backends: BackendArgs,
-    #[command(flatten)]
-    pub timesale: TimesaleArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub backends: BackendArgs,
-}
+use crate::{Settings, TimesaleService};
 
 #[derive(Args, Debug, Clone)]
 pub struct TimesaleArgs {
@@ -84,8 +27,10 @@ pub struct TimesaleArgs {
     pub timesale_tx_attempts: u32,
 }
 
-impl TimesaleArgs {
-    pub fn settings(&self) -> Settings {
+impl ServiceArgs for TimesaleArgs {
+    type Service = TimesaleService;
+
+    fn settings(&self) -> Settings {
         Settings {
             topic: self.timesale_topic.clone(),
             topic_partitions: self.timesale_topic_partitions,

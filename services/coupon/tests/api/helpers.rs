@@ -3,7 +3,7 @@
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
-use coupon_service::{run, CouponService, Settings};
+use coupon_service::{CouponService, Settings};
 pub use promo_platform::testing::{Answer, Backend};
 use promo_platform::{
     http::{auth::AdminToken, server},
@@ -73,10 +73,10 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     .expect("service starts");
     let shutdown = CancellationToken::new();
     if opts.consumer {
-        run::spawn_consumer(&svc, shutdown.clone());
+        promo_platform::service::spawn_consumer(&svc, shutdown.clone());
     }
     let token = AdminToken(opts.admin_token.clone().map(Into::into));
-    let app = server::assemble(vec![run::parts(&svc, token)], metrics);
+    let app = server::assemble(vec![promo_platform::service::parts(&svc, token)], metrics);
     let base = testing::serve(app, shutdown.clone()).await;
     TestApp {
         http: HttpClient::new(base, opts.admin_token),

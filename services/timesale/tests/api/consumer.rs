@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use timesale_service::{consumer::persist_batch, run};
+use timesale_service::consumer::persist_batch;
 
 use crate::helpers::{spawn_app_with, Backend, Options};
 
@@ -39,7 +39,7 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     assert_eq!(app.stored_orders("crash").await.len(), 40);
 
     // Its successor gets the same events again.
-    run::spawn_consumer(&app.svc, app.shutdown.clone());
+    promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
     let redelivered = app
         .svc
         .metrics

@@ -11,7 +11,7 @@ use promo_platform::{
     testing::{self, HttpClient, TestBackends},
 };
 use serde_json::{json, Value};
-use timesale_service::{run, Settings, TimesaleService};
+use timesale_service::{Settings, TimesaleService};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
@@ -73,10 +73,10 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     .expect("service starts");
     let shutdown = CancellationToken::new();
     if opts.consumer {
-        run::spawn_consumer(&svc, shutdown.clone());
+        promo_platform::service::spawn_consumer(&svc, shutdown.clone());
     }
     let token = AdminToken(opts.admin_token.clone().map(Into::into));
-    let app = server::assemble(vec![run::parts(&svc, token)], metrics);
+    let app = server::assemble(vec![promo_platform::service::parts(&svc, token)], metrics);
     let base = testing::serve(app, shutdown.clone()).await;
     TestApp {
         http: HttpClient::new(base, opts.admin_token),
