@@ -13,7 +13,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use promo_platform::{consumer::BatchHandler, ports::Message, time::from_ms};
+use promo_platform::{
+    consumer::{decode_batch, BatchHandler},
+    ports::Message,
+    time::from_ms,
+};
 
 use crate::{
     domain::{Coupon, CouponError},
@@ -46,14 +50,14 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
     let mut by_campaign: BTreeMap<String, Vec<Request>> = BTreeMap::new();
     let mut fences = Vec::new();
     let mut seen = HashSet::new();
-    for m in batch {
-        match CouponEvent::decode(&m.payload) {
-            Ok(CouponEvent::Issue {
+    for event in decode_batch::<CouponEvent>(batch, &svc.metrics, SERVICE) {
+        match event {
+            CouponEvent::Issue {
                 request_id,
                 campaign,
                 user_id,
                 admitted_at,
-            }) => {
+            } => {
                 if seen.insert(request_id.clone()) {
                     by_campaign.entry(campaign).or_default().push(Request {
                         request_id,
@@ -62,16 +66,7 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
                     });
                 }
             }
-            Ok(CouponEvent::Fence { fence_id, campaign }) => fences.push((fence_id, campaign)),
-            Err(e) => {
-                // A message we cannot read can never succeed: skip it
-                // rather than block the partition, and count it.
-                tracing::error!(error = %e, partition = m.partition, offset = m.offset, "undecodable event skipped");
-                svc.metrics
-                    .consumer_messages
-                    .with_label_values(&[SERVICE, "invalid"])
-                    .inc();
-            }
+            CouponEvent::Fence { fence_id, campaign } => fences.push((fence_id, campaign)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! stay in order on one partition — which is what makes a fence mean
 //! "everything admitted before me is persisted".
 
+pub use promo_platform::consumer::Event;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,15 +28,9 @@ impl CouponEvent {
             CouponEvent::Issue { campaign, .. } | CouponEvent::Fence { campaign, .. } => campaign,
         }
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
 }
+
+impl Event for CouponEvent {}
 
 #[cfg(test)]
 mod tests {

@@ -184,32 +184,18 @@ impl CouponService {
         Ok((stored, previous.is_none()))
     }
 
-    /// Remaining and pending of a campaign. For a queued campaign remaining
-    /// is what the counters will still admit and pending what they admitted
-    /// that the consumer has not persisted yet.
+    /// Remaining and pending of a campaign (see [`admission::figures`]).
     pub async fn figures(&self, c: &Campaign) -> Result<(i64, i64), CouponError> {
-        let persisted_left = c.spec.quota - c.issued;
-        if c.spec.strategy != Strategy::Queued {
-            return Ok((persisted_left, 0));
-        }
-        Ok(match self.counters.remaining(&Self::pool(&c.id)).await? {
-            Some(left) => (left.max(0), (persisted_left - left).max(0)),
-            None => (persisted_left, 0),
-        })
+        let queued = c.spec.strategy == Strategy::Queued;
+        let left = c.spec.quota - c.issued;
+        Ok(admission::figures(&*self.counters, &Self::pool(&c.id), left, queued, queued).await?)
     }
 
     /// Refreshes the remaining/pending gauges of every campaign.
     pub async fn refresh_gauges(&self) -> Result<(), CouponError> {
         for c in store::list_campaigns(self.db.pool()).await? {
             let (remaining, pending) = self.figures(&c).await?;
-            self.metrics
-                .remaining
-                .with_label_values(&[SERVICE, &c.id])
-                .set(remaining);
-            self.metrics
-                .pending
-                .with_label_values(&[SERVICE, &c.id])
-                .set(pending);
+            self.metrics.set_figures(SERVICE, &c.id, remaining, pending);
         }
         Ok(())
     }
@@ -221,8 +207,6 @@ impl CouponService {
             Err(e) => e.outcome(),
         };
         self.metrics
-            .admissions
-            .with_label_values(&[SERVICE, strategy.label(), campaign, outcome])
-            .inc();
+            .count_admission(SERVICE, strategy.label(), campaign, outcome);
     }
 }

@@ -46,12 +46,25 @@ pub async fn sync_pool(
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
-    #[error(transparent)]
-    Counters(#[from] CountersError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+/// Remaining and pending units of a campaign or sale. With counters,
+/// remaining is what they will still admit and — for a queued strategy —
+/// pending is what they admitted that is not persisted yet
+/// (`limit − persisted − remaining`). A missing pool shows the database's view.
+pub async fn figures(
+    counters: &dyn Counters,
+    pool: &str,
+    persisted_left: i64,
+    counted: bool,
+    queued: bool,
+) -> Result<(i64, i64), CountersError> {
+    if !counted {
+        return Ok((persisted_left, 0));
+    }
+    Ok(match counters.remaining(pool).await? {
+        Some(left) if queued => (left.max(0), (persisted_left - left).max(0)),
+        Some(left) => (left.max(0), 0),
+        None => (persisted_left, 0),
+    })
 }
 
 /// The V3 step: take `units` for `holder` in one atomic counters step
@@ -59,7 +72,7 @@ pub enum AdmitError {
 /// event cannot be sent the request is not acknowledged, so the units go
 /// back. Any answer but `Admitted` published nothing.
 #[allow(clippy::too_many_arguments)]
-pub async fn admit_and_publish(
+pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
     counters: &dyn Counters,
     producer: &dyn Producer,
     pool: &str,
@@ -69,7 +82,7 @@ pub async fn admit_and_publish(
     limit: i64,
     ticket: (&str, Duration),
     event: Vec<u8>,
-) -> Result<Admission, AdmitError> {
+) -> Result<Admission, E> {
     let admission = counters
         .admit(pool, holder, units, limit, Some(ticket))
         .await?;

@@ -15,6 +15,37 @@ use crate::{
     ports::{Consumer, Message, Queue},
 };
 
+/// A message on a V3 topic, as JSON.
+pub trait Event: serde::Serialize + serde::de::DeserializeOwned {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The events of a batch, in order. A message that cannot be read can
+/// never succeed: it is skipped rather than left to block its partition,
+/// logged and counted as `promo_consumer_messages_total{outcome="invalid"}`.
+pub fn decode_batch<E: Event>(batch: &[Message], metrics: &Metrics, service: &str) -> Vec<E> {
+    batch
+        .iter()
+        .filter_map(|m| match E::decode(&m.payload) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, partition = m.partition, offset = m.offset, "undecodable event skipped");
+                metrics
+                    .consumer_messages
+                    .with_label_values(&[service, "invalid"])
+                    .inc();
+                None
+            }
+        })
+        .collect()
+}
+
 /// Persists one batch. Returning `Err` means nothing of the batch may be
 /// assumed stored; it is retried.
 #[async_trait]

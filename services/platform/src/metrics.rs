@@ -120,6 +120,21 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Counts one admission attempt in `promo_admissions_total`.
+    pub fn count_admission(&self, service: &str, strategy: &str, key: &str, outcome: &str) {
+        self.admissions
+            .with_label_values(&[service, strategy, key, outcome])
+            .inc();
+    }
+
+    /// Sets a campaign's or sale's remaining and pending gauges.
+    pub fn set_figures(&self, service: &str, key: &str, remaining: i64, pending: i64) {
+        self.remaining
+            .with_label_values(&[service, key])
+            .set(remaining);
+        self.pending.with_label_values(&[service, key]).set(pending);
+    }
+
     /// The registry in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -14,7 +14,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use promo_platform::{consumer::BatchHandler, ports::Message, time::from_ms};
+use promo_platform::{
+    consumer::{decode_batch, BatchHandler},
+    ports::Message,
+    time::from_ms,
+};
 
 use crate::{
     domain::{Order, Strategy, TimesaleError},
@@ -47,15 +51,15 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
     let mut by_sale: BTreeMap<String, Vec<Admitted>> = BTreeMap::new();
     let mut fences = Vec::new();
     let mut seen = HashSet::new();
-    for m in batch {
-        match OrderEvent::decode(&m.payload) {
-            Ok(OrderEvent::Order {
+    for event in decode_batch::<OrderEvent>(batch, &svc.metrics, SERVICE) {
+        match event {
+            OrderEvent::Order {
                 order_id,
                 sale,
                 user_id,
                 quantity,
                 admitted_at,
-            }) => {
+            } => {
                 if seen.insert(order_id.clone()) {
                     by_sale.entry(sale).or_default().push(Admitted {
                         order_id,
@@ -65,16 +69,7 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
                     });
                 }
             }
-            Ok(OrderEvent::Fence { fence_id, sale }) => fences.push((fence_id, sale)),
-            Err(e) => {
-                // A message we cannot read can never succeed: skip it
-                // rather than block the partition, and count it.
-                tracing::error!(error = %e, partition = m.partition, offset = m.offset, "undecodable event skipped");
-                svc.metrics
-                    .consumer_messages
-                    .with_label_values(&[SERVICE, "invalid"])
-                    .inc();
-            }
+            OrderEvent::Fence { fence_id, sale } => fences.push((fence_id, sale)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! order on one partition — which is what makes a fence mean "everything
 //! admitted before me is persisted".
 
+pub use promo_platform::consumer::Event;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,15 +23,7 @@ pub enum OrderEvent {
     Fence { fence_id: String, sale: String },
 }
 
-impl OrderEvent {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
+impl Event for OrderEvent {}
 
 #[cfg(test)]
 mod tests {

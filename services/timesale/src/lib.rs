@@ -181,35 +181,19 @@ impl TimesaleService {
         Ok((stored, previous.is_none()))
     }
 
-    /// Remaining and pending units. With counters, remaining is what they
-    /// will still admit; pending (V3) is what they admitted that the
-    /// consumer has not persisted yet.
+    /// Remaining and pending units (see [`admission::figures`]).
     pub async fn figures(&self, s: &Sale) -> Result<(i64, i64), TimesaleError> {
-        let persisted_left = s.spec.stock - s.sold;
-        if !s.spec.counted() {
-            return Ok((persisted_left, 0));
-        }
-        Ok(match self.counters.remaining(&Self::pool(&s.id)).await? {
-            Some(left) if s.spec.strategy == Strategy::Queued => {
-                (left.max(0), (persisted_left - left).max(0))
-            }
-            Some(left) => (left.max(0), 0),
-            None => (persisted_left, 0),
-        })
+        let queued = s.spec.strategy == Strategy::Queued;
+        let left = s.spec.stock - s.sold;
+        let pool = Self::pool(&s.id);
+        Ok(admission::figures(&*self.counters, &pool, left, s.spec.counted(), queued).await?)
     }
 
     /// Refreshes the remaining/pending gauges of every sale.
     pub async fn refresh_gauges(&self) -> Result<(), TimesaleError> {
         for s in store::list_sales(self.db.pool(), None).await? {
             let (remaining, pending) = self.figures(&s).await?;
-            self.metrics
-                .remaining
-                .with_label_values(&[SERVICE, &s.id])
-                .set(remaining);
-            self.metrics
-                .pending
-                .with_label_values(&[SERVICE, &s.id])
-                .set(pending);
+            self.metrics.set_figures(SERVICE, &s.id, remaining, pending);
         }
         Ok(())
     }
@@ -221,8 +205,6 @@ impl TimesaleService {
             Err(e) => e.outcome(),
         };
         self.metrics
-            .admissions
-            .with_label_values(&[SERVICE, strategy.label(), sale, outcome])
-            .inc();
+            .count_admission(SERVICE, strategy.label(), sale, outcome);
     }
 }

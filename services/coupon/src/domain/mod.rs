@@ -68,15 +68,6 @@ impl promo_platform::ports::LockConflict for CouponError {
     }
 }
 
-impl From<promo_platform::admission::AdmitError> for CouponError {
-    fn from(e: promo_platform::admission::AdmitError) -> Self {
-        match e {
-            promo_platform::admission::AdmitError::Counters(e) => CouponError::Counters(e),
-            promo_platform::admission::AdmitError::Queue(e) => CouponError::Queue(e),
-        }
-    }
-}
-
 impl CouponError {
     /// The `outcome` label of `promo_admissions_total` for an issuance refusal.
     pub fn outcome(&self) -> &'static str {

@@ -11,7 +11,11 @@ use promo_platform::{
     ports::Counters,
 };
 
-use crate::{domain::CouponError, events::CouponEvent, store, CouponService, SERVICE};
+use crate::{
+    domain::CouponError,
+    events::{CouponEvent, Event},
+    store, CouponService, SERVICE,
+};
 
 #[async_trait]
 impl Rebuild for CouponService {

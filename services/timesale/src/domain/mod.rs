@@ -8,10 +8,7 @@ pub mod ordering;
 pub mod rebuild;
 pub mod sale;
 
-use promo_platform::{
-    admission::AdmitError,
-    ports::{counters::CountersError, LockConflict, QueueError, SqlError},
-};
+use promo_platform::ports::{counters::CountersError, LockConflict, QueueError, SqlError};
 
 pub use order::{Order, OrderStatus};
 pub use sale::{Product, Sale, SaleSpec, Strategy};
@@ -50,15 +47,6 @@ pub enum TimesaleError {
 impl From<sqlx::Error> for TimesaleError {
     fn from(e: sqlx::Error) -> Self {
         TimesaleError::Sql(SqlError::Query(e))
-    }
-}
-
-impl From<AdmitError> for TimesaleError {
-    fn from(e: AdmitError) -> Self {
-        match e {
-            AdmitError::Counters(e) => TimesaleError::Counters(e),
-            AdmitError::Queue(e) => TimesaleError::Queue(e),
-        }
     }
 }
 

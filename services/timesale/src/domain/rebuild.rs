@@ -13,7 +13,7 @@ use promo_platform::{
 
 use crate::{
     domain::{Strategy, TimesaleError},
-    events::OrderEvent,
+    events::{Event, OrderEvent},
     store, TimesaleService, SERVICE,
 };
 

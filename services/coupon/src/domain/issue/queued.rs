@@ -12,7 +12,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use promo_platform::{admission::admit_and_publish, ports::Admission};
 
-use crate::{domain::CouponError, events::CouponEvent, CouponService};
+use crate::{
+    domain::CouponError,
+    events::{CouponEvent, Event},
+    CouponService,
+};
 
 pub async fn admit(
     svc: &Arc<CouponService>,
@@ -29,7 +33,7 @@ pub async fn admit(
         user_id: user_id.to_string(),
         admitted_at: now.timestamp_millis(),
     };
-    let admission = admit_and_publish(
+    let admission = admit_and_publish::<CouponError>(
         &*svc.counters,
         &*svc.producer,
         &CouponService::pool(campaign),

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use promo_platform::{admission::admit_and_publish, ports::Admission};
 
-use crate::{domain::TimesaleError, events::OrderEvent, TimesaleService, SERVICE};
+use crate::{
+    domain::TimesaleError,
+    events::{Event, OrderEvent},
+    TimesaleService, SERVICE,
+};
 
 pub async fn admit(
     svc: &Arc<TimesaleService>,
@@ -31,7 +35,7 @@ pub async fn admit(
         admitted_at: now.timestamp_millis(),
     };
     let limit = sale.spec.per_user_limit;
-    let admission = admit_and_publish(
+    let admission = admit_and_publish::<TimesaleError>(
         &*svc.counters,
         &*svc.producer,
         &TimesaleService::pool(sale_id),
