@@ -20,6 +20,7 @@ pub mod ids;
 pub mod metrics;
 pub mod ports;
 pub mod service;
+pub mod shield;
 pub mod strategy;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -8,14 +8,23 @@
 //! the commit; a second cancel finds CANCELLED and answers the same order,
 //! changing nothing.
 
-use promo_platform::ports::with_conflict_retry;
+use std::sync::Arc;
+
+use promo_platform::{ports::with_conflict_retry, shield::to_completion};
 
 use crate::{
     domain::{Order, OrderStatus, TimesaleError},
     store, TimesaleService,
 };
 
-pub async fn cancel(svc: &TimesaleService, order_id: &str) -> Result<Order, TimesaleError> {
+/// Runs to completion even if the client goes away, so units returned to
+/// the database are always returned to the counters too.
+pub async fn cancel(svc: &Arc<TimesaleService>, order_id: &str) -> Result<Order, TimesaleError> {
+    let (svc, order_id) = (svc.clone(), order_id.to_string());
+    to_completion(async move { cancel_now(&svc, &order_id).await }).await
+}
+
+async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, TimesaleError> {
     let (order, cancelled_now) = with_conflict_retry(svc.settings.tx_attempts, || {
         cancel_in_transaction(svc, order_id)
     })

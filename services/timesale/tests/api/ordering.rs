@@ -166,3 +166,53 @@ promo_platform::on_both_backends!(
     v3_queued,
     default_route_follows_the_strategy
 );
+
+/// Clients that give up mid-request (the server drops their handlers) leak
+/// no stock: every unit taken from the counters is sold or given back.
+async fn disconnecting_clients_leak_no_stock(backend: Backend) {
+    const STOCK: i64 = 100_000;
+    let app = spawn_app(backend).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    for (sale, version, strategy) in [("leak2", "v2", "REDIS_LOCK"), ("leak3", "v3", "QUEUED")] {
+        app.sale(sale, STOCK, 1, strategy).await;
+        // Each client sends its order and hangs up at once, without reading.
+        join_all((0..400).map(|i| {
+            let addr = addr.clone();
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let body = format!(r#"{{"userId":"u{i}","quantity":1}}"#);
+                let req = format!(
+                    "POST /{version}/time-sales/{sale}/orders HTTP/1.1\r\nHost: x\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                conn.write_all(req.as_bytes()).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                drop(conn);
+            }
+        }))
+        .await;
+        // Let the abandoned work finish, then the books must balance.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let v = app.get(&format!("/time-sales/{sale}")).await.body;
+            let (sold, pending, remaining) = (
+                v["sold"].as_i64().unwrap(),
+                v["pending"].as_i64().unwrap(),
+                v["remaining"].as_i64().unwrap(),
+            );
+            if pending == 0 && sold + remaining == STOCK {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{strategy}: sold {sold} + pending {pending} + remaining {remaining} != {STOCK}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        app.check_books(sale, STOCK, 1).await;
+    }
+}
+
+promo_platform::on_both_backends!(disconnecting_clients_leak_no_stock);

@@ -7,6 +7,8 @@ pub mod redis_lock;
 
 use std::sync::Arc;
 
+use promo_platform::shield::to_completion;
+
 use crate::{domain::CouponError, CouponService};
 
 use super::{Coupon, Strategy};
@@ -18,8 +20,21 @@ pub enum Issued {
     Pending { request_id: String },
 }
 
-/// Issues with `strategy`, or with the campaign's own when `None`.
+/// Issues with `strategy`, or with the campaign's own when `None`. Runs to
+/// completion even if the client goes away (see `promo_platform::shield`):
+/// an admitted unit is always either published or given back, a lock always
+/// released.
 pub async fn issue(
+    svc: &Arc<CouponService>,
+    strategy: Option<Strategy>,
+    campaign: &str,
+    user_id: &str,
+) -> Result<Issued, CouponError> {
+    let (svc, campaign, user_id) = (svc.clone(), campaign.to_string(), user_id.to_string());
+    to_completion(async move { issue_now(&svc, strategy, &campaign, &user_id).await }).await
+}
+
+async fn issue_now(
     svc: &Arc<CouponService>,
     strategy: Option<Strategy>,
     campaign: &str,

@@ -8,6 +8,8 @@ pub mod redis_stock;
 
 use std::sync::Arc;
 
+use promo_platform::shield::to_completion;
+
 use crate::{domain::TimesaleError, TimesaleService};
 
 use super::{Order, Strategy};
@@ -19,8 +21,21 @@ pub enum Placed {
     Pending { order_id: String },
 }
 
-/// Orders with `strategy`, or with the sale's own when `None`.
+/// Orders with `strategy`, or with the sale's own when `None`. Runs to
+/// completion even if the client goes away (see `promo_platform::shield`):
+/// units taken from the counters are always either sold or given back.
 pub async fn place(
+    svc: &Arc<TimesaleService>,
+    strategy: Option<Strategy>,
+    sale: &str,
+    user_id: &str,
+    quantity: i64,
+) -> Result<Placed, TimesaleError> {
+    let (svc, sale, user_id) = (svc.clone(), sale.to_string(), user_id.to_string());
+    to_completion(async move { place_now(&svc, strategy, &sale, &user_id, quantity).await }).await
+}
+
+async fn place_now(
     svc: &Arc<TimesaleService>,
     strategy: Option<Strategy>,
     sale: &str,
