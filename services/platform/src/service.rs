@@ -23,15 +23,18 @@ use crate::{
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A service with a database, counters and a V3 queue.
+/// A service with a database and counters; with a V3 queue when
+/// [`Service::consumer`] says so.
 #[async_trait]
-pub trait QueuedService: Send + Sync + Sized + 'static {
+pub trait Service: Send + Sync + Sized + 'static {
     /// Tunables, from the service's flags.
     type Settings: Send;
     /// The `service` metric label and log name ("coupon").
     const NAME: &'static str;
     /// Its own database on the shared server (or its SQLite file).
     const DATABASE: &'static str;
+    /// Whether it has a V3 consumer (and so a `consume` subcommand).
+    const QUEUED: bool = false;
     fn migrations() -> &'static Migrations;
     async fn start(
         backends: &Backends,
@@ -40,24 +43,31 @@ pub trait QueuedService: Send + Sync + Sized + 'static {
     ) -> Result<Arc<Self>, BackendError>;
     fn database(&self) -> &Database;
     fn counters(&self) -> Arc<dyn Counters>;
-    fn queue(&self) -> Arc<dyn Queue>;
     fn metrics(&self) -> Arc<Metrics>;
-    fn consumer_options(&self) -> ConsumerOptions;
-    /// What persists a batch of V3 events.
-    fn batch_handler(self: &Arc<Self>) -> Arc<dyn BatchHandler>;
     /// Every route of the service (admin routes behind `token`).
     fn router(self: &Arc<Self>, token: AdminToken) -> Router;
     fn openapi() -> utoipa::openapi::OpenApi;
-    /// Refreshes the remaining/pending gauges.
-    async fn refresh_gauges(&self) -> Result<(), String>;
+    /// Background work every few seconds (gauges, sweeps).
+    async fn tick(&self) -> Result<(), String>;
+    /// The V3 consumer: its queue, what persists a batch, and its options.
+    fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {
+        None
+    }
 }
 
-fn readiness<S: QueuedService>(svc: &S) -> Readiness {
+/// What runs a service's V3 consumer.
+pub struct ConsumerParts {
+    pub queue: Arc<dyn Queue>,
+    pub handler: Arc<dyn BatchHandler>,
+    pub options: ConsumerOptions,
+}
+
+fn readiness<S: Service>(svc: &S) -> Readiness {
     Readiness::default().database(&format!("{}_database", S::NAME), svc.database().clone())
 }
 
 /// The service's routes, docs and readiness checks, for a process to host.
-pub fn parts<S: QueuedService>(svc: &Arc<S>, admin_token: AdminToken) -> ServiceParts {
+pub fn parts<S: Service>(svc: &Arc<S>, admin_token: AdminToken) -> ServiceParts {
     ServiceParts {
         name: S::NAME,
         router: svc.router(admin_token),
@@ -66,9 +76,9 @@ pub fn parts<S: QueuedService>(svc: &Arc<S>, admin_token: AdminToken) -> Service
     }
 }
 
-/// Background work of a serving process: the gauge refresher and, when the
+/// Background work of a serving process: [`Service::tick`] and, when the
 /// queue lives in this process, the V3 consumer.
-pub fn spawn_background<S: QueuedService>(
+pub fn spawn_background<S: Service>(
     svc: &Arc<S>,
     embedded_consumer: bool,
     shutdown: CancellationToken,
@@ -77,8 +87,8 @@ pub fn spawn_background<S: QueuedService>(
     let stop = shutdown.clone();
     tokio::spawn(async move {
         while !stop.is_cancelled() {
-            if let Err(e) = s.refresh_gauges().await {
-                tracing::debug!(error = %e, "gauge refresh failed");
+            if let Err(e) = s.tick().await {
+                tracing::debug!(error = %e, "background tick failed");
             }
             tokio::select! {
                 _ = stop.cancelled() => {},
@@ -86,27 +96,31 @@ pub fn spawn_background<S: QueuedService>(
             }
         }
     });
-    if embedded_consumer {
+    if embedded_consumer && S::QUEUED {
         spawn_consumer(svc, shutdown);
     }
 }
 
-/// Runs the V3 consumer as a task of this process.
-pub fn spawn_consumer<S: QueuedService>(
+/// Runs the V3 consumer as a task of this process (nothing for a service
+/// without one).
+pub fn spawn_consumer<S: Service>(
     svc: &Arc<S>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(consumer::run(
-        svc.queue(),
-        svc.batch_handler(),
-        svc.consumer_options(),
-        svc.metrics(),
-        shutdown,
-    ))
+    match svc.consumer() {
+        Some(c) => tokio::spawn(consumer::run(
+            c.queue,
+            c.handler,
+            c.options,
+            svc.metrics(),
+            shutdown,
+        )),
+        None => tokio::spawn(async {}),
+    }
 }
 
 /// `<service> serve`.
-pub async fn serve<S: QueuedService>(
+pub async fn serve<S: Service>(
     listen: SocketAddr,
     admin_token: Option<String>,
     backend_args: &BackendArgs,
@@ -128,11 +142,14 @@ pub async fn serve<S: QueuedService>(
 }
 
 /// `<service> consume`: the consumer, with /healthz, /readyz and /metrics.
-pub async fn consume<S: QueuedService>(
+pub async fn consume<S: Service>(
     listen: SocketAddr,
     backend_args: &BackendArgs,
     settings: S::Settings,
 ) -> Result<(), BoxError> {
+    if !S::QUEUED {
+        return Err(format!("the {} service has no queue to consume", S::NAME).into());
+    }
     if backend_args.kafka_brokers.is_none() {
         return Err(
             "consume needs a Kafka broker: set --kafka-brokers / PROMO_KAFKA_BROKERS \
@@ -148,15 +165,14 @@ pub async fn consume<S: QueuedService>(
     let consumer = spawn_consumer(&svc, shutdown.clone());
     let app = server::finish(readiness(&*svc).router(), metrics);
     let listener = server::bind(listen).await?;
-    let options = svc.consumer_options();
-    tracing::info!(topic = %options.topic, group = %options.group, "consuming");
+    tracing::info!("consuming");
     server::serve(listener, app, shutdown).await?;
     consumer.await?;
     Ok(())
 }
 
 /// `<service> migrate`.
-pub async fn migrate<S: QueuedService>(backend_args: &BackendArgs) -> Result<(), BoxError> {
+pub async fn migrate<S: Service>(backend_args: &BackendArgs) -> Result<(), BoxError> {
     let backends = Backends::connect(backend_args).await?;
     let db = backends.database(S::DATABASE).await?;
     let applied = db.migrate(S::migrations()).await?;
@@ -233,8 +249,8 @@ pub struct MigrateArgs {
 
 /// A service's own flags, and the settings they make.
 pub trait ServiceArgs: clap::Args + Send {
-    type Service: QueuedService;
-    fn settings(&self) -> <Self::Service as QueuedService>::Settings;
+    type Service: Service;
+    fn settings(&self) -> <Self::Service as Service>::Settings;
 }
 
 /// The whole `main` of a service binary named `name`.
@@ -243,7 +259,11 @@ pub async fn main<A: ServiceArgs>(
     about: &'static str,
 ) -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::<A>::command()
+    let mut command = Cli::<A>::command();
+    if !A::Service::QUEUED {
+        command = command.mut_subcommand("consume", |c| c.hide(true));
+    }
+    let matches = command
         .name(name)
         .bin_name(name)
         .about(about)
@@ -266,8 +286,8 @@ pub async fn main<A: ServiceArgs>(
     exit(name, result)
 }
 
-/// Implements [`QueuedService`] for a service struct with the usual fields
-/// (`db`, `counters`, `queue`, `metrics`, `settings` with
+/// Implements [`Service`] for a queued service struct with the usual
+/// fields (`db`, `counters`, `queue`, `metrics`, `settings` with
 /// `consumer_options()`), an `async fn start(backends, metrics, settings)`,
 /// an `async fn refresh_gauges()`, a batch handler built as
 /// `$handler { svc }`, and an `http` module with `router` and `openapi`.
@@ -276,10 +296,11 @@ macro_rules! queued_service {
     ($svc:ty, settings: $settings:ty, handler: $handler:path, http: $http:path,
      migrations: $migrations:expr, name: $name:expr, database: $database:expr $(,)?) => {
         #[async_trait::async_trait]
-        impl $crate::service::QueuedService for $svc {
+        impl $crate::service::Service for $svc {
             type Settings = $settings;
             const NAME: &'static str = $name;
             const DATABASE: &'static str = $database;
+            const QUEUED: bool = true;
 
             fn migrations() -> &'static $crate::ports::sql::Migrations {
                 &$migrations
@@ -301,23 +322,8 @@ macro_rules! queued_service {
                 self.counters.clone()
             }
 
-            fn queue(&self) -> std::sync::Arc<dyn $crate::ports::Queue> {
-                self.queue.clone()
-            }
-
             fn metrics(&self) -> std::sync::Arc<$crate::metrics::Metrics> {
                 self.metrics.clone()
-            }
-
-            fn consumer_options(&self) -> $crate::consumer::ConsumerOptions {
-                self.settings.consumer_options()
-            }
-
-            fn batch_handler(
-                self: &std::sync::Arc<Self>,
-            ) -> std::sync::Arc<dyn $crate::consumer::BatchHandler> {
-                use $handler as Handler;
-                std::sync::Arc::new(Handler { svc: self.clone() })
             }
 
             fn router(
@@ -333,10 +339,19 @@ macro_rules! queued_service {
                 http::openapi()
             }
 
-            async fn refresh_gauges(&self) -> Result<(), String> {
+            async fn tick(&self) -> Result<(), String> {
                 <$svc>::refresh_gauges(self)
                     .await
                     .map_err(|e| e.to_string())
+            }
+
+            fn consumer(self: &std::sync::Arc<Self>) -> Option<$crate::service::ConsumerParts> {
+                use $handler as Handler;
+                Some($crate::service::ConsumerParts {
+                    queue: self.queue.clone(),
+                    handler: std::sync::Arc::new(Handler { svc: self.clone() }),
+                    options: self.settings.consumer_options(),
+                })
             }
         }
     };

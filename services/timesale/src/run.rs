@@ -1,5 +1,5 @@
 //! How the time-sale service runs as a process: its
-//! [`promo_platform::service::QueuedService`], which provides `serve`,
+//! [`promo_platform::service::Service`], which provides `serve`,
 //! `consume`, `migrate` and the pieces `promo standalone` hosts.
 
 promo_platform::queued_service!(
