@@ -7,7 +7,8 @@ use std::{path::PathBuf, sync::Arc};
 use crate::ports::{
     counters::CountersError,
     sql::{self, SqlError},
-    Counters, Database, KafkaQueue, MemoryCounters, MemoryQueue, Queue, QueueError, RedisCounters,
+    Counters, Database, KafkaQueue, MemoryCache, MemoryCounters, MemoryQueue, Queue, QueueError,
+    RedisCache, RedisCounters, VersionedCache,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,14 +80,23 @@ pub enum BackendError {
 pub struct Backends {
     pub args: BackendArgs,
     pub counters: Arc<dyn Counters>,
+    /// Cache-aside reads, on the same Redis as the counters (or in process).
+    pub cache: Arc<dyn VersionedCache>,
     pub queue: Arc<dyn Queue>,
 }
 
 impl Backends {
     pub async fn connect(args: &BackendArgs) -> Result<Self, BackendError> {
-        let counters: Arc<dyn Counters> = match &args.redis_url {
-            Some(url) => Arc::new(RedisCounters::connect(url, &args.redis_prefix).await?),
-            None => Arc::new(MemoryCounters::new()),
+        let (counters, cache): (Arc<dyn Counters>, Arc<dyn VersionedCache>) = match &args.redis_url
+        {
+            Some(url) => {
+                let redis = RedisCounters::connect(url, &args.redis_prefix).await?;
+                (Arc::new(redis.clone()), Arc::new(RedisCache::new(&redis)))
+            }
+            None => (
+                Arc::new(MemoryCounters::new()),
+                Arc::new(MemoryCache::new()),
+            ),
         };
         let queue: Arc<dyn Queue> = match &args.kafka_brokers {
             Some(brokers) => Arc::new(KafkaQueue::new(brokers)?),
@@ -95,6 +105,7 @@ impl Backends {
         Ok(Self {
             args: args.clone(),
             counters,
+            cache,
             queue,
         })
     }

@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{BackendArgs, Backends},
-    ports::{Counters, Database, KafkaQueue, MemoryCounters, MemoryQueue, Queue, RedisCounters},
+    ports::{
+        Counters, Database, KafkaQueue, MemoryCache, MemoryCounters, MemoryQueue, Queue,
+        RedisCache, RedisCounters, VersionedCache,
+    },
 };
 
 pub fn mysql_url() -> String {
@@ -155,6 +158,7 @@ impl CountersHandle {
 pub struct TestBackends {
     pub db: Database,
     pub counters: Arc<dyn Counters>,
+    pub cache: Arc<dyn VersionedCache>,
     pub handle: CountersHandle,
     pub queue: Arc<dyn Queue>,
     pub dir: Option<TempDir>,
@@ -170,6 +174,7 @@ impl TestBackends {
                 TestBackends {
                     db,
                     counters: Arc::new(c.clone()),
+                    cache: Arc::new(MemoryCache::new()),
                     handle: CountersHandle::Memory(c),
                     queue: Arc::new(MemoryQueue::new(1_000_000)),
                     dir: Some(dir),
@@ -180,6 +185,7 @@ impl TestBackends {
                 TestBackends {
                     db: fresh_mysql(label).await,
                     counters: Arc::new(c.clone()),
+                    cache: Arc::new(RedisCache::new(&c)),
                     handle: CountersHandle::Redis(c),
                     queue: Arc::new(kafka()),
                     dir: None,
@@ -193,6 +199,7 @@ impl TestBackends {
         Backends {
             args: BackendArgs::embedded("./data"),
             counters: self.counters.clone(),
+            cache: self.cache.clone(),
             queue: self.queue.clone(),
         }
     }

@@ -2,10 +2,12 @@
 //! chosen by configuration, and one conformance suite (in `tests/`) that runs
 //! against both so they cannot drift apart.
 
+pub mod cache;
 pub mod counters;
 pub mod queue;
 pub mod sql;
 
+pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
 pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
 pub use queue::{Consumer, KafkaQueue, MemoryQueue, Message, Producer, Queue, QueueError};
 pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};

@@ -1,0 +1,206 @@
+//! Versioned cache port: Redis in production, in-process embedded. For
+//! cache-aside reads whose fill may race a write.
+//!
+//! The race: a reader misses, reads version 5 from the database; a writer
+//! commits version 6 and invalidates the key; the reader then fills version
+//! 5 — a stale value that would survive until its TTL. Here every entry
+//! carries the version it was read at, invalidation leaves a *tombstone*
+//! with the writer's version, and a fill older than (or as old as) what the
+//! key holds is refused. So once a write's invalidation has run, no older
+//! read can put its value back.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use redis::{aio::ConnectionManager, Script};
+
+use super::counters::{CountersError, RedisCounters};
+
+/// What a key holds: the version it was filled or invalidated at, and the
+/// value (`None` for a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: i64,
+    pub value: Option<String>,
+}
+
+#[async_trait]
+pub trait VersionedCache: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError>;
+    /// Stores `value` read at `version` for `ttl`, unless the key holds the
+    /// same or a newer version. Returns whether it stored.
+    async fn fill(
+        &self,
+        key: &str,
+        version: i64,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError>;
+    /// Replaces the key by a tombstone at `version` (unless it holds a newer
+    /// one), so fills read before `version` are refused for `ttl`.
+    async fn invalidate(&self, key: &str, version: i64, ttl: Duration)
+        -> Result<(), CountersError>;
+}
+
+// KEYS[1] = key; ARGV = version, payload ("v<value>" or "t"), ttl ms.
+const PUT_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = tonumber(string.match(cur, '^(%-?%d+):'))
+  if v and v >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// The cache in Redis, on the counters' connection and key prefix.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    prefix: String,
+    put: Arc<Script>,
+}
+
+impl RedisCache {
+    pub fn new(counters: &RedisCounters) -> Self {
+        RedisCache {
+            conn: counters.connection(),
+            prefix: counters.prefix().to_string(),
+            put: Arc::new(Script::new(PUT_LUA)),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}cache:{key}", self.prefix)
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        version: i64,
+        payload: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let stored: i64 = self
+            .put
+            .key(self.key(key))
+            .arg(version)
+            .arg(payload)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(stored == 1)
+    }
+}
+
+fn parse(raw: &str) -> Option<Versioned> {
+    let (version, rest) = raw.split_once(':')?;
+    let version = version.parse().ok()?;
+    let value = rest.strip_prefix('v').map(str::to_string);
+    Some(Versioned { version, value })
+}
+
+#[async_trait]
+impl VersionedCache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw.as_deref().and_then(parse))
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        version: i64,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        self.put(key, version, &format!("v{value}"), ttl).await
+    }
+
+    async fn invalidate(
+        &self,
+        key: &str,
+        version: i64,
+        ttl: Duration,
+    ) -> Result<(), CountersError> {
+        self.put(key, version, "t", ttl).await.map(|_| ())
+    }
+}
+
+/// The cache in this process (the embedded default).
+#[derive(Clone, Default)]
+pub struct MemoryCache {
+    entries: Arc<Mutex<HashMap<String, (Versioned, Instant)>>>,
+}
+
+impl MemoryCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn put(&self, key: &str, entry: Versioned, ttl: Duration) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some((cur, until)) = entries.get(key) {
+            if *until > now && cur.version >= entry.version {
+                return false;
+            }
+        }
+        entries.insert(key.to_string(), (entry, now + ttl));
+        true
+    }
+}
+
+#[async_trait]
+impl VersionedCache for MemoryCache {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(entries
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        version: i64,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        Ok(self.put(
+            key,
+            Versioned {
+                version,
+                value: Some(value.to_string()),
+            },
+            ttl,
+        ))
+    }
+
+    async fn invalidate(
+        &self,
+        key: &str,
+        version: i64,
+        ttl: Duration,
+    ) -> Result<(), CountersError> {
+        self.put(
+            key,
+            Versioned {
+                version,
+                value: None,
+            },
+            ttl,
+        );
+        Ok(())
+    }
+}
