@@ -27,6 +27,10 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub consumer_persist_duration: HistogramVec,
     pub consumer_messages: IntCounterVec,
+    pub ledger_operations: IntCounterVec,
+    pub optimistic_retries: IntCounterVec,
+    pub optimistic_conflicts: IntCounterVec,
+    pub cache_reads: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +105,38 @@ impl Metrics {
                 &["service", "outcome"],
             )
             .expect("valid metric"),
+            ledger_operations: IntCounterVec::new(
+                Opts::new(
+                    "promo_ledger_operations_total",
+                    "Point ledger operations by kind (earn, use, refund, expire) and outcome",
+                ),
+                &["service", "kind", "outcome"],
+            )
+            .expect("valid metric"),
+            optimistic_retries: IntCounterVec::new(
+                Opts::new(
+                    "promo_optimistic_retries_total",
+                    "Transactions run again after losing an optimistic version check",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            optimistic_conflicts: IntCounterVec::new(
+                Opts::new(
+                    "promo_optimistic_conflicts_total",
+                    "Operations answered 409 conflict because every retry lost",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            cache_reads: IntCounterVec::new(
+                Opts::new(
+                    "promo_cache_reads_total",
+                    "Cache-aside reads by result (hit, miss, error)",
+                ),
+                &["service", "result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -114,6 +150,10 @@ impl Metrics {
             Box::new(m.consumer_lag.clone()),
             Box::new(m.consumer_persist_duration.clone()),
             Box::new(m.consumer_messages.clone()),
+            Box::new(m.ledger_operations.clone()),
+            Box::new(m.optimistic_retries.clone()),
+            Box::new(m.optimistic_conflicts.clone()),
+            Box::new(m.cache_reads.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

@@ -35,8 +35,12 @@ async fn suite(c: &dyn VersionedCache) {
         "stale fill refused"
     );
     assert!(
-        !c.fill("k", 6, "x", TTL).await.unwrap(),
-        "same version refused over a tombstone"
+        c.fill("k", 6, "balance=50", TTL).await.unwrap(),
+        "a read of the write's version fills"
+    );
+    assert!(
+        !c.fill("k", 6, "balance=50", TTL).await.unwrap(),
+        "and only once"
     );
     assert!(c.fill("k", 7, "balance=50", TTL).await.unwrap());
     // An older invalidation does not clobber a newer value.

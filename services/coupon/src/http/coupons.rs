@@ -9,11 +9,14 @@ use axum::{
 };
 use chrono::Utc;
 use promo_platform::{
-    http::{ApiError, ApiJson, ApiPath, ApiQuery},
+    http::{
+        page::{page, PageQuery},
+        ApiError, ApiJson, ApiPath, ApiQuery,
+    },
     ids::check_id,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::{
     domain::{discount::MAX_AMOUNT, redeem::Redemption, Coupon},
@@ -25,15 +28,6 @@ pub fn router() -> Router<Arc<CouponService>> {
         .route("/users/{user_id}/coupons", get(user_coupons))
         .route("/coupons/{code}/redeem", post(redeem))
         .route("/coupons/{code}/cancel-redemption", post(cancel_redemption))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-    /// 1..=100, default 20.
-    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,24 +48,9 @@ pub async fn user_coupons(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
     check_id("userId", &user_id)?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 100",
-        ));
-    }
-    if let Some(c) = &q.cursor {
-        check_id("cursor", c)?;
-    }
-    let mut items =
-        store::user_coupons(svc.db.pool(), &user_id, q.cursor.as_deref(), limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|c| c.coupon_id.clone())
-    } else {
-        None
-    };
+    let (limit, cursor) = q.checked()?;
+    let fetched = store::user_coupons(svc.db.pool(), &user_id, cursor, limit + 1).await?;
+    let (items, next_cursor) = page(fetched, limit, |c| c.coupon_id.clone());
     let now = Utc::now();
     let items = items.into_iter().map(|c| c.status_at(now)).collect();
     Ok(Json(CouponPage { items, next_cursor }))

@@ -31,8 +31,8 @@ pub struct Versioned {
 #[async_trait]
 pub trait VersionedCache: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError>;
-    /// Stores `value` read at `version` for `ttl`, unless the key holds the
-    /// same or a newer version. Returns whether it stored.
+    /// Stores `value` read at `version` for `ttl`, unless the key holds a
+    /// newer version or a value of the same one. Returns whether it stored.
     async fn fill(
         &self,
         key: &str,
@@ -47,11 +47,18 @@ pub trait VersionedCache: Send + Sync {
 }
 
 // KEYS[1] = key; ARGV = version, payload ("v<value>" or "t"), ttl ms.
+// A fill is refused by anything newer and by a value of its own version;
+// a tombstone of its own version (the write it read) lets it in.
+// An invalidation is refused only by something newer.
 const PUT_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  local v = tonumber(string.match(cur, '^(%-?%d+):'))
-  if v and v >= tonumber(ARGV[1]) then return 0 end
+  local v, kind = string.match(cur, '^(%-?%d+):(.)')
+  v = tonumber(v)
+  local new = tonumber(ARGV[1])
+  if v and (v > new or (v == new and kind == 'v' and string.sub(ARGV[2], 1, 1) == 'v')) then
+    return 0
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
 return 1
@@ -151,7 +158,9 @@ impl MemoryCache {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if let Some((cur, until)) = entries.get(key) {
-            if *until > now && cur.version >= entry.version {
+            let same_value =
+                cur.version == entry.version && cur.value.is_some() && entry.value.is_some();
+            if *until > now && (cur.version > entry.version || same_value) {
                 return false;
             }
         }
