@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
   idem_key         VARCHAR(128) NOT NULL,
   request_hash     VARCHAR(64) NOT NULL,
   status           BIGINT NOT NULL,
-  body             TEXT NOT NULL,
+  body             VARCHAR(2048) NOT NULL,
   created_at       BIGINT NOT NULL,
   PRIMARY KEY (user_id, idem_key)
 ) ENGINE=InnoDB;

@@ -42,6 +42,9 @@ pub struct Settings {
     pub expiring_soon: Duration,
     /// Users expired per sweep tick.
     pub sweep_batch: i64,
+    /// Longest wait for the cache: past it, a read goes to the database and
+    /// an invalidation is given up (the cache is an optimisation).
+    pub cache_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             cache_ttl: Duration::from_secs(60),
             expiring_soon: Duration::from_secs(30 * 24 * 3600),
             sweep_batch: 500,
+            cache_timeout: Duration::from_millis(200),
         }
     }
 }

@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use promo_platform::time::{from_ms, to_ms};
+use promo_platform::{
+    ports::counters::CountersError,
+    time::{from_ms, to_ms},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -46,7 +49,7 @@ fn cache_key(user: &str) -> String {
 pub async fn points(svc: &PointService, user: &str) -> Result<Points, PointError> {
     let key = cache_key(user);
     let now = to_ms(Utc::now());
-    let result = match svc.cache.get(&key).await {
+    let result = match bounded(svc, svc.cache.get(&key)).await {
         Ok(Some(hit)) => match hit.value.as_deref().map(serde_json::from_str::<Cached>) {
             Some(Ok(c)) if c.valid_until > now => {
                 count(svc, "hit");
@@ -71,12 +74,23 @@ pub async fn points(svc: &PointService, user: &str) -> Result<Points, PointError
                 valid_until,
             })
             .unwrap_or_default();
-            if let Err(e) = svc.cache.fill(&key, version, &value, ttl).await {
+            if let Err(e) = bounded(svc, svc.cache.fill(&key, version, &value, ttl)).await {
                 tracing::warn!(error = %e, "balance cache fill failed");
             }
         }
     }
     Ok(points)
+}
+
+/// A cache call that gives up after `settings.cache_timeout`.
+async fn bounded<T>(
+    svc: &PointService,
+    call: impl std::future::Future<Output = Result<T, CountersError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(svc.settings.cache_timeout, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", svc.settings.cache_timeout)),
+    }
 }
 
 fn count(svc: &PointService, result: &str) {
@@ -116,11 +130,11 @@ async fn from_database(svc: &PointService, user: &str) -> Result<(Points, i64, i
 impl PointService {
     /// After a commit that moved `user`'s account to `version`.
     pub(crate) async fn invalidate(&self, user: &str, version: i64) {
-        if let Err(e) = self
+        let key = cache_key(user);
+        let call = self
             .cache
-            .invalidate(&cache_key(user), version, self.settings.cache_ttl * 2)
-            .await
-        {
+            .invalidate(&key, version, self.settings.cache_ttl * 2);
+        if let Err(e) = bounded(self, call).await {
             // The entry then lives at most its TTL, which never outlasts
             // `cache_ttl`; reads meanwhile may be that stale. Logged loudly.
             tracing::error!(error = %e, user, "balance cache invalidation failed");
