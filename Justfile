@@ -61,7 +61,8 @@ images:
     docker build -f operator/Dockerfile -t promo-dev/promotion-operator:dev .
     docker build -f services/coupon/Dockerfile -t promo-dev/coupon-service:dev .
     docker build -f services/timesale/Dockerfile -t promo-dev/timesale-service:dev .
-    kind load docker-image --name promo promo-dev/promotion-operator:dev promo-dev/coupon-service:dev promo-dev/timesale-service:dev
+    docker build -f services/point/Dockerfile -t promo-dev/point-service:dev .
+    kind load docker-image --name promo promo-dev/promotion-operator:dev promo-dev/coupon-service:dev promo-dev/timesale-service:dev promo-dev/point-service:dev
 
 # helm install the chart and apply the example Promotions into namespace shop.
 deploy:

@@ -10,6 +10,7 @@ use std::{
 
 use clap::Args;
 use coupon_service::{config::CouponArgs, domain::CampaignSpec, CouponService};
+use point_service::{config::PointArgs, PointService};
 use promo_platform::{
     config::{BackendArgs, Backends},
     http::{auth::AdminToken, server},
@@ -40,6 +41,8 @@ pub struct StandaloneArgs {
     pub coupon: CouponArgs,
     #[command(flatten)]
     pub timesale: TimesaleArgs,
+    #[command(flatten)]
+    pub point: PointArgs,
 }
 
 /// The services this process hosts.
@@ -151,6 +154,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
         timesales: TimesaleService::start(&backends, metrics.clone(), args.timesale.settings())
             .await?,
     };
+    let points = PointService::start(&backends, metrics.clone(), args.point.settings()).await?;
 
     let token = match (&args.admin_token, args.generate_admin_token) {
         (Some(t), _) => Some(t.clone()),
@@ -183,11 +187,13 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
     server::cancel_on_signal(shutdown.clone());
     service::spawn_background(&hosted.coupons, true, shutdown.clone());
     service::spawn_background(&hosted.timesales, true, shutdown.clone());
+    service::spawn_background(&points, true, shutdown.clone());
     let token = AdminToken(token.map(Into::into));
     let app = server::assemble(
         vec![
             service::parts(&hosted.coupons, token.clone()),
-            service::parts(&hosted.timesales, token),
+            service::parts(&hosted.timesales, token.clone()),
+            service::parts(&points, token),
         ],
         metrics,
     );
