@@ -207,18 +207,15 @@ fn lot_from_row(r: &AnyRow) -> Result<Lot, sqlx::Error> {
     })
 }
 
-/// Lots still spendable at `now`, in the order uses consume them: the
-/// soonest-expiring first, never-expiring last, older first on ties.
-pub async fn spendable_lots(
+async fn lots_where(
     conn: &mut AnyConnection,
     user: &str,
     now: i64,
+    condition: &str,
 ) -> Result<Vec<Lot>, sqlx::Error> {
-    sqlx::query(
-        "SELECT lot_id, remaining, expires_at FROM lots WHERE user_id = ? AND remaining > 0 \
-         AND (expires_at IS NULL OR expires_at > ?) \
-         ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, lot_id",
-    )
+    sqlx::query(&format!(
+        "SELECT lot_id, remaining, expires_at FROM lots WHERE user_id = ? AND remaining > 0 AND {condition}"
+    ))
     .bind(user)
     .bind(now)
     .fetch_all(&mut *conn)
@@ -228,23 +225,31 @@ pub async fn spendable_lots(
     .collect()
 }
 
+/// Lots still spendable at `now`, in the order uses consume them: the
+/// soonest-expiring first, never-expiring last, older first on ties.
+pub async fn spendable_lots(
+    conn: &mut AnyConnection,
+    user: &str,
+    now: i64,
+) -> Result<Vec<Lot>, sqlx::Error> {
+    let condition = "(expires_at IS NULL OR expires_at > ?) \
+        ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, lot_id";
+    lots_where(conn, user, now, condition).await
+}
+
 /// Lots with points left whose expiry has come.
 pub async fn due_lots(
     conn: &mut AnyConnection,
     user: &str,
     now: i64,
 ) -> Result<Vec<Lot>, sqlx::Error> {
-    sqlx::query(
-        "SELECT lot_id, remaining, expires_at FROM lots WHERE user_id = ? AND remaining > 0 \
-         AND expires_at <= ? ORDER BY expires_at, lot_id",
+    lots_where(
+        conn,
+        user,
+        now,
+        "expires_at <= ? ORDER BY expires_at, lot_id",
     )
-    .bind(user)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(lot_from_row)
-    .collect()
+    .await
 }
 
 /// Adds `delta` (negative to take) to a lot, never below zero or above its amount.
