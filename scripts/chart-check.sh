@@ -15,7 +15,8 @@ CHART=charts/promotion-system
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 ALL_ON=(--set dashboards.enabled=true --set monitoring.serviceMonitor.enabled=true
-        --set monitoring.podMonitor.enabled=true --set operator.replicas=2
+        --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true
+        --set operator.replicas=2
         --set 'backends.namespaces={shop,flash}')
 step() { printf '\n== %s\n' "$*"; }
 

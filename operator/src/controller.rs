@@ -328,6 +328,8 @@ impl Reconciler<'_> {
             (true, Some(f), Some(lag), true) => Some(f.pending - lag),
             _ => None,
         };
+        let drift_gauge = ctx.metrics.counter_drift.with_label_values(&[&ns, name]);
+        drift_gauge.set(drift.unwrap_or(0));
         let st = PromotionStatus {
             phase: Some(phase),
             issued: figures.map(|f| f.issued),

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub duration: Histogram,
     pub consumer_replicas: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
+    pub counter_drift: IntGaugeVec,
     pub leader: IntGauge,
 }
 
@@ -53,6 +54,14 @@ impl Metrics {
             &["namespace", "deployment"],
         )
         .expect("valid metric");
+        let counter_drift = IntGaugeVec::new(
+            Opts::new(
+                "promo_operator_counter_drift",
+                "A queued promotion's pending minus its consumer group's lag (0 when they agree).",
+            ),
+            &["namespace", "promotion"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new(
             "promo_operator_leader",
             "1 while this replica holds the leader Lease.",
@@ -64,6 +73,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(consumer_replicas.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(counter_drift.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(m).expect("metric registered once");
@@ -75,6 +85,7 @@ impl Metrics {
             duration,
             consumer_replicas,
             consumer_lag,
+            counter_drift,
             leader,
         }
     }
