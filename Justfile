@@ -38,6 +38,11 @@ test: lint infra-up
         cargo test --workspace --no-fail-fast; \
     fi
     scripts/chart-check.sh
+    scripts/obs-check.sh
+
+# Alert rules through promtool, then every dashboard panel's query against a real Prometheus scraping a loaded standalone.
+obs-check: infra-up
+    scripts/obs-check.sh
 
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:
