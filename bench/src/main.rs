@@ -1,0 +1,625 @@
+//! `promo-bench`: drives one scenario against a running `promo standalone`
+//! (or the services behind one address), then checks the invariants through
+//! the API and prints the figures — a table row, and JSON with `--json`.
+//!
+//! Closed model: `--connections` loops, each sending its next request when
+//! the last one answered. Open model: `--rate` arrivals per second on a fixed
+//! schedule, latency measured from each request's *intended* send time, so a
+//! stalled server shows up as latency instead of being hidden by waiting
+//! clients (coordinated omission).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "promo-bench",
+    version,
+    about = "Load generator for the promotion platform"
+)]
+struct Args {
+    /// Base URL of the services (promo standalone).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "closed")]
+    model: Model,
+    /// Closed model: concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Open model: requests per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Length of the measured run, seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Quota or stock of the campaign or sale the run creates (default: more
+    /// than any run can take, so every request is admitted).
+    #[arg(long, default_value_t = 100_000_000)]
+    quota: i64,
+    /// Bearer token for the admin API.
+    #[arg(long, env = "PROMO_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// A label for the backends ("embedded", "real") in the output.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Scenario {
+    /// The cheapest route of the same server (GET /healthz): the box's HTTP limit.
+    Ceiling,
+    CouponV1,
+    CouponV2,
+    CouponV3,
+    TimesaleV1,
+    TimesaleV2,
+    TimesaleV3,
+    PointsEarn,
+    PointsUse,
+    PointsBalance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Model {
+    Closed,
+    Open,
+}
+
+/// Users the point scenarios spread over.
+const POINT_USERS: u64 = 1000;
+/// Points each `points-use` user starts with.
+const POINT_SEED: i64 = 1_000_000_000;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: Scenario,
+    label: String,
+    model: Model,
+    connections: Option<usize>,
+    rate: Option<u64>,
+    seconds: f64,
+    requests: u64,
+    achieved_per_sec: f64,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    invariants: Vec<Invariant>,
+}
+
+#[derive(Debug, Serialize)]
+struct Invariant {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+struct Plan {
+    scenario: Scenario,
+    run: String,
+    key: String,
+}
+
+impl Plan {
+    /// The i-th request: method, path, body, idempotency key.
+    fn request(&self, i: u64) -> (reqwest::Method, String, Option<Value>, Option<String>) {
+        use reqwest::Method;
+        let user = format!("b{}-{i}", self.run);
+        match self.scenario {
+            Scenario::Ceiling => (Method::GET, "/healthz".into(), None, None),
+            Scenario::CouponV1 | Scenario::CouponV2 | Scenario::CouponV3 => {
+                let v = &self.scenario_version();
+                (
+                    Method::POST,
+                    format!("/{v}/campaigns/{}/issue", self.key),
+                    Some(json!({"userId": user})),
+                    None,
+                )
+            }
+            Scenario::TimesaleV1 | Scenario::TimesaleV2 | Scenario::TimesaleV3 => {
+                let v = &self.scenario_version();
+                let body = json!({"userId": user, "quantity": 1});
+                (
+                    Method::POST,
+                    format!("/{v}/time-sales/{}/orders", self.key),
+                    Some(body),
+                    None,
+                )
+            }
+            Scenario::PointsEarn | Scenario::PointsUse => {
+                let op = if self.scenario == Scenario::PointsEarn {
+                    "earn"
+                } else {
+                    "use"
+                };
+                let u = self.point_user(i % POINT_USERS);
+                let body = json!({"amount": 1, "reason": "bench"});
+                (
+                    Method::POST,
+                    format!("/users/{u}/points/{op}"),
+                    Some(body),
+                    Some(format!("{}-{i}", self.run)),
+                )
+            }
+            Scenario::PointsBalance => (
+                Method::GET,
+                format!("/users/{}/points", self.point_user(0)),
+                None,
+                None,
+            ),
+        }
+    }
+
+    fn scenario_version(&self) -> &'static str {
+        match self.scenario {
+            Scenario::CouponV1 | Scenario::TimesaleV1 => "v1",
+            Scenario::CouponV2 | Scenario::TimesaleV2 => "v2",
+            _ => "v3",
+        }
+    }
+
+    fn point_user(&self, n: u64) -> String {
+        format!("p{}-{n}", self.run)
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    admin_token: Option<String>,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if path.starts_with("/admin/") {
+            if let Some(t) = &self.admin_token {
+                req = req.bearer_auth(t);
+            }
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+/// Creates what the scenario needs; returns the campaign or sale id.
+async fn setup(c: &Client, scenario: Scenario, run: &str, quota: i64) -> anyhow::Result<String> {
+    let (start, end) = (
+        "2020-01-01T00:00:00Z".to_string(),
+        format!("{}-01-01T00:00:00Z", 2100),
+    );
+    let strategy = match scenario {
+        Scenario::CouponV1 | Scenario::TimesaleV1 => "DATABASE",
+        Scenario::CouponV2 | Scenario::TimesaleV2 => "REDIS_LOCK",
+        _ => "QUEUED",
+    };
+    let key = format!("bench-{run}");
+    let (path, body) = match scenario {
+        Scenario::CouponV1 | Scenario::CouponV2 | Scenario::CouponV3 => (
+            format!("/admin/campaigns/{key}"),
+            json!({"quota": quota, "perUserLimit": 1, "startsAt": start, "endsAt": end,
+                   "strategy": strategy, "discount": {"kind": "FIXED", "value": 1000}}),
+        ),
+        Scenario::TimesaleV1 | Scenario::TimesaleV2 | Scenario::TimesaleV3 => (
+            format!("/admin/time-sales/{key}"),
+            json!({"product": {"sku": "BENCH", "name": "Bench", "price": 1000}, "salePrice": 900,
+                   "stock": quota, "perUserLimit": 1, "startsAt": start, "endsAt": end, "strategy": strategy}),
+        ),
+        Scenario::PointsUse | Scenario::PointsBalance => {
+            let plan = Plan {
+                scenario,
+                run: run.into(),
+                key: key.clone(),
+            };
+            let users = if scenario == Scenario::PointsUse {
+                POINT_USERS
+            } else {
+                1
+            };
+            for n in 0..users {
+                let u = plan.point_user(n);
+                let (s, b) = c
+                    .send(
+                        reqwest::Method::POST,
+                        &format!("/users/{u}/points/earn"),
+                        Some(&json!({"amount": POINT_SEED, "reason": "bench seed"})),
+                        Some(&format!("seed-{u}")),
+                    )
+                    .await?;
+                if s != 200 {
+                    bail!("seeding {u} answered {s}: {b}");
+                }
+            }
+            return Ok(key);
+        }
+        Scenario::Ceiling | Scenario::PointsEarn => return Ok(key),
+    };
+    let (s, b) = c
+        .send(reqwest::Method::PUT, &path, Some(&body), None)
+        .await?;
+    if s != 201 && s != 200 {
+        bail!("creating {path} answered {s}: {b}");
+    }
+    Ok(key)
+}
+
+#[derive(Default)]
+struct Tally {
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+}
+
+async fn run_load(c: Arc<Client>, plan: Arc<Plan>, args: &Args) -> (Histogram<u64>, Tally, f64) {
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("bounds"),
+    ));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+
+    let progress = {
+        let (done, stop) = (done.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r  {:>4.0}s  {n:>9} answered  {:>8}/s   ",
+                    started.elapsed().as_secs_f64(),
+                    n - last
+                );
+                last = n;
+            }
+            eprintln!();
+        })
+    };
+
+    let one = {
+        let (c, plan, hist, tally, done) = (
+            c.clone(),
+            plan.clone(),
+            hist.clone(),
+            tally.clone(),
+            done.clone(),
+        );
+        move |i: u64, since: Instant| {
+            let (c, plan, hist, tally, done) = (
+                c.clone(),
+                plan.clone(),
+                hist.clone(),
+                tally.clone(),
+                done.clone(),
+            );
+            async move {
+                let (method, path, body, key) = plan.request(i);
+                let result = c.send(method, &path, body.as_ref(), key.as_deref()).await;
+                let us = since.elapsed().as_micros() as u64;
+                hist.lock().unwrap().saturating_record(us.max(1));
+                let mut t = tally.lock().unwrap();
+                match result {
+                    Ok((s, _)) => *t.statuses.entry(s).or_default() += 1,
+                    Err(_) => t.transport_errors += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+
+    match args.model {
+        Model::Closed => {
+            let workers: Vec<_> = (0..args.connections)
+                .map(|_| {
+                    let (one, next) = (one.clone(), next.clone());
+                    tokio::spawn(async move {
+                        while Instant::now() < deadline {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            one(i, Instant::now()).await;
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.await;
+            }
+        }
+        Model::Open => {
+            let period = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+            let mut inflight = Vec::new();
+            let mut k = 0u64;
+            loop {
+                let intended = started + period * (k as u32);
+                if intended >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                inflight.push(tokio::spawn(one(k, intended)));
+                k += 1;
+                if inflight.len() > 50_000 {
+                    inflight.retain(|h| !h.is_finished());
+                }
+            }
+            for h in inflight {
+                let _ = h.await;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    let hist = hist.lock().unwrap().clone();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    (hist, tally, elapsed)
+}
+
+fn inv(name: &str, ok: bool, detail: String) -> Invariant {
+    Invariant {
+        name: name.into(),
+        ok,
+        detail,
+    }
+}
+
+/// Waits until nothing is pending; returns the final figures.
+async fn drained(c: &Client, path: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, v) = c.send(reqwest::Method::GET, path, None, None).await?;
+        if s != 200 {
+            bail!("{path} answered {s}: {v}");
+        }
+        if v["pending"].as_i64() == Some(0) || Instant::now() > deadline {
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn check(
+    c: &Client,
+    plan: &Plan,
+    tally: &Tally,
+    quota: i64,
+) -> anyhow::Result<Vec<Invariant>> {
+    let ok2xx: u64 = tally
+        .statuses
+        .iter()
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    let sold_out = tally.statuses.get(&410).copied().unwrap_or(0);
+    let server_errors: u64 = tally
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s >= 500)
+        .map(|(_, n)| n)
+        .sum();
+    let mut out = vec![inv(
+        "no 5xx, no transport errors",
+        server_errors == 0 && tally.transport_errors == 0,
+        format!(
+            "{server_errors} 5xx, {} transport errors",
+            tally.transport_errors
+        ),
+    )];
+    match plan.scenario {
+        Scenario::CouponV1 | Scenario::CouponV2 | Scenario::CouponV3 => {
+            let v = drained(c, &format!("/admin/campaigns/{}", plan.key)).await?;
+            let issued = v["issued"].as_i64().unwrap_or(-1);
+            let remaining = v["remaining"].as_i64().unwrap_or(-1);
+            out.push(inv(
+                "drained",
+                v["pending"] == 0,
+                format!("pending {}", v["pending"]),
+            ));
+            out.push(inv(
+                "every 2xx is one coupon",
+                issued == ok2xx as i64,
+                format!("issued {issued}, 2xx {ok2xx}"),
+            ));
+            out.push(inv(
+                "issued ≤ quota, issued + remaining = quota",
+                issued <= quota && issued + remaining == quota,
+                format!("issued {issued} remaining {remaining} quota {quota}"),
+            ));
+            if sold_out > 0 {
+                out.push(inv(
+                    "demand exceeded quota → issued = quota",
+                    issued == quota,
+                    format!("issued {issued}"),
+                ));
+            }
+        }
+        Scenario::TimesaleV1 | Scenario::TimesaleV2 | Scenario::TimesaleV3 => {
+            let v = drained(c, &format!("/time-sales/{}", plan.key)).await?;
+            let sold = v["sold"].as_i64().unwrap_or(-1);
+            let remaining = v["remaining"].as_i64().unwrap_or(-1);
+            out.push(inv(
+                "drained",
+                v["pending"] == 0,
+                format!("pending {}", v["pending"]),
+            ));
+            out.push(inv(
+                "every 2xx is one unit sold",
+                sold == ok2xx as i64,
+                format!("sold {sold}, 2xx {ok2xx}"),
+            ));
+            out.push(inv(
+                "sold + remaining = stock",
+                sold + remaining == quota,
+                format!("sold {sold} remaining {remaining}"),
+            ));
+            if sold_out > 0 {
+                out.push(inv(
+                    "demand exceeded stock → sold = stock",
+                    sold == quota,
+                    format!("sold {sold}"),
+                ));
+            }
+        }
+        Scenario::PointsEarn | Scenario::PointsUse => {
+            let mut moved = 0i64;
+            for n in 0..POINT_USERS {
+                let u = plan.point_user(n);
+                let (s, v) = c
+                    .send(
+                        reqwest::Method::GET,
+                        &format!("/users/{u}/points"),
+                        None,
+                        None,
+                    )
+                    .await?;
+                if s != 200 {
+                    bail!("balance of {u} answered {s}");
+                }
+                let b = v["balance"].as_i64().unwrap_or(0);
+                moved += if plan.scenario == Scenario::PointsEarn {
+                    b
+                } else {
+                    POINT_SEED - b
+                };
+            }
+            out.push(inv(
+                "Σ balance change = successful operations",
+                moved == ok2xx as i64,
+                format!("moved {moved}, 2xx {ok2xx}"),
+            ));
+        }
+        Scenario::Ceiling | Scenario::PointsBalance => {
+            let total: u64 = tally.statuses.values().sum();
+            out.push(inv(
+                "every answer 200",
+                tally.statuses.get(&200) == Some(&total),
+                format!("{:?}", tally.statuses),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections.max(64))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let client = Arc::new(Client {
+        http,
+        base: args.target.trim_end_matches('/').to_string(),
+        admin_token: args.admin_token.clone(),
+    });
+    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let key = setup(&client, args.scenario, &run, args.quota)
+        .await
+        .with_context(|| format!("setting up {:?} against {}", args.scenario, args.target))?;
+    let plan = Arc::new(Plan {
+        scenario: args.scenario,
+        run,
+        key,
+    });
+    eprintln!(
+        "{:?} {}: {:?} model, {} for {} s",
+        args.scenario,
+        args.label,
+        args.model,
+        match args.model {
+            Model::Closed => format!("{} connections", args.connections),
+            Model::Open => format!("{}/s", args.rate),
+        },
+        args.seconds
+    );
+    let (hist, tally, elapsed) = run_load(client.clone(), plan.clone(), &args).await;
+    let invariants = check(&client, &plan, &tally, args.quota).await?;
+    let requests = hist.len();
+    let report = Report {
+        scenario: args.scenario,
+        label: args.label.clone(),
+        model: args.model,
+        connections: (args.model == Model::Closed).then_some(args.connections),
+        rate: (args.model == Model::Open).then_some(args.rate),
+        seconds: elapsed,
+        requests,
+        achieved_per_sec: requests as f64 / elapsed,
+        statuses: tally.statuses.clone(),
+        transport_errors: tally.transport_errors,
+        p50_ms: ms(hist.value_at_quantile(0.5)),
+        p99_ms: ms(hist.value_at_quantile(0.99)),
+        p999_ms: ms(hist.value_at_quantile(0.999)),
+        max_ms: ms(hist.max()),
+        invariants,
+    };
+    println!(
+        "{:<15} {:<9} {:>10.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.1} ms  {:?}",
+        format!("{:?}", report.scenario),
+        report.label,
+        report.achieved_per_sec,
+        report.p50_ms,
+        report.p99_ms,
+        report.p999_ms,
+        report.max_ms,
+        report.statuses
+    );
+    for i in &report.invariants {
+        println!(
+            "    {} {}: {}",
+            if i.ok { "ok  " } else { "FAIL" },
+            i.name,
+            i.detail
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.invariants.iter().any(|i| !i.ok) {
+        bail!("an invariant failed");
+    }
+    Ok(())
+}
