@@ -44,6 +44,10 @@ test: lint infra-up
 obs-check: infra-up
     scripts/obs-check.sh
 
+# The benchmark ladder on the embedded default and on MariaDB + Redis + tansu; writes BENCHMARKS.md.
+bench:
+    scripts/bench.sh
+
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:
     cargo run -q --bin promotion-operator -- crd > crds/promotion.yaml
