@@ -78,6 +78,9 @@ for mode in modes:
             lines.append(f"- {family}: " + ", ".join(parts))
     if lines:
         print("\n".join(lines) + "\n")
+bounds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "bounds.md")
+if os.path.exists(bounds):
+    print(open(bounds).read())
 print("## Reproduce\n")
 print("```sh\njust bench                                   # the whole ladder, both backend sets, writes this file")
 print("PROMO_BENCH_SECONDS=30 PROMO_BENCH_MODES=real just bench")
