@@ -143,13 +143,16 @@ impl CouponService {
     /// The campaign, from a short-lived cache (the V3 hot path reads it on
     /// every request). A pause or window change is seen within the TTL.
     pub async fn campaign(&self, id: &str) -> Result<Arc<Campaign>, CouponError> {
-        self.cache
-            .get_or_load(id, || async {
-                store::get_campaign(self.db.pool(), id)
-                    .await?
-                    .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))
-            })
-            .await
+        if let Some(c) = self.cache.get(id) {
+            return Ok(c);
+        }
+        let c = Arc::new(
+            store::get_campaign(self.db.pool(), id)
+                .await?
+                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?,
+        );
+        self.cache.insert(id, c.clone());
+        Ok(c)
     }
 
     /// Creates or updates a campaign and keeps its counters in step:

@@ -143,13 +143,16 @@ impl TimesaleService {
 
     /// The sale, from a short-lived cache (V2/V3 read it on every request).
     pub async fn sale(&self, id: &str) -> Result<Arc<Sale>, TimesaleError> {
-        self.cache
-            .get_or_load(id, || async {
-                store::get_sale(self.db.pool(), id)
-                    .await?
-                    .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))
-            })
-            .await
+        if let Some(s) = self.cache.get(id) {
+            return Ok(s);
+        }
+        let s = Arc::new(
+            store::get_sale(self.db.pool(), id)
+                .await?
+                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))?,
+        );
+        self.cache.insert(id, s.clone());
+        Ok(s)
     }
 
     /// Creates or updates a sale and keeps its stock counters in step (see
