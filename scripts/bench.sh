@@ -38,7 +38,10 @@ for mode in $MODES; do
            --timesale-topic "$tag.timesale" --timesale-consumer-group "$tag-t")
   fi
   log "$mode: promo standalone on 127.0.0.1:$port"
-  RUST_LOG=warn target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
+  # Only the flags choose the backends: the PROMO_* URLs exported above
+  # would otherwise turn the embedded run into a real one.
+  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+    target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   for s in $SCENARIOS; do

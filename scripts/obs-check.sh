@@ -40,7 +40,9 @@ trap cleanup EXIT
 
 cargo build -q --bin promo
 log "promo standalone on 127.0.0.1:$APP_PORT"
-RUST_LOG=warn target/debug/promo standalone --listen "127.0.0.1:$APP_PORT" --data-dir "$work/data" \
+# Embedded database and queue: the exported PROMO_* URLs must not apply.
+env -u PROMO_MYSQL_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+  target/debug/promo standalone --listen "127.0.0.1:$APP_PORT" --data-dir "$work/data" \
   --redis-url "$PROMO_REDIS_URL" --redis-prefix "$prefix" > "$work/promo.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$APP_PORT/readyz" >/dev/null && break; sleep 0.2; done
