@@ -63,8 +63,20 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/n
 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { cat "$work/prometheus.log"; log "prometheus did not start"; exit 1; }
 
 log "load for ${LOAD_SECONDS}s"
-flush="redis-cli -u '$PROMO_REDIS_URL' --scan --pattern '${prefix}pool:*' | xargs -r redis-cli -u '$PROMO_REDIS_URL' del >/dev/null"
+flush="redis-cli -u '$PROMO_REDIS_URL' --scan --pattern '${prefix}pool:*' | xargs -r redis-cli -u '$PROMO_REDIS_URL' del"
 python3 scripts/obs_check.py load "http://127.0.0.1:$APP_PORT" "$LOAD_SECONDS" "$flush"
+# One rebuild for certain: drop the counters, then ask until the V3 route answers again.
+eval "$flush" >/dev/null
+rebuilt=
+for i in $(seq 1 300); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+    -d "{\"userId\":\"rebuild-$i\"}" "http://127.0.0.1:$APP_PORT/v3/campaigns/cyber-week-queued/issue")
+  if [ "$code" = 202 ]; then rebuilt=yes; break; fi
+  [ "$code" = 503 ] || { log "V3 answered $code while its counters were gone"; exit 1; }
+  sleep 0.1
+done
+[ -n "$rebuilt" ] || { log "the counters were never rebuilt"; exit 1; }
+log "counters rebuilt after $i tries (503 meanwhile)"
 sleep 8 # gauges refresh every 5 s; let Prometheus scrape them
 
 log "dashboard panels"
