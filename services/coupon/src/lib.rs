@@ -137,22 +137,18 @@ impl CouponService {
 
     /// The counters pool of a campaign.
     pub fn pool(campaign: &str) -> String {
-        format!("coupon:{campaign}")
+        admission::pool_name(SERVICE, campaign)
     }
 
     /// The campaign, from a short-lived cache (the V3 hot path reads it on
     /// every request). A pause or window change is seen within the TTL.
     pub async fn campaign(&self, id: &str) -> Result<Arc<Campaign>, CouponError> {
-        if let Some(c) = self.cache.get(id) {
-            return Ok(c);
-        }
-        let c = Arc::new(
+        let load = async {
             store::get_campaign(self.db.pool(), id)
                 .await?
-                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?,
-        );
-        self.cache.insert(id, c.clone());
-        Ok(c)
+                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))
+        };
+        self.cache.get_or_load(id, load).await
     }
 
     /// Creates or updates a campaign and keeps its counters in step:

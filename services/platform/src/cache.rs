@@ -38,4 +38,17 @@ impl<V> TtlCache<V> {
     pub fn remove(&self, key: &str) {
         self.lock().remove(key);
     }
+
+    /// The cached value, or `load`'s, cached from now on.
+    pub async fn get_or_load<E, Fut>(&self, key: &str, load: Fut) -> Result<Arc<V>, E>
+    where
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let v = Arc::new(load.await?);
+        self.insert(key, v.clone());
+        Ok(v)
+    }
 }

@@ -138,21 +138,17 @@ impl TimesaleService {
 
     /// The counters pool of a sale (the operator uses the same name).
     pub fn pool(sale: &str) -> String {
-        format!("timesale:{sale}")
+        admission::pool_name(SERVICE, sale)
     }
 
     /// The sale, from a short-lived cache (V2/V3 read it on every request).
     pub async fn sale(&self, id: &str) -> Result<Arc<Sale>, TimesaleError> {
-        if let Some(s) = self.cache.get(id) {
-            return Ok(s);
-        }
-        let s = Arc::new(
+        let load = async {
             store::get_sale(self.db.pool(), id)
                 .await?
-                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))?,
-        );
-        self.cache.insert(id, s.clone());
-        Ok(s)
+                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))
+        };
+        self.cache.get_or_load(id, load).await
     }
 
     /// Creates or updates a sale and keeps its stock counters in step (see
