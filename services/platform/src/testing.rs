@@ -292,3 +292,74 @@ impl HttpClient {
         self.send(self.admin(self.client.get(self.url(path)))).await
     }
 }
+
+/// How a service app is served in a test.
+pub struct Options {
+    /// Run the V3 consumer in the test process.
+    pub consumer: bool,
+    pub admin_token: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            consumer: true,
+            admin_token: None,
+        }
+    }
+}
+
+impl TestBackends {
+    /// Fresh backends with `S`'s database migrated.
+    pub async fn migrated<S: crate::service::Service>(backend: Backend, label: &str) -> Self {
+        let b = Self::new(backend, label).await;
+        b.db.migrate(S::migrations()).await.expect("migrate");
+        b
+    }
+}
+
+/// A service on a random port with fresh backends, its consumer in process
+/// when asked; stopped when dropped.
+pub struct ServiceApp<S> {
+    pub http: HttpClient,
+    pub svc: Arc<S>,
+    pub backends: TestBackends,
+    pub queue: Arc<dyn Queue>,
+    pub shutdown: CancellationToken,
+}
+
+impl<S> std::ops::Deref for ServiceApp<S> {
+    type Target = HttpClient;
+    fn deref(&self) -> &HttpClient {
+        &self.http
+    }
+}
+
+impl<S> Drop for ServiceApp<S> {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Serves `svc` (built on `backends`, reporting to `metrics`).
+pub async fn serve_service<S: crate::service::Service>(
+    backends: TestBackends,
+    svc: Arc<S>,
+    metrics: Arc<crate::metrics::Metrics>,
+    opts: Options,
+) -> ServiceApp<S> {
+    let shutdown = CancellationToken::new();
+    if opts.consumer {
+        crate::service::spawn_consumer(&svc, shutdown.clone());
+    }
+    let token = crate::http::auth::AdminToken(opts.admin_token.clone().map(Into::into));
+    let app = crate::http::server::assemble(vec![crate::service::parts(&svc, token)], metrics);
+    let base = serve(app, shutdown.clone()).await;
+    ServiceApp {
+        http: HttpClient::new(base, opts.admin_token),
+        svc,
+        queue: backends.queue.clone(),
+        backends,
+        shutdown,
+    }
+}

@@ -1,45 +1,22 @@
 //! `spawn_app`: the coupon service on a random port with fresh backends
 //! (the shared harness of `promo_platform::testing`).
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{ops::Deref, time::Duration};
 
 use coupon_service::{CouponService, Settings};
-pub use promo_platform::testing::{Answer, Backend};
+pub use promo_platform::testing::{Answer, Backend, Options};
 use promo_platform::{
-    http::{auth::AdminToken, server},
     metrics::Metrics,
-    ports::Queue,
-    testing::{self, HttpClient, TestBackends},
+    testing::{self, ServiceApp, TestBackends},
 };
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-pub struct TestApp {
-    pub http: HttpClient,
-    pub svc: Arc<CouponService>,
-    pub backends: TestBackends,
-    pub queue: Arc<dyn Queue>,
-    pub shutdown: CancellationToken,
-}
+pub struct TestApp(ServiceApp<CouponService>);
 
 impl Deref for TestApp {
-    type Target = HttpClient;
-    fn deref(&self) -> &HttpClient {
-        &self.http
-    }
-}
-
-pub struct Options {
-    pub consumer: bool,
-    pub admin_token: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            consumer: true,
-            admin_token: None,
-        }
+    type Target = ServiceApp<CouponService>;
+    fn deref(&self) -> &ServiceApp<CouponService> {
+        &self.0
     }
 }
 
@@ -56,12 +33,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
         rebuild_timeout: Duration::from_secs(20),
         ..Settings::default()
     };
-    let backends = TestBackends::new(backend, "coupon").await;
-    backends
-        .db
-        .migrate(&coupon_service::store::MIGRATIONS)
-        .await
-        .expect("migrate");
+    let backends = TestBackends::migrated::<CouponService>(backend, "coupon").await;
     let metrics = Metrics::new();
     let svc = CouponService::with_database(
         backends.db.clone(),
@@ -71,20 +43,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     )
     .await
     .expect("service starts");
-    let shutdown = CancellationToken::new();
-    if opts.consumer {
-        promo_platform::service::spawn_consumer(&svc, shutdown.clone());
-    }
-    let token = AdminToken(opts.admin_token.clone().map(Into::into));
-    let app = server::assemble(vec![promo_platform::service::parts(&svc, token)], metrics);
-    let base = testing::serve(app, shutdown.clone()).await;
-    TestApp {
-        http: HttpClient::new(base, opts.admin_token),
-        svc,
-        queue: backends.queue.clone(),
-        backends,
-        shutdown,
-    }
+    TestApp(testing::serve_service(backends, svc, metrics, opts).await)
 }
 
 impl TestApp {
@@ -163,12 +122,6 @@ impl TestApp {
             .fetch_one(self.svc.db.pool())
             .await
             .unwrap()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

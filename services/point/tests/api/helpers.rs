@@ -6,26 +6,17 @@ use std::{ops::Deref, sync::Arc};
 use point_service::{PointService, Settings};
 pub use promo_platform::testing::{Answer, Backend};
 use promo_platform::{
-    http::{auth::AdminToken, server},
     metrics::Metrics,
-    service,
-    testing::{self, HttpClient, TestBackends},
+    testing::{self, Options, ServiceApp, TestBackends},
 };
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-pub struct TestApp {
-    pub http: HttpClient,
-    pub svc: Arc<PointService>,
-    /// Kept alive for the test: the SQLite folder lives as long as this.
-    pub _backends: TestBackends,
-    pub shutdown: CancellationToken,
-}
+pub struct TestApp(ServiceApp<PointService>);
 
 impl Deref for TestApp {
-    type Target = HttpClient;
-    fn deref(&self) -> &HttpClient {
-        &self.http
+    type Target = ServiceApp<PointService>;
+    fn deref(&self) -> &ServiceApp<PointService> {
+        &self.0
     }
 }
 
@@ -39,15 +30,10 @@ pub async fn spawn_app_with(
     settings: Settings,
     cache: Option<Arc<dyn promo_platform::ports::VersionedCache>>,
 ) -> TestApp {
-    let mut backends = TestBackends::new(backend, "point").await;
+    let mut backends = TestBackends::migrated::<PointService>(backend, "point").await;
     if let Some(c) = cache {
         backends.cache = c;
     }
-    backends
-        .db
-        .migrate(&point_service::store::MIGRATIONS)
-        .await
-        .expect("migrate");
     let metrics = Metrics::new();
     let svc = PointService::with_database(
         backends.db.clone(),
@@ -55,15 +41,7 @@ pub async fn spawn_app_with(
         metrics.clone(),
         settings,
     );
-    let shutdown = CancellationToken::new();
-    let app = server::assemble(vec![service::parts(&svc, AdminToken(None))], metrics);
-    let base = testing::serve(app, shutdown.clone()).await;
-    TestApp {
-        http: HttpClient::new(base, None),
-        svc,
-        _backends: backends,
-        shutdown,
-    }
+    TestApp(testing::serve_service(backends, svc, metrics, Options::default()).await)
 }
 
 impl TestApp {
@@ -121,11 +99,5 @@ impl TestApp {
             "lots hold exactly the balance"
         );
         (balance, amounts.iter().sum(), amounts.len() as i64)
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }

@@ -1,45 +1,22 @@
 //! `spawn_app`: the time-sale service on a random port with fresh backends
 //! (the shared harness of `promo_platform::testing`).
 
-use std::{collections::HashMap, ops::Deref, sync::Arc, time::Duration};
+use std::{collections::HashMap, ops::Deref, time::Duration};
 
-pub use promo_platform::testing::{Answer, Backend};
+pub use promo_platform::testing::{Answer, Backend, Options};
 use promo_platform::{
-    http::{auth::AdminToken, server},
     metrics::Metrics,
-    ports::Queue,
-    testing::{self, HttpClient, TestBackends},
+    testing::{self, ServiceApp, TestBackends},
 };
 use serde_json::{json, Value};
 use timesale_service::{Settings, TimesaleService};
-use tokio_util::sync::CancellationToken;
 
-pub struct TestApp {
-    pub http: HttpClient,
-    pub svc: Arc<TimesaleService>,
-    pub backends: TestBackends,
-    pub queue: Arc<dyn Queue>,
-    pub shutdown: CancellationToken,
-}
+pub struct TestApp(ServiceApp<TimesaleService>);
 
 impl Deref for TestApp {
-    type Target = HttpClient;
-    fn deref(&self) -> &HttpClient {
-        &self.http
-    }
-}
-
-pub struct Options {
-    pub consumer: bool,
-    pub admin_token: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            consumer: true,
-            admin_token: None,
-        }
+    type Target = ServiceApp<TimesaleService>;
+    fn deref(&self) -> &ServiceApp<TimesaleService> {
+        &self.0
     }
 }
 
@@ -56,12 +33,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
         rebuild_timeout: Duration::from_secs(20),
         ..Settings::default()
     };
-    let backends = TestBackends::new(backend, "timesale").await;
-    backends
-        .db
-        .migrate(&timesale_service::store::MIGRATIONS)
-        .await
-        .expect("migrate");
+    let backends = TestBackends::migrated::<TimesaleService>(backend, "timesale").await;
     let metrics = Metrics::new();
     let svc = TimesaleService::with_database(
         backends.db.clone(),
@@ -71,20 +43,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     )
     .await
     .expect("service starts");
-    let shutdown = CancellationToken::new();
-    if opts.consumer {
-        promo_platform::service::spawn_consumer(&svc, shutdown.clone());
-    }
-    let token = AdminToken(opts.admin_token.clone().map(Into::into));
-    let app = server::assemble(vec![promo_platform::service::parts(&svc, token)], metrics);
-    let base = testing::serve(app, shutdown.clone()).await;
-    TestApp {
-        http: HttpClient::new(base, opts.admin_token),
-        svc,
-        queue: backends.queue.clone(),
-        backends,
-        shutdown,
-    }
+    TestApp(testing::serve_service(backends, svc, metrics, opts).await)
 }
 
 /// A sale spec whose window is open now.
@@ -215,11 +174,5 @@ impl TestApp {
             assert_eq!(per_user.get(user.as_str()), Some(&units), "units of {user}");
         }
         total
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
