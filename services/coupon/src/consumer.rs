@@ -3,12 +3,13 @@
 //! One transaction per batch: per campaign (locked in id order, so two
 //! consumers never deadlock) it skips requests already decided (a redelivered
 //! batch stores nothing twice), re-checks every request against the
-//! database — per-user limit and quota — and writes coupons, outcomes and
-//! the issued count with multi-row statements. Offsets are committed by the
+//! database — per-user limit and quota, with `issue::batch`, which V2's
+//! group commit uses too — and writes coupons, outcomes and the issued count
+//! with multi-row statements. Offsets are committed by the
 //! shared loop only after this commit.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -20,9 +21,12 @@ use promo_platform::{
 };
 
 use crate::{
-    domain::{Coupon, CouponError},
+    domain::{
+        issue::batch::{decide, Wanted},
+        CouponError,
+    },
     events::CouponEvent,
-    store::{self, NewCoupon, RequestOutcome},
+    store::{self, RequestOutcome},
     CouponService, SERVICE,
 };
 
@@ -85,52 +89,34 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
         if fresh.is_empty() {
             continue;
         }
-        let c = store::lock_campaign(&mut tx, dialect, campaign).await?;
         let mut outcomes = Vec::with_capacity(fresh.len());
-        let mut coupons: Vec<(Coupon, i64, &str)> = Vec::new();
-        match c {
+        match store::lock_campaign(&mut tx, dialect, campaign).await? {
             None => {
                 for r in &fresh {
                     outcomes.push(outcome(campaign, r, None, Some("unknown_campaign")));
                 }
             }
             Some(c) => {
-                let users: Vec<&str> = fresh.iter().map(|r| r.user_id.as_str()).collect();
-                let mut held: HashMap<String, i64> =
-                    store::count_users_coupons(&mut tx, campaign, &users).await?;
-                let mut available = c.spec.quota - c.issued;
-                for r in &fresh {
-                    let h = held.entry(r.user_id.clone()).or_insert(0);
-                    if *h >= c.spec.per_user_limit {
-                        outcomes.push(outcome(campaign, r, None, Some("already_issued")));
-                    } else if available <= 0 {
-                        outcomes.push(outcome(campaign, r, None, Some("sold_out")));
-                    } else {
-                        *h += 1;
-                        available -= 1;
-                        let coupon = Coupon::issue(&c, &r.user_id, from_ms(r.admitted_at));
-                        outcomes.push(outcome(campaign, r, Some(coupon.coupon_id.clone()), None));
-                        coupons.push((coupon, *h, r.request_id.as_str()));
-                    }
+                let wanted: Vec<Wanted> = fresh
+                    .iter()
+                    .map(|r| Wanted {
+                        user_id: &r.user_id,
+                        request_id: Some(&r.request_id),
+                        at: from_ms(r.admitted_at),
+                    })
+                    .collect();
+                for (r, answer) in fresh.iter().zip(decide(&mut tx, &c, &wanted).await?) {
+                    outcomes.push(match answer {
+                        Ok(coupon) => outcome(campaign, r, Some(coupon.coupon_id), None),
+                        Err(refused) => outcome(campaign, r, None, Some(refused.reason())),
+                    });
                 }
             }
         }
-        let rows: Vec<NewCoupon> = coupons
-            .iter()
-            .map(|(coupon, seq, request_id)| NewCoupon {
-                coupon,
-                seq: *seq,
-                request_id: Some(request_id),
-            })
-            .collect();
-        store::insert_coupons(&mut tx, &rows).await?;
-        if !rows.is_empty() && !store::add_issued(&mut tx, campaign, rows.len() as i64).await? {
-            // Cannot happen under the row lock; refuse the batch rather than oversell.
-            return Err(CouponError::SoldOut);
-        }
         store::insert_outcomes(&mut tx, &outcomes).await?;
-        issued_total += rows.len() as u64;
-        rejected_total += (outcomes.len() - rows.len()) as u64;
+        let issued = outcomes.iter().filter(|o| o.coupon_id.is_some()).count();
+        issued_total += issued as u64;
+        rejected_total += (outcomes.len() - issued) as u64;
     }
     for (fence_id, campaign) in &fences {
         store::record_fence(&mut tx, dialect, fence_id, campaign).await?;

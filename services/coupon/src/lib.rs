@@ -12,18 +12,22 @@ pub mod http;
 pub mod run;
 pub mod store;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use promo_platform::{
     admission::{self, PoolSpec, Rebuilds},
     cache::TtlCache,
     config::{BackendError, Backends},
     consumer::ConsumerOptions,
+    group_commit::GroupCommit,
     metrics::Metrics,
     ports::{Counters, Database, Producer, Queue},
 };
 
-use domain::{Campaign, CampaignSpec, CouponError, Strategy};
+use domain::{issue::redis_lock, Campaign, CampaignSpec, Coupon, CouponError, Strategy};
 
 /// The `service` metric label and the log target.
 pub const SERVICE: &str = "coupon";
@@ -98,7 +102,15 @@ pub struct CouponService {
     pub settings: Settings,
     cache: TtlCache<Campaign>,
     rebuilds: Arc<Rebuilds>,
+    v2: OnceLock<V2GroupCommit>,
 }
+
+type V2GroupCommit = GroupCommit<redis_lock::Request, Result<Coupon, CouponError>>;
+
+/// Most V2 requests one transaction decides (bounded by the placeholders of
+/// one multi-row statement), and most waiting for one.
+const V2_BATCH: usize = 256;
+const V2_QUEUE: usize = 4096;
 
 impl CouponService {
     /// Opens (creating and migrating) the database and the topic.
@@ -132,7 +144,32 @@ impl CouponService {
             cache: TtlCache::new(settings.campaign_cache_ttl),
             settings,
             rebuilds: Arc::default(),
+            v2: OnceLock::new(),
         }))
+    }
+
+    /// V2's group commit, started on first use. Its task holds the service
+    /// weakly, so dropping the service ends it.
+    pub fn v2_group_commit(self: &Arc<Self>) -> &V2GroupCommit {
+        self.v2.get_or_init(|| {
+            let svc = Arc::downgrade(self);
+            GroupCommit::start(
+                V2_BATCH,
+                V2_QUEUE,
+                Box::new(move |batch| {
+                    let svc = svc.clone();
+                    Box::pin(async move {
+                        match svc.upgrade() {
+                            Some(svc) => redis_lock::issue_batch(&svc, batch).await,
+                            None => batch
+                                .iter()
+                                .map(|_| Err(CouponError::Stopped("the service stopped".into())))
+                                .collect(),
+                        }
+                    })
+                }),
+            )
+        })
     }
 
     /// The counters pool of a campaign.

@@ -8,6 +8,7 @@
 //! - [`ports`]: the three backend ports of DESIGN.md (SQL store, counters + locks,
 //!   queue), each with its production and its embedded implementation;
 //! - [`consumer`]: the batch consumer loop shared by the queued strategies;
+//! - [`group_commit`]: many requests decided in one transaction (V2);
 //! - [`strategy`], [`admission`], [`cache`]: what the coupon and time-sale
 //!   services share around admission (strategies, pools, V3 step, rebuild).
 
@@ -15,6 +16,7 @@ pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod consumer;
+pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod metrics;

@@ -48,6 +48,8 @@ pub enum CouponError {
     CountersRebuilding,
     #[error("another request of this user holds the lock; retry")]
     LockTimeout,
+    #[error("{0}")]
+    Stopped(String),
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error(transparent)]
@@ -76,7 +78,9 @@ impl CouponError {
             CouponError::AlreadyIssued(_) => "duplicate",
             CouponError::NotActive(_) => "not_active",
             CouponError::UnknownCampaign(_) => "rejected",
-            CouponError::CountersRebuilding | CouponError::LockTimeout => "unavailable",
+            CouponError::CountersRebuilding
+            | CouponError::LockTimeout
+            | CouponError::Stopped(_) => "unavailable",
             _ => "error",
         }
     }

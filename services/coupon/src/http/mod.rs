@@ -70,6 +70,7 @@ impl From<CouponError> for ApiError {
             }
             CouponError::CountersRebuilding => ApiError::unavailable("counters_unavailable", d, 1),
             CouponError::LockTimeout => ApiError::unavailable("lock_timeout", d, 1),
+            CouponError::Stopped(_) => ApiError::unavailable("unavailable", d, 1),
             CouponError::Sql(e) => e.into(),
             CouponError::Counters(e) => e.into(),
             CouponError::Queue(e) => e.into(),

@@ -76,6 +76,50 @@ async fn v2_redis_lock(backend: Backend) {
     synchronous_strategy(backend, "v2", "REDIS_LOCK").await
 }
 
+/// V2 decides whatever queued up in one transaction: requests for an open
+/// campaign, a paused one and an unknown one, interleaved, each get their
+/// own campaign's answer, and the open one stores exactly its quota.
+async fn v2_batches_mixing_campaigns(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.campaign("open", 50, 1, "REDIS_LOCK").await;
+    let mut paused = crate::helpers::open_campaign(50, 1, "REDIS_LOCK");
+    paused["paused"] = serde_json::json!(true);
+    assert_eq!(app.put_campaign("paused", paused).await.status, 201);
+    let campaigns = ["open", "paused", "missing"];
+    let answers = join_all((0..600).map(|i| {
+        let (app, campaign) = (&app, campaigns[i % 3]);
+        async move {
+            let a = app.issue("v2", campaign, &format!("u{i}")).await;
+            (campaign, format!("u{i}"), a)
+        }
+    }))
+    .await;
+    let mut successes = HashMap::new();
+    for (campaign, user, a) in &answers {
+        match (*campaign, a.status) {
+            ("open", 201) => {
+                assert_eq!(a.body["userId"], user.as_str());
+                successes.insert(
+                    a.body["couponId"].as_str().unwrap().to_string(),
+                    user.clone(),
+                );
+            }
+            ("open", 410) => assert_eq!(a.body["code"], "sold_out"),
+            ("paused", 422) => assert_eq!(a.body["code"], "not_active"),
+            ("missing", 404) => assert_eq!(a.body["code"], "campaign_not_found"),
+            (c, s) => panic!("{c}: unexpected {s}: {}", a.body),
+        }
+    }
+    assert_eq!(successes.len(), 50);
+    let stored = app.stored_coupons("open").await;
+    assert_eq!(stored.len(), 50);
+    for (coupon_id, user) in &stored {
+        assert_eq!(successes.get(coupon_id), Some(user));
+    }
+    assert_eq!(app.issued_column("open").await, 50);
+    assert!(app.stored_coupons("paused").await.is_empty());
+}
+
 /// The unversioned route follows the campaign's strategy (here V1).
 async fn default_route_follows_strategy(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -133,6 +177,7 @@ async fn v3_queued(backend: Backend) {
 promo_platform::on_both_backends!(
     v1_database,
     v2_redis_lock,
+    v2_batches_mixing_campaigns,
     v3_queued,
     default_route_follows_strategy
 );

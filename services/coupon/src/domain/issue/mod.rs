@@ -1,6 +1,7 @@
 //! Issuance, one file per strategy. Outcomes are identical across them:
 //! sold out, user at limit, not active, unknown campaign.
 
+pub(crate) mod batch;
 pub mod database;
 pub mod queued;
 pub mod redis_lock;

@@ -1,26 +1,41 @@
 //! V2 `RedisLock`: a Redis lock per (campaign, user) — SET NX PX with a
 //! random token, released only by its owner through a Lua compare-and-delete
-//! — around the same transaction as V1, minus the campaign row lock.
+//! — around the database step, which decides.
 //!
 //! The lock is per user rather than per campaign: a campaign-wide lock would
 //! serialise every request through two Redis round trips plus a transaction,
 //! slower than V1's row lock. Per user it keeps one user's concurrent
-//! requests from racing each other, while the quota is decided by the
-//! conditional update in the database. Losing the lock (expiry, Redis
-//! restart) therefore cannot oversell or double-issue.
+//! requests from racing each other, so the database step only has to decide
+//! between different users — which is what lets it decide many at once.
+//! While the lock is held the request joins the service's group commit
+//! (`promo_platform::group_commit`): one transaction takes the campaign's
+//! row lock once, decides every queued request in order (`batch::decide`)
+//! and commits; each caller is answered after that commit. Losing the lock
+//! (expiry, Redis restart) therefore cannot oversell or double-issue: the
+//! per-user count and the quota are checked under the row lock.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use chrono::Utc;
 use rand::Rng;
 
-use super::database::{issue_in_transaction, with_deadlock_retry};
+use super::{
+    batch::{decide, Wanted},
+    database::{issue_in_transaction, with_deadlock_retry},
+};
 use crate::{
     domain::{Coupon, CouponError},
-    CouponService,
+    store, CouponService,
 };
 
+/// One V2 request waiting for its batch.
+pub struct Request {
+    pub campaign: String,
+    pub user_id: String,
+}
+
 pub async fn issue(
-    svc: &CouponService,
+    svc: &Arc<CouponService>,
     campaign: &str,
     user_id: &str,
 ) -> Result<Coupon, CouponError> {
@@ -39,10 +54,90 @@ pub async fn issue(
         tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     };
-    let result = with_deadlock_retry(|| issue_in_transaction(svc, campaign, user_id, false)).await;
+    let request = Request {
+        campaign: campaign.to_string(),
+        user_id: user_id.to_string(),
+    };
+    let result = match svc.v2_group_commit().submit(request).await {
+        Ok(answer) => answer,
+        Err(stopped) => Err(CouponError::Stopped(stopped.to_string())),
+    };
     if let Err(e) = svc.counters.unlock(&token).await {
         // The lock expires on its own; the outcome is already decided.
         tracing::warn!(error = %e, key, "lock release failed");
     }
     result
+}
+
+/// Decides a batch of V2 requests in one transaction. If that transaction
+/// fails for good, each request gets its own, so one bad request cannot
+/// fail the others.
+pub async fn issue_batch(
+    svc: &CouponService,
+    batch: Vec<Request>,
+) -> Vec<Result<Coupon, CouponError>> {
+    match with_deadlock_retry(|| batch_transaction(svc, &batch)).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::warn!(error = %e, requests = batch.len(), "batch failed; deciding one by one");
+            let mut answers = Vec::with_capacity(batch.len());
+            for r in &batch {
+                answers.push(
+                    with_deadlock_retry(|| {
+                        issue_in_transaction(svc, &r.campaign, &r.user_id, false)
+                    })
+                    .await,
+                );
+            }
+            answers
+        }
+    }
+}
+
+async fn batch_transaction(
+    svc: &CouponService,
+    batch: &[Request],
+) -> Result<Vec<Result<Coupon, CouponError>>, CouponError> {
+    // Campaigns in id order, as every batch writer locks them.
+    let mut by_campaign: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in batch.iter().enumerate() {
+        by_campaign.entry(&r.campaign).or_default().push(i);
+    }
+    let mut answers: Vec<Option<Result<Coupon, CouponError>>> =
+        batch.iter().map(|_| None).collect();
+    let now = Utc::now();
+    let mut tx = svc.db.pool().begin().await?;
+    for (campaign, indices) in by_campaign {
+        let refuse_all = |answers: &mut Vec<Option<_>>, e: &dyn Fn() -> CouponError| {
+            for &i in &indices {
+                answers[i] = Some(Err(e()));
+            }
+        };
+        let Some(c) = store::lock_campaign(&mut tx, svc.db.dialect(), campaign).await? else {
+            refuse_all(&mut answers, &|| {
+                CouponError::UnknownCampaign(campaign.to_string())
+            });
+            continue;
+        };
+        if let Err(CouponError::NotActive(reason)) = c.check_active(now) {
+            refuse_all(&mut answers, &|| CouponError::NotActive(reason.clone()));
+            continue;
+        }
+        let wanted: Vec<Wanted> = indices
+            .iter()
+            .map(|&i| Wanted {
+                user_id: &batch[i].user_id,
+                request_id: None,
+                at: now,
+            })
+            .collect();
+        for (&i, answer) in indices.iter().zip(decide(&mut tx, &c, &wanted).await?) {
+            answers[i] = Some(answer.map_err(CouponError::from));
+        }
+    }
+    tx.commit().await?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every request of the batch decided"))
+        .collect())
 }

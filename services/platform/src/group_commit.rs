@@ -1,0 +1,151 @@
+//! Group commit: many requests, one transaction.
+//!
+//! V2's database step writes the same hot row (a campaign's `issued`, a
+//! sale's `sold`) for every request, so one transaction per request queues
+//! every request behind the previous commit. A [`GroupCommit`] hands the
+//! requests to one task that decides whatever has queued up meanwhile in a
+//! single transaction and answers each caller after that commit — an answer
+//! still means "stored". Under light load a batch is one request (no added
+//! wait: nothing lingers); under a crowd batches grow by themselves, as in
+//! the database's own group commit.
+
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin};
+
+use futures::FutureExt;
+
+use tokio::sync::{mpsc, oneshot};
+
+type Job<I, O> = (I, oneshot::Sender<O>);
+/// What runs one batch: inputs in, one output per input, in order.
+pub type BatchFn<I, O> =
+    Box<dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync>;
+
+/// The queue in front of one batching task. Dropping it ends the task once
+/// the queued batches are answered.
+pub struct GroupCommit<I, O> {
+    jobs: mpsc::Sender<Job<I, O>>,
+}
+
+/// The batching task is gone (it panicked or the service is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the group-commit task stopped")]
+pub struct Stopped;
+
+impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
+    /// Starts the task. `run` must return exactly one output per input.
+    /// At most `max_batch` inputs go to one call; at most `queue` wait.
+    pub fn start(max_batch: usize, queue: usize, run: BatchFn<I, O>) -> Self {
+        let (jobs, mut rx) = mpsc::channel::<Job<I, O>>(queue.max(1));
+        let max_batch = max_batch.max(1);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut batch, max_batch).await > 0 {
+                let (inputs, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
+                let n = inputs.len();
+                // A panicking batch fails its own callers (their replies are
+                // dropped), not every later one.
+                match AssertUnwindSafe(run(inputs)).catch_unwind().await {
+                    Ok(outputs) if outputs.len() == n => {
+                        for (reply, out) in replies.into_iter().zip(outputs) {
+                            // A caller that went away no longer needs its answer.
+                            let _ = reply.send(out);
+                        }
+                    }
+                    Ok(outputs) => {
+                        tracing::error!(
+                            inputs = n,
+                            outputs = outputs.len(),
+                            "a batch did not answer every input"
+                        )
+                    }
+                    Err(_) => tracing::error!(inputs = n, "a batch panicked"),
+                }
+            }
+        });
+        Self { jobs }
+    }
+
+    /// Queues `input` and waits for its batch to be decided.
+    pub async fn submit(&self, input: I) -> Result<O, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((input, tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_callers_share_batches_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let gc = Arc::new(GroupCommit::<u32, u32>::start(
+            16,
+            1024,
+            Box::new(move |xs| {
+                seen.lock().unwrap().push(xs.len());
+                Box::pin(async move {
+                    // A slow "transaction", so that callers queue up behind it.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    xs.into_iter().map(|x| x * 10).collect()
+                })
+            }),
+        ));
+        let calls: Vec<_> = (0..100u32)
+            .map(|i| {
+                let gc = gc.clone();
+                tokio::spawn(async move { (i, gc.submit(i).await.unwrap()) })
+            })
+            .collect();
+        for c in calls {
+            let (i, out) = c.await.unwrap();
+            assert_eq!(out, i * 10);
+        }
+        let sizes = sizes.lock().unwrap();
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        assert!(sizes.iter().all(|&n| n <= 16), "{sizes:?}");
+        assert!(sizes.len() < 100, "no batching happened: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_is_not_kept_waiting_for_company() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let gc = GroupCommit::<u32, u32>::start(
+            64,
+            64,
+            Box::new(move |xs| {
+                r.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move { xs })
+            }),
+        );
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(1), gc.submit(7)).await;
+        assert_eq!(answer.unwrap().unwrap(), 7);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_only_them() {
+        let gc = GroupCommit::<u32, u32>::start(
+            4,
+            4,
+            Box::new(|xs| {
+                Box::pin(async move {
+                    if xs.contains(&13) {
+                        panic!("boom");
+                    }
+                    xs
+                })
+            }),
+        );
+        assert!(gc.submit(13).await.is_err());
+        assert_eq!(gc.submit(1).await.unwrap(), 1);
+    }
+}
