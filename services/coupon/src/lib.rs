@@ -22,7 +22,7 @@ use promo_platform::{
     cache::TtlCache,
     config::{BackendError, Backends},
     consumer::ConsumerOptions,
-    group_commit::GroupCommit,
+    group_commit::{self, GroupCommit},
     metrics::Metrics,
     ports::{Counters, Database, Producer, Queue},
 };
@@ -107,11 +107,6 @@ pub struct CouponService {
 
 type V2GroupCommit = GroupCommit<redis_lock::Request, Result<Coupon, CouponError>>;
 
-/// Most V2 requests one transaction decides (bounded by the placeholders of
-/// one multi-row statement), and most waiting for one.
-const V2_BATCH: usize = 256;
-const V2_QUEUE: usize = 4096;
-
 impl CouponService {
     /// Opens (creating and migrating) the database and the topic.
     pub async fn start(
@@ -152,22 +147,12 @@ impl CouponService {
     /// weakly, so dropping the service ends it.
     pub fn v2_group_commit(self: &Arc<Self>) -> &V2GroupCommit {
         self.v2.get_or_init(|| {
-            let svc = Arc::downgrade(self);
-            GroupCommit::start(
-                V2_BATCH,
-                V2_QUEUE,
-                Box::new(move |batch| {
-                    let svc = svc.clone();
-                    Box::pin(async move {
-                        match svc.upgrade() {
-                            Some(svc) => redis_lock::issue_batch(&svc, batch).await,
-                            None => batch
-                                .iter()
-                                .map(|_| Err(CouponError::Stopped("the service stopped".into())))
-                                .collect(),
-                        }
-                    })
-                }),
+            GroupCommit::start_for(
+                self,
+                group_commit::MAX_BATCH,
+                group_commit::QUEUE,
+                |svc, batch| async move { redis_lock::issue_batch(&svc, batch).await },
+                || Err(CouponError::Stopped("the service stopped".into())),
             )
         })
     }

@@ -9,11 +9,17 @@
 //! wait: nothing lingers); under a crowd batches grow by themselves, as in
 //! the database's own group commit.
 
-use std::{future::Future, panic::AssertUnwindSafe, pin::Pin};
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
 
 use futures::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
+
+/// Most requests one transaction decides by default: bounded by the
+/// placeholders of one multi-row statement.
+pub const MAX_BATCH: usize = 256;
+/// Most requests waiting for a batch by default; more wait to be queued.
+pub const QUEUE: usize = 4096;
 
 type Job<I, O> = (I, oneshot::Sender<O>);
 /// What runs one batch: inputs in, one output per input, in order.
@@ -65,6 +71,34 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         Self { jobs }
     }
 
+    /// Starts the task for batches run against `owner` (a service), held
+    /// weakly: the owner holds the group commit, and dropping the owner must
+    /// end the task rather than keep both alive. Once the owner is gone,
+    /// `gone` answers.
+    pub fn start_for<S, F, Fut>(
+        owner: &Arc<S>,
+        max_batch: usize,
+        queue: usize,
+        run: F,
+        gone: fn() -> O,
+    ) -> Self
+    where
+        S: Send + Sync + 'static,
+        F: Fn(Arc<S>, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        let owner = Arc::downgrade(owner);
+        let run = Arc::new(run);
+        Self::start(
+            max_batch,
+            queue,
+            Box::new(move |batch| match owner.upgrade() {
+                Some(owner) => Box::pin(run(owner, batch)),
+                None => Box::pin(std::future::ready(batch.iter().map(|_| gone()).collect())),
+            }),
+        )
+    }
+
     /// Queues `input` and waits for its batch to be decided.
     pub async fn submit(&self, input: I) -> Result<O, Stopped> {
         let (tx, rx) = oneshot::channel();
@@ -77,7 +111,7 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
 mod tests {
     use std::sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Mutex,
     };
 
     use super::*;

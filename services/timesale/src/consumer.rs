@@ -4,12 +4,13 @@
 //! never deadlock) it skips orders already decided (a redelivered batch
 //! stores nothing twice), re-checks every order against the database — the
 //! user's units against the per-user limit, the quantity against the stock
-//! left, no partial fills — and writes orders, units and the sold count with
-//! multi-row statements. Offsets are committed by the shared loop only after
+//! left, no partial fills, with `ordering::batch`, which V2's group commit
+//! uses too — and writes orders, units and the sold count with multi-row
+//! statements. Offsets are committed by the shared loop only after
 //! this commit.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -21,7 +22,10 @@ use promo_platform::{
 };
 
 use crate::{
-    domain::{Order, Strategy, TimesaleError},
+    domain::{
+        ordering::batch::{decide, Wanted},
+        Strategy, TimesaleError,
+    },
     events::OrderEvent,
     store, TimesaleService, SERVICE,
 };
@@ -97,45 +101,16 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
                 .inc_by(fresh.len() as u64);
             continue;
         };
-        let users: Vec<&str> = fresh.iter().map(|a| a.user_id.as_str()).collect();
-        let held = store::user_units(&mut tx, dialect, sale_id, &users).await?;
-        let mut units: HashMap<&str, i64> = HashMap::new();
-        let mut available = sale.spec.stock - sale.sold;
-        let mut taken = 0;
-        let mut orders = Vec::with_capacity(fresh.len());
-        for a in &fresh {
-            let h = units
-                .entry(a.user_id.as_str())
-                .or_insert_with(|| held.get(&a.user_id).copied().unwrap_or(0));
-            let outcome = if a.quantity < 1 || *h + a.quantity > sale.spec.per_user_limit {
-                Err("limit_exceeded")
-            } else if available < a.quantity {
-                Err("sold_out")
-            } else {
-                *h += a.quantity;
-                available -= a.quantity;
-                taken += a.quantity;
-                Ok(())
-            };
-            orders.push(Order::decided(
-                a.order_id.clone(),
-                &sale,
-                &a.user_id,
-                a.quantity,
-                Strategy::Queued,
-                outcome,
-                from_ms(a.admitted_at),
-            ));
-        }
-        let changed: HashMap<&str, i64> = units
-            .into_iter()
-            .filter(|(u, n)| held.get(*u).copied().unwrap_or(0) != *n)
+        let wanted = fresh
+            .iter()
+            .map(|a| Wanted {
+                order_id: a.order_id.clone(),
+                user_id: &a.user_id,
+                quantity: a.quantity,
+                at: from_ms(a.admitted_at),
+            })
             .collect();
-        store::set_user_units(&mut tx, dialect, sale_id, &changed).await?;
-        if taken > 0 && !store::take_stock(&mut tx, sale_id, taken).await? {
-            // Cannot happen under the row lock; refuse the batch rather than oversell.
-            return Err(TimesaleError::SoldOut(taken));
-        }
+        let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::Queued).await?;
         store::insert_orders(&mut tx, &orders).await?;
         let confirmed = orders.iter().filter(|o| o.reason.is_none()).count() as u64;
         confirmed_total += confirmed;

@@ -16,18 +16,22 @@ pub mod http;
 pub mod run;
 pub mod store;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use promo_platform::{
     admission::{self, PoolSpec, Rebuilds},
     cache::TtlCache,
     config::{BackendError, Backends},
     consumer::ConsumerOptions,
+    group_commit::{self, GroupCommit},
     metrics::Metrics,
     ports::{Counters, Database, Producer, Queue},
 };
 
-use domain::{Sale, SaleSpec, Strategy, TimesaleError};
+use domain::{ordering::redis_stock, Order, Sale, SaleSpec, Strategy, TimesaleError};
 
 /// The `service` metric label and the log target.
 pub const SERVICE: &str = "timesale";
@@ -98,9 +102,25 @@ pub struct TimesaleService {
     pub settings: Settings,
     cache: TtlCache<Sale>,
     rebuilds: Arc<Rebuilds>,
+    v2: OnceLock<V2GroupCommit>,
 }
 
+type V2GroupCommit = GroupCommit<redis_stock::Request, Result<Order, TimesaleError>>;
+
 impl TimesaleService {
+    /// V2's group commit, started on first use.
+    pub fn v2_group_commit(self: &Arc<Self>) -> &V2GroupCommit {
+        self.v2.get_or_init(|| {
+            GroupCommit::start_for(
+                self,
+                group_commit::MAX_BATCH,
+                group_commit::QUEUE,
+                |svc, batch| async move { redis_stock::order_batch(&svc, batch).await },
+                || Err(TimesaleError::Stopped("the service stopped".into())),
+            )
+        })
+    }
+
     /// Opens (creating and migrating) the database and the topic.
     pub async fn start(
         backends: &Backends,
@@ -133,6 +153,7 @@ impl TimesaleService {
             cache: TtlCache::new(settings.sale_cache_ttl),
             settings,
             rebuilds: Arc::default(),
+            v2: OnceLock::new(),
         }))
     }
 

@@ -36,6 +36,8 @@ pub enum TimesaleError {
     NotCancellable(String),
     #[error("the admission counters are being rebuilt from the database")]
     CountersRebuilding,
+    #[error("{0}")]
+    Stopped(String),
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error(transparent)]
@@ -64,7 +66,7 @@ impl TimesaleError {
             TimesaleError::LimitExceeded(_) => "limit_exceeded",
             TimesaleError::NotActive(_) => "not_active",
             TimesaleError::UnknownSale(_) | TimesaleError::InvalidQuantity(_) => "rejected",
-            TimesaleError::CountersRebuilding => "unavailable",
+            TimesaleError::CountersRebuilding | TimesaleError::Stopped(_) => "unavailable",
             _ => "error",
         }
     }

@@ -67,6 +67,7 @@ impl From<TimesaleError> for ApiError {
             TimesaleError::CountersRebuilding => {
                 ApiError::unavailable("counters_unavailable", d, 1)
             }
+            TimesaleError::Stopped(_) => ApiError::unavailable("unavailable", d, 1),
             TimesaleError::Sql(e) => e.into(),
             TimesaleError::Counters(e) => e.into(),
             TimesaleError::Queue(e) => e.into(),

@@ -160,9 +160,44 @@ async fn default_route_follows_the_strategy(backend: Backend) {
     }
 }
 
+/// V2 decides whatever queued up in one transaction: orders for an open
+/// sale, a paused one and an unknown one, interleaved, each get their own
+/// sale's answer, and the open one sells exactly its stock.
+async fn v2_batches_mixing_sales(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sale("open", 50, 2, "REDIS_LOCK").await;
+    let mut paused = crate::helpers::open_sale(50, 2, "REDIS_LOCK");
+    paused["paused"] = serde_json::json!(true);
+    assert_eq!(app.put_sale("paused", paused).await.status, 201);
+    let sales = ["open", "paused", "missing"];
+    let answers = join_all((0..600).map(|i| {
+        let (app, sale) = (&app, sales[i % 3]);
+        async move { (sale, app.order("v2", sale, &format!("u{}", i / 6), 2).await) }
+    }))
+    .await;
+    let mut confirmed = 0;
+    for (sale, a) in &answers {
+        match (*sale, a.status) {
+            ("open", 201) => {
+                assert_eq!(a.body["status"], "CONFIRMED");
+                confirmed += a.body["quantity"].as_i64().unwrap();
+            }
+            ("open", 410) => assert_eq!(a.body["code"], "sold_out"),
+            ("open", 409) => assert_eq!(a.body["code"], "limit_exceeded"),
+            ("paused", 422) => assert_eq!(a.body["code"], "not_active"),
+            ("missing", 404) => assert_eq!(a.body["code"], "sale_not_found"),
+            (s, st) => panic!("{s}: unexpected {st}: {}", a.body),
+        }
+    }
+    assert_eq!(confirmed, 50);
+    assert_eq!(app.check_books("open", 50, 2).await, 50);
+    assert!(app.stored_orders("paused").await.is_empty());
+}
+
 promo_platform::on_both_backends!(
     v1_database,
     v2_redis_stock,
+    v2_batches_mixing_sales,
     v3_queued,
     default_route_follows_the_strategy
 );

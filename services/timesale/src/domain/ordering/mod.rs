@@ -2,6 +2,7 @@
 //! not enough stock for the quantity (410), per-user limit (409), not
 //! active (422), unknown sale (404).
 
+pub(crate) mod batch;
 pub mod database;
 pub mod queued;
 pub mod redis_stock;

@@ -1,19 +1,32 @@
 //! V2 `RedisLock` for time sales: Redis stock. One atomic counters step
 //! checks the user's units and takes `quantity` from the stock, refusing
 //! partial fills, so most refusals never reach the database. An admitted
-//! order then runs the V1 transaction, which decides: if it refuses or
-//! fails, the units go back to the counters.
+//! order then joins the service's group commit
+//! (`promo_platform::group_commit`): one transaction locks the sale row once,
+//! decides every queued order in order (`batch::decide`, the V3 consumer's
+//! rules) and commits; each caller is answered after that commit. If the
+//! database refuses an order or fails, its units go back to the counters.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::Utc;
 use promo_platform::ports::{with_conflict_retry, Admission};
 
-use super::database::order_in_transaction;
+use super::{
+    batch::{decide, Wanted},
+    database::order_in_transaction,
+};
 use crate::{
     domain::{Order, Strategy, TimesaleError},
-    TimesaleService, SERVICE,
+    store, TimesaleService, SERVICE,
 };
+
+/// One admitted V2 order waiting for its batch.
+pub struct Request {
+    pub sale: String,
+    pub user_id: String,
+    pub quantity: i64,
+}
 
 pub async fn order(
     svc: &Arc<TimesaleService>,
@@ -44,14 +57,116 @@ pub async fn order(
             return Err(TimesaleError::CountersRebuilding);
         }
     }
-    let result = with_conflict_retry(svc.settings.tx_attempts, || {
-        order_in_transaction(svc, sale_id, user_id, quantity, Strategy::RedisLock)
-    })
-    .await;
+    let request = Request {
+        sale: sale_id.to_string(),
+        user_id: user_id.to_string(),
+        quantity,
+    };
+    let result = match svc.v2_group_commit().submit(request).await {
+        Ok(answer) => answer,
+        Err(stopped) => Err(TimesaleError::Stopped(stopped.to_string())),
+    };
     if result.is_err() {
         if let Err(e) = svc.counters.release(&pool, user_id, quantity).await {
             tracing::error!(error = %e, sale = sale_id, "could not give back units the database refused");
         }
     }
     result
+}
+
+/// Decides a batch of admitted V2 orders in one transaction. If that
+/// transaction fails for good, each order gets its own, so one bad order
+/// cannot fail the others.
+pub async fn order_batch(
+    svc: &TimesaleService,
+    batch: Vec<Request>,
+) -> Vec<Result<Order, TimesaleError>> {
+    let attempts = svc.settings.tx_attempts;
+    match with_conflict_retry(attempts, || batch_transaction(svc, &batch)).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::warn!(error = %e, orders = batch.len(), "batch failed; deciding one by one");
+            let mut answers = Vec::with_capacity(batch.len());
+            for r in &batch {
+                answers.push(
+                    with_conflict_retry(attempts, || {
+                        order_in_transaction(
+                            svc,
+                            &r.sale,
+                            &r.user_id,
+                            r.quantity,
+                            Strategy::RedisLock,
+                        )
+                    })
+                    .await,
+                );
+            }
+            answers
+        }
+    }
+}
+
+async fn batch_transaction(
+    svc: &TimesaleService,
+    batch: &[Request],
+) -> Result<Vec<Result<Order, TimesaleError>>, TimesaleError> {
+    // Sales in id order, as every batch writer locks them.
+    let mut by_sale: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in batch.iter().enumerate() {
+        by_sale.entry(&r.sale).or_default().push(i);
+    }
+    let mut answers: Vec<Option<Result<Order, TimesaleError>>> =
+        batch.iter().map(|_| None).collect();
+    let now = Utc::now();
+    let dialect = svc.db.dialect();
+    let mut tx = svc.db.pool().begin().await?;
+    for (sale_id, indices) in by_sale {
+        let refusal: Option<Box<dyn Fn() -> TimesaleError>> =
+            match store::read_sale(&mut tx, dialect, sale_id, true).await? {
+                None => Some(Box::new(|| TimesaleError::UnknownSale(sale_id.to_string()))),
+                Some(sale) => match sale.check_active(now) {
+                    Err(TimesaleError::NotActive(reason)) => {
+                        Some(Box::new(move || TimesaleError::NotActive(reason.clone())))
+                    }
+                    _ => {
+                        let wanted = indices
+                            .iter()
+                            .map(|&i| Wanted {
+                                order_id: uuid::Uuid::now_v7().to_string(),
+                                user_id: &batch[i].user_id,
+                                quantity: batch[i].quantity,
+                                at: now,
+                            })
+                            .collect();
+                        let orders =
+                            decide(&mut tx, dialect, &sale, wanted, Strategy::RedisLock).await?;
+                        let confirmed: Vec<Order> = orders
+                            .iter()
+                            .filter(|o| o.reason.is_none())
+                            .cloned()
+                            .collect();
+                        store::insert_orders(&mut tx, &confirmed).await?;
+                        let limit = sale.spec.per_user_limit;
+                        for (&i, order) in indices.iter().zip(orders) {
+                            answers[i] = Some(match order.reason.as_deref() {
+                                None => Ok(order),
+                                Some("sold_out") => Err(TimesaleError::SoldOut(batch[i].quantity)),
+                                Some(_) => Err(TimesaleError::LimitExceeded(limit)),
+                            });
+                        }
+                        None
+                    }
+                },
+            };
+        if let Some(refusal) = refusal {
+            for &i in &indices {
+                answers[i] = Some(Err(refusal()));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every order of the batch decided"))
+        .collect())
 }
