@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${PROMO_BENCH_SECONDS:-10}
 CONNECTIONS=${PROMO_BENCH_CONNECTIONS:-64}
 SCENARIOS=${PROMO_BENCH_SCENARIOS:-"ceiling coupon-v1 coupon-v2 coupon-v3 timesale-v1 timesale-v2 timesale-v3 points-earn points-use points-balance"}
+# Variants after the ladder: name@cN = closed model with N connections,
+# name@rN = open model at N requests/s (spread over the same connections).
+VARIANTS=${PROMO_BENCH_VARIANTS:-"coupon-v3@c256 timesale-v3@c256 coupon-v3@r10000 points-balance@r20000"}
 MODES=${PROMO_BENCH_MODES:-"embedded real"}
 out=target/bench
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -44,9 +47,14 @@ for mode in $MODES; do
     target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-  for s in $SCENARIOS; do
-    target/release/promo-bench --target "http://127.0.0.1:$port" --scenario "$s" --label "$mode" \
-      --seconds "$SECONDS_PER_RUN" --connections "$CONNECTIONS" --json "$out/$mode-$s.json"
+  for s in $SCENARIOS $VARIANTS; do
+    load=(--connections "$CONNECTIONS")
+    case $s in
+      *@c*) load=(--connections "${s##*@c}") ;;
+      *@r*) load=(--model open --rate "${s##*@r}" --connections "$CONNECTIONS") ;;
+    esac
+    target/release/promo-bench --target "http://127.0.0.1:$port" --scenario "${s%@*}" --label "$mode" \
+      --seconds "$SECONDS_PER_RUN" "${load[@]}" --json "$out/$mode-$s.json"
     sleep 2
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=

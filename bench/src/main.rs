@@ -112,8 +112,29 @@ struct Report {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
+    /// V3 only: how fast the consumer stored what was admitted.
+    persistence: Option<Persistence>,
     invariants: Vec<Invariant>,
 }
+
+/// The V3 consumer's pace, from the campaign's or sale's figures sampled
+/// every 250 ms from the start of the load until nothing is pending.
+#[derive(Debug, Serialize)]
+struct Persistence {
+    /// Rows stored per second while at least `BACKLOG` admissions waited —
+    /// the consumer was never idle then, so this is its capacity. `None`
+    /// when it never fell that far behind (it kept up with admission).
+    backlogged_per_sec: Option<f64>,
+    backlogged_seconds: f64,
+    /// Rows stored per second from the start of the load until drained.
+    overall_per_sec: f64,
+    max_pending: i64,
+    /// From the end of the load until nothing was pending.
+    drain_seconds: f64,
+}
+
+/// Pending admissions from which the consumer counts as busy.
+const BACKLOG: i64 = 1000;
 
 #[derive(Debug, Serialize)]
 struct Invariant {
@@ -186,6 +207,20 @@ impl Plan {
             path,
             body,
             idempotency_key,
+        }
+    }
+
+    fn is_queued(&self) -> bool {
+        matches!(self.scenario, Scenario::CouponV3 | Scenario::TimesaleV3)
+    }
+
+    /// Where the campaign's or sale's figures are read, and the field
+    /// counting what is stored.
+    fn figures(&self) -> (String, &'static str) {
+        if self.key_is_campaign() {
+            (format!("/admin/campaigns/{}", self.key), "issued")
+        } else {
+            (format!("/time-sales/{}", self.key), "sold")
         }
     }
 
@@ -396,9 +431,10 @@ fn authority(target: &str) -> anyhow::Result<Arc<str>> {
 ///
 /// Closed model: each connection sends its next request when the last one
 /// answered. Open model: request k is due at `k / rate` seconds; a
-/// connection takes the next due request, waits for its time, and the
-/// latency runs from that intended time — so requests delayed because every
-/// connection was busy count as slow instead of vanishing (wrk2's method).
+/// connection takes the next due request and sends it when due, or at once
+/// if it is already late; the latency of a late request runs from its due
+/// time — so requests delayed because every connection was busy count as
+/// slow instead of vanishing (wrk2's method).
 async fn run_load(plan: Arc<Plan>, args: &Args) -> anyhow::Result<(Histogram<u64>, Tally, f64)> {
     let authority = authority(&args.target)?;
     let next = Arc::new(AtomicU64::new(0));
@@ -438,13 +474,25 @@ async fn run_load(plan: Arc<Plan>, args: &Args) -> anyhow::Result<(Histogram<u64
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let since = match open_rate {
                         None => Instant::now(),
-                        Some(rate) => started + Duration::from_secs_f64(k as f64 / rate),
+                        Some(rate) => {
+                            let due = started + Duration::from_secs_f64(k as f64 / rate);
+                            if due >= deadline {
+                                break;
+                            }
+                            if Instant::now() < due {
+                                // Idle until it is due: latency runs from the
+                                // actual send, as the timer's own lateness (up
+                                // to a millisecond) is not the server's.
+                                tokio::time::sleep_until(due.into()).await;
+                                Instant::now()
+                            } else {
+                                // Busy past it: the wait counts.
+                                due
+                            }
+                        }
                     };
                     if since >= deadline {
                         break;
-                    }
-                    if open_rate.is_some() {
-                        tokio::time::sleep_until(since.into()).await;
                     }
                     let result = conn.send(plan.request(k)).await;
                     hist.saturating_record((since.elapsed().as_micros() as u64).max(1));
@@ -469,6 +517,49 @@ async fn run_load(plan: Arc<Plan>, args: &Args) -> anyhow::Result<(Histogram<u64
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
     Ok((hist, tally, elapsed))
+}
+
+/// Samples (seconds since start, stored, pending) every 250 ms until it
+/// sees nothing pending after `load_done` is set.
+async fn sample_figures(
+    c: Arc<Client>,
+    plan: Arc<Plan>,
+    started: Instant,
+    load_done: Arc<AtomicBool>,
+) -> Vec<(f64, i64, i64)> {
+    let (path, field) = plan.figures();
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        let done = load_done.load(Ordering::Relaxed);
+        if let Ok((200, v)) = c.send(reqwest::Method::GET, &path, None, None).await {
+            let (stored, pending) = (v[field].as_i64(), v["pending"].as_i64());
+            if let (Some(stored), Some(pending)) = (stored, pending) {
+                samples.push((started.elapsed().as_secs_f64(), stored, pending));
+                if done && pending == 0 {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    samples
+}
+
+fn persistence(samples: &[(f64, i64, i64)], load_seconds: f64) -> Option<Persistence> {
+    let last = samples.last()?;
+    let busy: Vec<_> = samples.iter().filter(|s| s.2 >= BACKLOG).collect();
+    let (backlogged_per_sec, backlogged_seconds) = match (busy.first(), busy.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (Some((b.1 - a.1) as f64 / (b.0 - a.0)), b.0 - a.0),
+        _ => (None, 0.0),
+    };
+    Some(Persistence {
+        backlogged_per_sec,
+        backlogged_seconds,
+        overall_per_sec: last.1 as f64 / last.0.max(0.001),
+        max_pending: samples.iter().map(|s| s.2).max().unwrap_or(0),
+        drain_seconds: (last.0 - load_seconds).max(0.0),
+    })
 }
 
 fn inv(name: &str, ok: bool, detail: String) -> Invariant {
@@ -529,10 +620,11 @@ async fn check(
         | Scenario::TimesaleV2
         | Scenario::TimesaleV3 => {
             // Coupons say issued of a quota, sales sold of a stock.
-            let (path, taken_field, limit_name) = if plan.key_is_campaign() {
-                (format!("/admin/campaigns/{}", plan.key), "issued", "quota")
+            let (path, taken_field) = plan.figures();
+            let limit_name = if plan.key_is_campaign() {
+                "quota"
             } else {
-                (format!("/time-sales/{}", plan.key), "sold", "stock")
+                "stock"
             };
             let v = drained(c, &path).await?;
             let taken = v[taken_field].as_i64().unwrap_or(-1);
@@ -636,8 +728,22 @@ async fn main() -> anyhow::Result<()> {
         },
         args.seconds
     );
+    let load_done = Arc::new(AtomicBool::new(false));
+    let sampler = plan.is_queued().then(|| {
+        tokio::spawn(sample_figures(
+            client.clone(),
+            plan.clone(),
+            Instant::now(),
+            load_done.clone(),
+        ))
+    });
     let (hist, tally, elapsed) = run_load(plan.clone(), &args).await?;
+    load_done.store(true, Ordering::Relaxed);
     let invariants = check(&client, &plan, &tally, args.quota).await?;
+    let persistence = match sampler {
+        Some(s) => persistence(&s.await?, elapsed),
+        None => None,
+    };
     let requests = hist.len();
     let report = Report {
         scenario: args.scenario,
@@ -654,6 +760,7 @@ async fn main() -> anyhow::Result<()> {
         p99_ms: ms(hist.value_at_quantile(0.99)),
         p999_ms: ms(hist.value_at_quantile(0.999)),
         max_ms: ms(hist.max()),
+        persistence,
         invariants,
     };
     println!(
@@ -667,6 +774,16 @@ async fn main() -> anyhow::Result<()> {
         report.max_ms,
         report.statuses
     );
+    if let Some(p) = &report.persistence {
+        println!(
+            "    consumer: {} rows/s while ≥{BACKLOG} pending ({:.1} s), {:.0} rows/s overall, max pending {}, drained {:.1} s after the load",
+            p.backlogged_per_sec.map_or("–".into(), |r| format!("{r:.0}")),
+            p.backlogged_seconds,
+            p.overall_per_sec,
+            p.max_pending,
+            p.drain_seconds
+        );
+    }
     for i in &report.invariants {
         println!(
             "    {} {}: {}",
