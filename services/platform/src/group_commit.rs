@@ -9,7 +9,10 @@
 //! wait: nothing lingers); under a crowd batches grow by themselves, as in
 //! the database's own group commit.
 
-use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
+use std::{
+    collections::BTreeMap, fmt::Display, future::Future, panic::AssertUnwindSafe, pin::Pin,
+    sync::Arc,
+};
 
 use futures::FutureExt;
 
@@ -88,7 +91,6 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let owner = Arc::downgrade(owner);
-        let run = Arc::new(run);
         Self::start(
             max_batch,
             queue,
@@ -104,6 +106,71 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send((input, tx)).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+}
+
+/// The inputs of a batch by key (campaign, sale), keys in ascending order:
+/// every batch writer locks rows in that order, so two cannot deadlock.
+pub fn by_key<'a, I>(
+    batch: &'a [I],
+    key: impl Fn(&'a I) -> &'a str,
+) -> BTreeMap<&'a str, Vec<usize>> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, input) in batch.iter().enumerate() {
+        groups.entry(key(input)).or_default().push(i);
+    }
+    groups
+}
+
+/// One answer per input of a batch, filled group by group.
+pub struct Answers<O>(Vec<Option<O>>);
+
+impl<O> Answers<O> {
+    pub fn new(inputs: usize) -> Self {
+        Self((0..inputs).map(|_| None).collect())
+    }
+
+    pub fn set(&mut self, input: usize, answer: O) {
+        self.0[input] = Some(answer);
+    }
+
+    /// The same answer (made afresh, errors are rarely `Clone`) for each of `inputs`.
+    pub fn fill(&mut self, inputs: &[usize], answer: impl Fn() -> O) {
+        for &i in inputs {
+            self.set(i, answer());
+        }
+    }
+
+    /// The answers in input order. Panics if one was never given.
+    pub fn into_vec(self) -> Vec<O> {
+        self.0
+            .into_iter()
+            .map(|a| a.expect("every input of the batch answered"))
+            .collect()
+    }
+}
+
+/// Decides a batch with `whole`; if that fails for good, each input with
+/// `one`, so one bad input cannot fail the others.
+pub async fn whole_or_one_by_one<'a, I, O, E, F>(
+    batch: &'a [I],
+    whole: impl Future<Output = Result<Vec<O>, E>>,
+    one: impl Fn(&'a I) -> F,
+) -> Vec<O>
+where
+    E: Display,
+    F: Future<Output = O>,
+{
+    match whole.await {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::warn!(error = %e, inputs = batch.len(), "batch failed; deciding one by one");
+            let mut answers = Vec::with_capacity(batch.len());
+            for input in batch {
+                answers.push(one(input).await);
+            }
+            answers
+        }
     }
 }
 
@@ -146,6 +213,23 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 100);
         assert!(sizes.iter().all(|&n| n <= 16), "{sizes:?}");
         assert!(sizes.len() < 100, "no batching happened: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn batch_helpers_group_answer_and_fall_back() {
+        let batch = ["b", "a", "b", "c"];
+        let groups = by_key(&batch, |k| k);
+        assert_eq!(
+            groups.into_iter().collect::<Vec<_>>(),
+            vec![("a", vec![1]), ("b", vec![0, 2]), ("c", vec![3])]
+        );
+        let mut answers = Answers::new(3);
+        answers.fill(&[0, 2], || "x");
+        answers.set(1, "y");
+        assert_eq!(answers.into_vec(), vec!["x", "y", "x"]);
+        let whole = async { Err::<Vec<String>, _>("conflict") };
+        let one_by_one = whole_or_one_by_one(&batch, whole, |k| async move { k.to_uppercase() });
+        assert_eq!(one_by_one.await, vec!["B", "A", "B", "C"]);
     }
 
     #[tokio::test]

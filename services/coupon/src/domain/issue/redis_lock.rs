@@ -14,9 +14,10 @@
 //! (expiry, Redis restart) therefore cannot oversell or double-issue: the
 //! per-user count and the quota are checked under the row lock.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use promo_platform::group_commit::{by_key, whole_or_one_by_one, Answers};
 use rand::Rng;
 
 use super::{
@@ -76,49 +77,30 @@ pub async fn issue_batch(
     svc: &CouponService,
     batch: Vec<Request>,
 ) -> Vec<Result<Coupon, CouponError>> {
-    match with_deadlock_retry(|| batch_transaction(svc, &batch)).await {
-        Ok(answers) => answers,
-        Err(e) => {
-            tracing::warn!(error = %e, requests = batch.len(), "batch failed; deciding one by one");
-            let mut answers = Vec::with_capacity(batch.len());
-            for r in &batch {
-                answers.push(
-                    with_deadlock_retry(|| issue_in_transaction(svc, &r.campaign, &r.user_id))
-                        .await,
-                );
-            }
-            answers
-        }
-    }
+    whole_or_one_by_one(
+        &batch,
+        with_deadlock_retry(|| batch_transaction(svc, &batch)),
+        |r| with_deadlock_retry(|| issue_in_transaction(svc, &r.campaign, &r.user_id)),
+    )
+    .await
 }
 
 async fn batch_transaction(
     svc: &CouponService,
     batch: &[Request],
 ) -> Result<Vec<Result<Coupon, CouponError>>, CouponError> {
-    // Campaigns in id order, as every batch writer locks them.
-    let mut by_campaign: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, r) in batch.iter().enumerate() {
-        by_campaign.entry(&r.campaign).or_default().push(i);
-    }
-    let mut answers: Vec<Option<Result<Coupon, CouponError>>> =
-        batch.iter().map(|_| None).collect();
+    let mut answers = Answers::new(batch.len());
     let now = Utc::now();
     let mut tx = svc.db.pool().begin().await?;
-    for (campaign, indices) in by_campaign {
-        let refuse_all = |answers: &mut Vec<Option<_>>, e: &dyn Fn() -> CouponError| {
-            for &i in &indices {
-                answers[i] = Some(Err(e()));
-            }
-        };
+    for (campaign, indices) in by_key(batch, |r| &r.campaign) {
         let Some(c) = store::lock_campaign(&mut tx, svc.db.dialect(), campaign).await? else {
-            refuse_all(&mut answers, &|| {
-                CouponError::UnknownCampaign(campaign.to_string())
+            answers.fill(&indices, || {
+                Err(CouponError::UnknownCampaign(campaign.to_string()))
             });
             continue;
         };
         if let Err(CouponError::NotActive(reason)) = c.check_active(now) {
-            refuse_all(&mut answers, &|| CouponError::NotActive(reason.clone()));
+            answers.fill(&indices, || Err(CouponError::NotActive(reason.clone())));
             continue;
         }
         let wanted: Vec<Wanted> = indices
@@ -130,12 +112,9 @@ async fn batch_transaction(
             })
             .collect();
         for (&i, answer) in indices.iter().zip(decide(&mut tx, &c, &wanted).await?) {
-            answers[i] = Some(answer.map_err(CouponError::from));
+            answers.set(i, answer.map_err(CouponError::from));
         }
     }
     tx.commit().await?;
-    Ok(answers
-        .into_iter()
-        .map(|a| a.expect("every request of the batch decided"))
-        .collect())
+    Ok(answers.into_vec())
 }

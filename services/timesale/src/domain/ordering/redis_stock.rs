@@ -7,9 +7,10 @@
 //! rules) and commits; each caller is answered after that commit. If the
 //! database refuses an order or fails, its units go back to the counters.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use chrono::Utc;
+use promo_platform::group_commit::{by_key, whole_or_one_by_one, Answers};
 use promo_platform::ports::{with_conflict_retry, Admission};
 
 use super::{
@@ -82,91 +83,65 @@ pub async fn order_batch(
     batch: Vec<Request>,
 ) -> Vec<Result<Order, TimesaleError>> {
     let attempts = svc.settings.tx_attempts;
-    match with_conflict_retry(attempts, || batch_transaction(svc, &batch)).await {
-        Ok(answers) => answers,
-        Err(e) => {
-            tracing::warn!(error = %e, orders = batch.len(), "batch failed; deciding one by one");
-            let mut answers = Vec::with_capacity(batch.len());
-            for r in &batch {
-                answers.push(
-                    with_conflict_retry(attempts, || {
-                        order_in_transaction(
-                            svc,
-                            &r.sale,
-                            &r.user_id,
-                            r.quantity,
-                            Strategy::RedisLock,
-                        )
-                    })
-                    .await,
-                );
-            }
-            answers
-        }
-    }
+    whole_or_one_by_one(
+        &batch,
+        with_conflict_retry(attempts, || batch_transaction(svc, &batch)),
+        |r| {
+            with_conflict_retry(attempts, || {
+                order_in_transaction(svc, &r.sale, &r.user_id, r.quantity, Strategy::RedisLock)
+            })
+        },
+    )
+    .await
 }
 
 async fn batch_transaction(
     svc: &TimesaleService,
     batch: &[Request],
 ) -> Result<Vec<Result<Order, TimesaleError>>, TimesaleError> {
-    // Sales in id order, as every batch writer locks them.
-    let mut by_sale: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, r) in batch.iter().enumerate() {
-        by_sale.entry(&r.sale).or_default().push(i);
-    }
-    let mut answers: Vec<Option<Result<Order, TimesaleError>>> =
-        batch.iter().map(|_| None).collect();
+    let mut answers = Answers::new(batch.len());
     let now = Utc::now();
     let dialect = svc.db.dialect();
     let mut tx = svc.db.pool().begin().await?;
-    for (sale_id, indices) in by_sale {
-        let refusal: Option<Box<dyn Fn() -> TimesaleError>> =
-            match store::read_sale(&mut tx, dialect, sale_id, true).await? {
-                None => Some(Box::new(|| TimesaleError::UnknownSale(sale_id.to_string()))),
-                Some(sale) => match sale.check_active(now) {
-                    Err(TimesaleError::NotActive(reason)) => {
-                        Some(Box::new(move || TimesaleError::NotActive(reason.clone())))
-                    }
-                    _ => {
-                        let wanted = indices
-                            .iter()
-                            .map(|&i| Wanted {
-                                order_id: uuid::Uuid::now_v7().to_string(),
-                                user_id: &batch[i].user_id,
-                                quantity: batch[i].quantity,
-                                at: now,
-                            })
-                            .collect();
-                        let orders =
-                            decide(&mut tx, dialect, &sale, wanted, Strategy::RedisLock).await?;
-                        let confirmed: Vec<Order> = orders
-                            .iter()
-                            .filter(|o| o.reason.is_none())
-                            .cloned()
-                            .collect();
-                        store::insert_orders(&mut tx, &confirmed).await?;
-                        let limit = sale.spec.per_user_limit;
-                        for (&i, order) in indices.iter().zip(orders) {
-                            answers[i] = Some(match order.reason.as_deref() {
-                                None => Ok(order),
-                                Some("sold_out") => Err(TimesaleError::SoldOut(batch[i].quantity)),
-                                Some(_) => Err(TimesaleError::LimitExceeded(limit)),
-                            });
-                        }
-                        None
-                    }
+    for (sale_id, indices) in by_key(batch, |r| &r.sale) {
+        let Some(sale) = store::read_sale(&mut tx, dialect, sale_id, true).await? else {
+            answers.fill(&indices, || {
+                Err(TimesaleError::UnknownSale(sale_id.to_string()))
+            });
+            continue;
+        };
+        if let Err(TimesaleError::NotActive(reason)) = sale.check_active(now) {
+            answers.fill(&indices, || Err(TimesaleError::NotActive(reason.clone())));
+            continue;
+        }
+        let wanted = indices
+            .iter()
+            .map(|&i| Wanted {
+                order_id: uuid::Uuid::now_v7().to_string(),
+                user_id: &batch[i].user_id,
+                quantity: batch[i].quantity,
+                at: now,
+            })
+            .collect();
+        let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::RedisLock).await?;
+        let confirmed: Vec<Order> = orders
+            .iter()
+            .filter(|o| o.reason.is_none())
+            .cloned()
+            .collect();
+        store::insert_orders(&mut tx, &confirmed).await?;
+        let limit = sale.spec.per_user_limit;
+        for (&i, order) in indices.iter().zip(orders) {
+            answers.set(
+                i,
+                match order.reason.as_deref() {
+                    None => Ok(order),
+                    Some("sold_out") => Err(TimesaleError::SoldOut(batch[i].quantity)),
+                    Some(_) => Err(TimesaleError::LimitExceeded(limit)),
                 },
-            };
-        if let Some(refusal) = refusal {
-            for &i in &indices {
-                answers[i] = Some(Err(refusal()));
-            }
+            );
         }
     }
     tx.commit().await?;
-    Ok(answers
-        .into_iter()
-        .map(|a| a.expect("every order of the batch decided"))
-        .collect())
+    Ok(answers.into_vec())
 }
