@@ -105,7 +105,10 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
                         at: from_ms(r.admitted_at),
                     })
                     .collect();
-                for (r, answer) in fresh.iter().zip(decide(&mut tx, &c, &wanted).await?) {
+                for (r, answer) in fresh
+                    .iter()
+                    .zip(decide(&mut tx, dialect, &c, &wanted).await?)
+                {
                     outcomes.push(match answer {
                         Ok(coupon) => outcome(campaign, r, Some(coupon.coupon_id), None),
                         Err(refused) => outcome(campaign, r, None, Some(refused.reason())),

@@ -201,18 +201,19 @@ pub async fn count_user_coupons(
 /// Coupons held per user, for the users given (batch consumer).
 pub async fn count_users_coupons(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     campaign: &str,
     users: &[&str],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut held = HashMap::new();
-    for chunk in users.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
+    for chunk in sql::lookup_chunks(users, 256) {
         let sql = format!(
-            "SELECT user_id, COUNT(*) AS n FROM coupons WHERE campaign_id = ? AND user_id IN ({marks}) GROUP BY user_id"
+            "SELECT user_id, COUNT(*) AS n FROM coupons WHERE {} GROUP BY user_id",
+            dialect.pairs_in("campaign_id", "user_id", chunk.len())
         );
-        let mut q = sqlx::query(&sql).bind(campaign);
+        let mut q = sqlx::query(&sql);
         for u in chunk {
-            q = q.bind(*u);
+            q = q.bind(campaign).bind(u);
         }
         for row in q.fetch_all(&mut *tx).await? {
             held.insert(row.try_get("user_id")?, row.try_get("n")?);

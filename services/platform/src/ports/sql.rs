@@ -127,6 +127,21 @@ impl Dialect {
         }
     }
 
+    /// `(a, b) IN (…)` over `pairs` pairs of placeholders, bound a then b for
+    /// each pair. Read one key's rows this way rather than with
+    /// `a = ? AND b IN (…)`: for that form MariaDB's prepared-statement plan
+    /// may be a `ref` scan over *every* row of `a` (the whole campaign or sale,
+    /// growing with every batch), filtering b per row; with both columns in each
+    /// tuple the only plan is one index lookup per pair.
+    pub fn pairs_in(self, a: &str, b: &str, pairs: usize) -> String {
+        let tuples = vec!["(?, ?)"; pairs].join(", ");
+        match self {
+            Dialect::MySql => format!("({a}, {b}) IN ({tuples})"),
+            // SQLite takes a row value's IN list only as a subquery.
+            Dialect::Sqlite => format!("({a}, {b}) IN (VALUES {tuples})"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dialect::MySql => "mysql",
@@ -399,6 +414,20 @@ pub fn sqlite_file_url(dir: &std::path::Path, name: &str) -> String {
     format!("sqlite://{}/{name}.db?mode=rwc", dir.display())
 }
 
+/// `items` in chunks of at most `max` (a power of two), each padded with
+/// copies of its last item to a power of two. For look-ups, where a repeated
+/// key changes no answer: a statement built per chunk then has one of a few
+/// texts, so the connection's prepared statements are reused instead of
+/// preparing a new text for every batch size.
+pub fn lookup_chunks<T: Copy>(items: &[T], max: usize) -> impl Iterator<Item = Vec<T>> + '_ {
+    debug_assert!(max.is_power_of_two());
+    items.chunks(max).map(|chunk| {
+        let mut padded = chunk.to_vec();
+        padded.resize(chunk.len().next_power_of_two(), chunk[chunk.len() - 1]);
+        padded
+    })
+}
+
 /// The ids among `ids` that `table.column` already holds (a consumer's
 /// "already decided" check on a redelivered batch).
 pub async fn existing_ids(
@@ -408,12 +437,12 @@ pub async fn existing_ids(
     ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut found = std::collections::HashSet::new();
-    for chunk in ids.chunks(500) {
+    for chunk in lookup_chunks(ids, 512) {
         let marks = vec!["?"; chunk.len()].join(", ");
         let sql = format!("SELECT {column} FROM {table} WHERE {column} IN ({marks})");
         let mut q = sqlx::query_scalar::<_, String>(&sql);
         for id in chunk {
-            q = q.bind(*id);
+            q = q.bind(id);
         }
         found.extend(q.fetch_all(&mut *tx).await?);
     }
@@ -462,6 +491,28 @@ mod tests {
         assert_eq!(parts.len(), 2, "{parts:?}");
         assert!(parts[0].ends_with("CREATE TABLE a (x INT)"));
         assert_eq!(parts[1], "CREATE INDEX i ON a (x)");
+    }
+
+    #[test]
+    fn lookup_chunks_pad_to_powers_of_two() {
+        let items: Vec<u32> = (0..11).collect();
+        let chunks: Vec<Vec<u32>> = lookup_chunks(&items, 8).collect();
+        assert_eq!(chunks[0], (0..8).collect::<Vec<_>>());
+        assert_eq!(chunks[1], vec![8, 9, 10, 10]);
+        assert_eq!(lookup_chunks(&[7u32], 8).collect::<Vec<_>>(), vec![vec![7]]);
+        assert_eq!(lookup_chunks::<u32>(&[], 8).count(), 0);
+    }
+
+    #[test]
+    fn pairs_in_per_dialect() {
+        assert_eq!(
+            Dialect::MySql.pairs_in("a", "b", 2),
+            "(a, b) IN ((?, ?), (?, ?))"
+        );
+        assert_eq!(
+            Dialect::Sqlite.pairs_in("a", "b", 1),
+            "(a, b) IN (VALUES (?, ?))"
+        );
     }
 
     #[test]

@@ -275,15 +275,15 @@ pub async fn user_units(
     users: &[&str],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut held = HashMap::new();
-    for chunk in users.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
+    for chunk in sql::lookup_chunks(users, 256) {
         let sql = format!(
-            "SELECT user_id, units FROM sale_users WHERE sale_id = ? AND user_id IN ({marks}){}",
+            "SELECT user_id, units FROM sale_users WHERE {}{}",
+            dialect.pairs_in("sale_id", "user_id", chunk.len()),
             dialect.for_update()
         );
-        let mut q = sqlx::query(&sql).bind(sale);
+        let mut q = sqlx::query(&sql);
         for u in chunk {
-            q = q.bind(*u);
+            q = q.bind(sale).bind(u);
         }
         for row in q.fetch_all(&mut *tx).await? {
             held.insert(row.try_get("user_id")?, row.try_get("units")?);

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use promo_platform::ports::Dialect;
 use sqlx::AnyConnection;
 
 use crate::{
@@ -56,11 +57,13 @@ impl From<Refused> for CouponError {
 /// per request, in the same order.
 pub(crate) async fn decide(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     c: &Campaign,
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<Result<Coupon, Refused>>, CouponError> {
     let users: Vec<&str> = wanted.iter().map(|w| w.user_id).collect();
-    let mut held: HashMap<String, i64> = store::count_users_coupons(tx, &c.id, &users).await?;
+    let mut held: HashMap<String, i64> =
+        store::count_users_coupons(tx, dialect, &c.id, &users).await?;
     let mut available = c.spec.quota - c.issued;
     let mut answers = Vec::with_capacity(wanted.len());
     let mut seqs = Vec::new();

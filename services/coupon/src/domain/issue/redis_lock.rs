@@ -111,7 +111,10 @@ async fn batch_transaction(
                 at: now,
             })
             .collect();
-        for (&i, answer) in indices.iter().zip(decide(&mut tx, &c, &wanted).await?) {
+        for (&i, answer) in indices
+            .iter()
+            .zip(decide(&mut tx, svc.db.dialect(), &c, &wanted).await?)
+        {
             answers.set(i, answer.map_err(CouponError::from));
         }
     }
