@@ -142,6 +142,18 @@ impl Dialect {
         }
     }
 
+    /// The clause that turns `INSERT … VALUES` into an upsert: a row whose
+    /// key (`key`, the columns of a unique key) exists gets `column` from the
+    /// inserted values instead.
+    pub fn on_conflict_set(self, key: &str, column: &str) -> String {
+        match self {
+            Dialect::MySql => format!(" ON DUPLICATE KEY UPDATE {column} = VALUES({column})"),
+            Dialect::Sqlite => {
+                format!(" ON CONFLICT ({key}) DO UPDATE SET {column} = excluded.{column}")
+            }
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dialect::MySql => "mysql",
@@ -501,6 +513,18 @@ mod tests {
         assert_eq!(chunks[1], vec![8, 9, 10, 10]);
         assert_eq!(lookup_chunks(&[7u32], 8).collect::<Vec<_>>(), vec![vec![7]]);
         assert_eq!(lookup_chunks::<u32>(&[], 8).count(), 0);
+    }
+
+    #[test]
+    fn upsert_clause_per_dialect() {
+        assert_eq!(
+            Dialect::MySql.on_conflict_set("a, b", "n"),
+            " ON DUPLICATE KEY UPDATE n = VALUES(n)"
+        );
+        assert_eq!(
+            Dialect::Sqlite.on_conflict_set("a, b", "n"),
+            " ON CONFLICT (a, b) DO UPDATE SET n = excluded.n"
+        );
     }
 
     #[test]

@@ -292,7 +292,8 @@ pub async fn user_units(
     Ok(held)
 }
 
-/// Sets the units of the users given (batch consumer; rows created as needed).
+/// Sets the units of the users given (batch consumer; rows created as needed),
+/// one upsert per chunk.
 pub async fn set_user_units(
     tx: &mut AnyConnection,
     dialect: Dialect,
@@ -301,24 +302,16 @@ pub async fn set_user_units(
 ) -> Result<(), sqlx::Error> {
     let users: Vec<(&&str, &i64)> = units.iter().collect();
     for chunk in users.chunks(400) {
-        let values = vec!["(?, ?, 0)"; chunk.len()].join(", ");
+        let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
-            "{} INTO sale_users (sale_id, user_id, units) VALUES {values}",
-            dialect.insert_ignore()
+            "INSERT INTO sale_users (sale_id, user_id, units) VALUES {values}{}",
+            dialect.on_conflict_set("sale_id, user_id", "units")
         );
         let mut q = sqlx::query(&sql);
-        for (user, _) in chunk {
-            q = q.bind(sale.to_string()).bind(user.to_string());
+        for (user, n) in chunk {
+            q = q.bind(sale).bind(**user).bind(**n);
         }
         q.execute(&mut *tx).await?;
-    }
-    for (user, n) in users {
-        sqlx::query("UPDATE sale_users SET units = ? WHERE sale_id = ? AND user_id = ?")
-            .bind(*n)
-            .bind(sale)
-            .bind(*user)
-            .execute(&mut *tx)
-            .await?;
     }
     Ok(())
 }
