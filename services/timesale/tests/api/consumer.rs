@@ -72,3 +72,37 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
 }
 
 promo_platform::on_both_backends!(crash_between_db_commit_and_offset_commit);
+
+/// The batch writers' units upsert creates rows for new holders and
+/// overwrites existing ones; the pairs look-up reads them back, padded
+/// chunks and unknown users included.
+async fn batch_units_upsert_and_lookup(backend: Backend) {
+    use std::collections::HashMap;
+    use timesale_service::store;
+
+    let app = crate::helpers::spawn_app(backend).await;
+    let dialect = app.svc.db.dialect();
+    let mut tx = app.svc.db.pool().begin().await.unwrap();
+    let first: HashMap<&str, i64> = [("a", 1), ("b", 2)].into();
+    store::set_user_units(&mut tx, dialect, "s", &first)
+        .await
+        .unwrap();
+    let second: HashMap<&str, i64> = [("a", 3), ("c", 1)].into();
+    store::set_user_units(&mut tx, dialect, "s", &second)
+        .await
+        .unwrap();
+    let other: HashMap<&str, i64> = [("a", 5)].into();
+    store::set_user_units(&mut tx, dialect, "other", &other)
+        .await
+        .unwrap();
+    let held = store::user_units(&mut tx, dialect, "s", &["a", "b", "c", "nobody"])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let want: HashMap<String, i64> = [("a", 3), ("b", 2), ("c", 1)]
+        .map(|(u, n)| (u.to_string(), n))
+        .into();
+    assert_eq!(held, want);
+}
+
+promo_platform::on_both_backends!(batch_units_upsert_and_lookup);
