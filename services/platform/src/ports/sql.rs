@@ -237,6 +237,15 @@ impl Database {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // A batch insert's statement journal stays in memory,
+                        // a batch's pages fit the cache (64 MiB) instead of
+                        // spilling mid-transaction, and the WAL is copied back
+                        // every 16k pages instead of 1k, so a hot page is
+                        // written back once per checkpoint, not sixteen times:
+                        // all three were file writes in the V3 consumer's profile.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
+                        conn.execute("PRAGMA cache_size = -65536").await?;
+                        conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
                     }
                     Ok(())
                 })
