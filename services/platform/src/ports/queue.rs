@@ -88,6 +88,10 @@ fn last_offsets(batch: &[Message]) -> HashMap<i32, i64> {
 pub struct KafkaQueue {
     brokers: String,
     producer: FutureProducer,
+    /// One client per consumer group for [`Queue::lag`], kept: a client
+    /// made per call (every 2 s per service) started threads and a broker
+    /// connection each time, on a worker thread, stalling requests.
+    lag_clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
 }
 
 impl KafkaQueue {
@@ -104,6 +108,7 @@ impl KafkaQueue {
         Ok(Self {
             brokers: brokers.to_string(),
             producer,
+            lag_clients: Arc::default(),
         })
     }
 
@@ -230,9 +235,20 @@ impl Queue for KafkaQueue {
     }
 
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError> {
-        let consumer: BaseConsumer = self.config(group).create()?;
+        let config = self.config(group);
+        let (clients, group) = (self.lag_clients.clone(), group.to_string());
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
+            let consumer = {
+                let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+                match clients.get(&group) {
+                    Some(c) => c.clone(),
+                    None => clients
+                        .entry(group)
+                        .or_insert(Arc::new(config.create()?))
+                        .clone(),
+                }
+            };
             let timeout = Duration::from_secs(5);
             let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
             let partitions: Vec<i32> = metadata
