@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS coupons (
   KEY ix_coupon_user (user_id, coupon_id)
 ) ENGINE=InnoDB;
 
--- Outcome of every queued (V3) request, written by the consumer.
+-- Refused queued (V3) requests, written by the consumer; an issued one is its
+-- coupon row (coupons.request_id). ISSUED rows here come from earlier versions.
 CREATE TABLE IF NOT EXISTS issue_requests (
   request_id       VARCHAR(36) NOT NULL PRIMARY KEY,
   campaign_id      VARCHAR(128) NOT NULL,

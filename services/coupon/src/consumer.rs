@@ -4,8 +4,10 @@
 //! consumers never deadlock) it skips requests already decided (a redelivered
 //! batch stores nothing twice), re-checks every request against the
 //! database — per-user limit and quota, with `issue::batch`, which V2's
-//! group commit uses too — and writes coupons, outcomes and the issued count
-//! with multi-row statements. Offsets are committed by the
+//! group commit uses too — and writes coupons, the issued count and the
+//! refusals with multi-row statements. An issued request is its coupon row
+//! (which carries the request id); only a refused one gets an
+//! `issue_requests` row. Offsets are committed by the
 //! shared loop only after this commit.
 
 use std::{
@@ -89,11 +91,13 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
         if fresh.is_empty() {
             continue;
         }
-        let mut outcomes = Vec::with_capacity(fresh.len());
+        // Refusals only: an issued request's coupon row carries its request id.
+        let mut refused = Vec::new();
+        let mut issued = 0u64;
         match store::lock_campaign(&mut tx, dialect, campaign).await? {
             None => {
                 for r in &fresh {
-                    outcomes.push(outcome(campaign, r, None, Some("unknown_campaign")));
+                    refused.push(refusal(campaign, r, "unknown_campaign"));
                 }
             }
             Some(c) => {
@@ -109,17 +113,16 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
                     .iter()
                     .zip(decide(&mut tx, dialect, &c, &wanted).await?)
                 {
-                    outcomes.push(match answer {
-                        Ok(coupon) => outcome(campaign, r, Some(coupon.coupon_id), None),
-                        Err(refused) => outcome(campaign, r, None, Some(refused.reason())),
-                    });
+                    match answer {
+                        Ok(_) => issued += 1,
+                        Err(why) => refused.push(refusal(campaign, r, why.reason())),
+                    }
                 }
             }
         }
-        store::insert_outcomes(&mut tx, &outcomes).await?;
-        let issued = outcomes.iter().filter(|o| o.coupon_id.is_some()).count();
-        issued_total += issued as u64;
-        rejected_total += (outcomes.len() - issued) as u64;
+        store::insert_refusals(&mut tx, &refused).await?;
+        issued_total += issued;
+        rejected_total += refused.len() as u64;
     }
     for (fence_id, campaign) in &fences {
         store::record_fence(&mut tx, dialect, fence_id, campaign).await?;
@@ -136,18 +139,13 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
     Ok(())
 }
 
-fn outcome(
-    campaign: &str,
-    r: &Request,
-    coupon_id: Option<String>,
-    reason: Option<&str>,
-) -> RequestOutcome {
+fn refusal(campaign: &str, r: &Request, reason: &str) -> RequestOutcome {
     RequestOutcome {
         request_id: r.request_id.clone(),
         campaign: campaign.to_string(),
         user_id: r.user_id.clone(),
-        coupon_id,
-        reason: reason.map(str::to_string),
+        coupon_id: None,
+        reason: Some(reason.to_string()),
         admitted_at: r.admitted_at,
     }
 }

@@ -424,46 +424,71 @@ pub struct RequestOutcome {
     pub admitted_at: i64,
 }
 
+/// The decided outcome of a queued request: its refusal, or the coupon that
+/// carries its id.
 pub async fn get_request(
     pool: &AnyPool,
     request_id: &str,
 ) -> Result<Option<RequestOutcome>, sqlx::Error> {
-    let row = sqlx::query(
+    let refused = sqlx::query(
         "SELECT request_id, campaign_id, user_id, coupon_id, reason, admitted_at FROM issue_requests WHERE request_id = ?",
     )
     .bind(request_id)
     .fetch_optional(pool)
     .await?;
-    row.map(|r| {
-        Ok(RequestOutcome {
+    if let Some(r) = refused {
+        return Ok(Some(RequestOutcome {
             request_id: r.try_get("request_id")?,
             campaign: r.try_get("campaign_id")?,
             user_id: r.try_get("user_id")?,
+            // Set on rows of versions that stored issued outcomes here too.
             coupon_id: r.try_get("coupon_id")?,
             reason: r.try_get("reason")?,
             admitted_at: r.try_get("admitted_at")?,
+        }));
+    }
+    let issued = sqlx::query(
+        "SELECT request_id, campaign_id, user_id, coupon_id, issued_at FROM coupons WHERE request_id = ?",
+    )
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?;
+    issued
+        .map(|r| {
+            Ok(RequestOutcome {
+                request_id: r.try_get("request_id")?,
+                campaign: r.try_get("campaign_id")?,
+                user_id: r.try_get("user_id")?,
+                coupon_id: Some(r.try_get("coupon_id")?),
+                reason: None,
+                // A queued request's coupon is issued at its admission time.
+                admitted_at: r.try_get("issued_at")?,
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
-/// Which of `ids` already have a stored outcome (redelivered events).
+/// Which of `ids` are already decided (redelivered events): refused ones
+/// have an `issue_requests` row, issued ones a coupon with their id.
 pub async fn decided_requests(
     tx: &mut AnyConnection,
     ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    sql::existing_ids(tx, "issue_requests", "request_id", ids).await
+    let mut decided = sql::existing_ids(tx, "issue_requests", "request_id", ids).await?;
+    decided.extend(sql::existing_ids(tx, "coupons", "request_id", ids).await?);
+    Ok(decided)
 }
 
-pub async fn insert_outcomes(
+/// Stores refused requests with their reasons.
+pub async fn insert_refusals(
     tx: &mut AnyConnection,
     rows: &[RequestOutcome],
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     for chunk in rows.chunks(500) {
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let values = vec!["(?, ?, ?, 'REJECTED', ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
-            "INSERT INTO issue_requests (request_id, campaign_id, user_id, status, coupon_id, reason, admitted_at, decided_at) VALUES {values}"
+            "INSERT INTO issue_requests (request_id, campaign_id, user_id, status, reason, admitted_at, decided_at) VALUES {values}"
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
@@ -471,12 +496,6 @@ pub async fn insert_outcomes(
                 .bind(r.request_id.clone())
                 .bind(r.campaign.clone())
                 .bind(r.user_id.clone())
-                .bind(if r.coupon_id.is_some() {
-                    "ISSUED"
-                } else {
-                    "REJECTED"
-                })
-                .bind(r.coupon_id.clone())
                 .bind(r.reason.clone())
                 .bind(r.admitted_at)
                 .bind(now);

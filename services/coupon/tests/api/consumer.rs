@@ -145,3 +145,82 @@ async fn index_reads(conn: &mut sqlx::AnyConnection, backend: Backend) -> i64 {
     .unwrap();
     rows.iter().map(|(_, v)| v.parse::<i64>().unwrap()).sum()
 }
+
+/// Every way the consumer decides, read back through
+/// `GET /issue-requests/{id}`: issued (the coupon row carries the request
+/// id), already issued, sold out and unknown campaign (stored refusals). The
+/// same batch again changes nothing.
+async fn consumer_outcomes_read_back(backend: Backend) {
+    use coupon_service::events::{CouponEvent, Event};
+    use promo_platform::ports::Message;
+
+    let app = spawn_app_with(
+        backend,
+        Options {
+            consumer: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.campaign("two", 2, 1, "QUEUED").await;
+    let wanted = [
+        ("r-1", "two", "ann"),
+        ("r-2", "two", "ann"),
+        ("r-3", "two", "bob"),
+        ("r-4", "two", "cid"),
+        ("r-5", "gone", "dan"),
+    ];
+    let batch: Vec<Message> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (request, campaign, user))| Message {
+            partition: 0,
+            offset: i as i64,
+            key: campaign.as_bytes().to_vec(),
+            payload: CouponEvent::Issue {
+                request_id: format!("0190d2c4-0000-7000-8000-00000000000{}", &request[2..]),
+                campaign: campaign.to_string(),
+                user_id: user.to_string(),
+                admitted_at: chrono::Utc::now().timestamp_millis(),
+            }
+            .encode(),
+        })
+        .collect();
+    let expect = [
+        ("ISSUED", None),
+        ("REJECTED", Some("already_issued")),
+        ("ISSUED", None),
+        ("REJECTED", Some("sold_out")),
+        ("REJECTED", Some("unknown_campaign")),
+    ];
+    for round in 0..2 {
+        persist_batch(&app.svc, &batch).await.expect("persisted");
+        for (n, (status, reason)) in expect.iter().enumerate() {
+            let id = format!("0190d2c4-0000-7000-8000-00000000000{}", n + 1);
+            let a = app.get(&format!("/issue-requests/{id}")).await;
+            assert_eq!(a.status, 200, "round {round} {id}: {}", a.body);
+            assert_eq!(a.body["status"], *status, "round {round} {id}: {}", a.body);
+            assert_eq!(a.body["reason"].as_str(), *reason, "{}", a.body);
+            assert_eq!(
+                a.body["coupon"].is_object(),
+                *status == "ISSUED",
+                "{}",
+                a.body
+            );
+            if *status == "ISSUED" {
+                assert_eq!(a.body["coupon"]["userId"], wanted[n].2, "{}", a.body);
+            }
+        }
+        assert_eq!(app.stored_coupons("two").await.len(), 2, "round {round}");
+        assert_eq!(app.issued_column("two").await, 2, "round {round}");
+    }
+    let redelivered = app
+        .svc
+        .metrics
+        .consumer_messages
+        .with_label_values(&["coupon", "redelivered"])
+        .get();
+    assert_eq!(redelivered, 5, "the second round decided nothing anew");
+}
+
+promo_platform::on_both_backends!(consumer_outcomes_read_back);
