@@ -83,14 +83,17 @@ for mode in modes:
     consumer = [r for r in rows if r.get("persistence")]
     if consumer:
         print("V3 consumer (figures sampled every 250 ms from the start of the load until nothing was "
-              "pending; *while backlogged* = at least 1,000 admissions waiting, so the consumer was "
-              "never idle and this is its capacity, on the cores it shares with the load):\n")
+              "pending; *while backlogged* = at least 1,000 admissions waiting: its pace on the cores it "
+              "shares with the load — no more than the admission rate when it kept up; *alone* = the "
+              "same after the load ended: its capacity with the cores to itself):\n")
         for r in consumer:
             p = r["persistence"]
             busy = (f"{p['backlogged_per_sec']:,.0f} rows/s while backlogged ({p['backlogged_seconds']:.1f} s)"
                     if p["backlogged_per_sec"] else "never 1,000 behind (kept up with admission)")
+            alone = (f", {p['drain_per_sec']:,.0f} rows/s alone" if p.get("drain_per_sec")
+                     else "")
             print(f"- {name(r)}: {busy}; {p['overall_per_sec']:,.0f} rows/s overall; max pending "
-                  f"{p['max_pending']:,}; drained {p['drain_seconds']:.1f} s after the load")
+                  f"{p['max_pending']:,}; drained {p['drain_seconds']:.1f} s after the load{alone}")
         print()
     lines = []
     for family in ["coupon", "timesale"]:

@@ -131,6 +131,10 @@ struct Persistence {
     max_pending: i64,
     /// From the end of the load until nothing was pending.
     drain_seconds: f64,
+    /// Rows stored per second after the load ended while at least `BACKLOG`
+    /// still waited: the consumer's pace with the cores to itself. `None`
+    /// when the backlog was gone within one sample.
+    drain_per_sec: Option<f64>,
 }
 
 /// Pending admissions from which the consumer counts as busy.
@@ -548,17 +552,25 @@ async fn sample_figures(
 
 fn persistence(samples: &[(f64, i64, i64)], load_seconds: f64) -> Option<Persistence> {
     let last = samples.last()?;
-    let busy: Vec<_> = samples.iter().filter(|s| s.2 >= BACKLOG).collect();
-    let (backlogged_per_sec, backlogged_seconds) = match (busy.first(), busy.last()) {
+    let pace = |busy: Vec<&(f64, i64, i64)>| match (busy.first(), busy.last()) {
         (Some(a), Some(b)) if b.0 > a.0 => (Some((b.1 - a.1) as f64 / (b.0 - a.0)), b.0 - a.0),
         _ => (None, 0.0),
     };
+    let (backlogged_per_sec, backlogged_seconds) =
+        pace(samples.iter().filter(|s| s.2 >= BACKLOG).collect());
+    let (drain_per_sec, _) = pace(
+        samples
+            .iter()
+            .filter(|s| s.0 >= load_seconds && s.2 >= BACKLOG)
+            .collect(),
+    );
     Some(Persistence {
         backlogged_per_sec,
         backlogged_seconds,
         overall_per_sec: last.1 as f64 / last.0.max(0.001),
         max_pending: samples.iter().map(|s| s.2).max().unwrap_or(0),
         drain_seconds: (last.0 - load_seconds).max(0.0),
+        drain_per_sec,
     })
 }
 
@@ -776,12 +788,13 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(p) = &report.persistence {
         println!(
-            "    consumer: {} rows/s while ≥{BACKLOG} pending ({:.1} s), {:.0} rows/s overall, max pending {}, drained {:.1} s after the load",
+            "    consumer: {} rows/s while ≥{BACKLOG} pending ({:.1} s), {:.0} rows/s overall, max pending {}, drained {:.1} s after the load ({} rows/s alone)",
             p.backlogged_per_sec.map_or("–".into(), |r| format!("{r:.0}")),
             p.backlogged_seconds,
             p.overall_per_sec,
             p.max_pending,
-            p.drain_seconds
+            p.drain_seconds,
+            p.drain_per_sec.map_or("–".into(), |r| format!("{r:.0}")),
         );
     }
     for i in &report.invariants {
@@ -800,4 +813,37 @@ async fn main() -> anyhow::Result<()> {
         bail!("an invariant failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_pace_while_backlogged_and_alone() {
+        // (seconds, stored, pending): the load ends at 2.0 s.
+        let samples = [
+            (0.5, 500, 200),
+            (1.0, 1_000, 2_000),
+            (2.0, 3_000, 6_000),
+            (2.5, 5_000, 4_000),
+            (3.0, 8_000, 1_000),
+            (3.25, 9_000, 0),
+        ];
+        let p = persistence(&samples, 2.0).unwrap();
+        assert_eq!(p.backlogged_per_sec, Some(7_000.0 / 2.0));
+        assert_eq!(p.backlogged_seconds, 2.0);
+        assert_eq!(p.drain_per_sec, Some(5_000.0 / 1.0));
+        assert_eq!(p.max_pending, 6_000);
+        assert_eq!(p.drain_seconds, 1.25);
+        assert_eq!(p.overall_per_sec, 9_000.0 / 3.25);
+    }
+
+    #[test]
+    fn no_pace_without_a_backlog() {
+        let p = persistence(&[(0.5, 10, 5), (1.0, 20, 0)], 1.0).unwrap();
+        assert_eq!(p.backlogged_per_sec, None);
+        assert_eq!(p.drain_per_sec, None);
+        assert!(persistence(&[], 1.0).is_none());
+    }
 }
