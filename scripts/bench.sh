@@ -60,7 +60,7 @@ for mode in $MODES; do
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   rm -rf "$data"
   if [ "$mode" = real ]; then
-    # One pending ticket per V3 admission lives 24 h in Redis: millions after a ladder.
+    # The run's pools (one hash field per user who took a coupon or unit).
     redis-cli -u "$PROMO_REDIS_URL" --scan --pattern "$tag:*" | xargs -r -n 5000 redis-cli -u "$PROMO_REDIS_URL" del >/dev/null
   fi
 done

@@ -17,6 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use promo_platform::{
+    admission::clear_decided,
     consumer::{decode_batch, BatchHandler},
     ports::Message,
     time::from_ms,
@@ -128,6 +129,8 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
         store::record_fence(&mut tx, dialect, fence_id, campaign).await?;
     }
     tx.commit().await?;
+    // Every request of the batch is decided now (refusals included).
+    clear_decided(&*svc.counters, &ids).await;
 
     let m = &svc.metrics.consumer_messages;
     m.with_label_values(&[SERVICE, "issued"])

@@ -103,6 +103,15 @@ pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
     Ok(admission)
 }
 
+/// After a consumer's commit: unmarks the tickets of the requests it decided
+/// (their status is in the database now). Best effort: a ticket left behind
+/// lives out its TTL, and a status read that misses both looks again.
+pub async fn clear_decided(counters: &dyn Counters, tickets: &[&str]) {
+    if let Err(e) = counters.clear_tickets(tickets).await {
+        tracing::warn!(error = %e, count = tickets.len(), "decided requests' tickets not cleared; they expire with their TTL");
+    }
+}
+
 /// A service whose pools can be rebuilt from its database.
 ///
 /// remaining = limit − persisted − in flight. "In flight" is what the

@@ -121,6 +121,19 @@ async fn tickets(c: &dyn Counters) {
     assert!(c.ticket_pending("t1").await.unwrap());
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(!c.ticket_pending("t1").await.unwrap(), "ticket expires");
+
+    // Decided requests are unmarked at once; others stay pending.
+    let long = Duration::from_secs(60);
+    for t in ["t2", "t3", "t4"] {
+        c.admit("tix", t, 1, 1, Some((t, long))).await.unwrap();
+    }
+    c.clear_tickets(&["t2", "t4", "never-marked"])
+        .await
+        .unwrap();
+    assert!(!c.ticket_pending("t2").await.unwrap());
+    assert!(c.ticket_pending("t3").await.unwrap());
+    assert!(!c.ticket_pending("t4").await.unwrap());
+    c.clear_tickets(&[]).await.unwrap();
 }
 
 async fn locks(c: &dyn Counters) {

@@ -16,6 +16,7 @@ use std::{
 
 use async_trait::async_trait;
 use promo_platform::{
+    admission::clear_decided,
     consumer::{decode_batch, BatchHandler},
     ports::Message,
     time::from_ms,
@@ -82,6 +83,8 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
     let ids: Vec<&str> = seen.iter().map(String::as_str).collect();
     let decided = store::decided_orders(&mut tx, &ids).await?;
     let (mut confirmed_total, mut rejected_total, mut redelivered) = (0u64, 0u64, 0u64);
+    // Orders stored (now or before): their tickets go after the commit.
+    let mut decided_ids: Vec<&str> = Vec::with_capacity(ids.len());
 
     for (sale_id, admitted) in &by_sale {
         let fresh: Vec<&Admitted> = admitted
@@ -89,6 +92,12 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
             .filter(|a| !decided.contains(&a.order_id))
             .collect();
         redelivered += (admitted.len() - fresh.len()) as u64;
+        decided_ids.extend(
+            admitted
+                .iter()
+                .filter(|a| decided.contains(&a.order_id))
+                .map(|a| a.order_id.as_str()),
+        );
         if fresh.is_empty() {
             continue;
         }
@@ -112,6 +121,7 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
             .collect();
         let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::Queued).await?;
         store::insert_orders(&mut tx, &orders).await?;
+        decided_ids.extend(fresh.iter().map(|a| a.order_id.as_str()));
         let confirmed = orders.iter().filter(|o| o.reason.is_none()).count() as u64;
         confirmed_total += confirmed;
         rejected_total += orders.len() as u64 - confirmed;
@@ -120,6 +130,7 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
         store::record_fence(&mut tx, dialect, fence_id, sale).await?;
     }
     tx.commit().await?;
+    clear_decided(&*svc.counters, &decided_ids).await;
 
     let m = &svc.metrics.consumer_messages;
     m.with_label_values(&[SERVICE, "confirmed"])

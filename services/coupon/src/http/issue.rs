@@ -152,7 +152,23 @@ pub async fn request_status(
     ApiPath(request_id): ApiPath<String>,
 ) -> Result<Json<RequestStatus>, ApiError> {
     check_id("requestId", &request_id)?;
-    if let Some(o) = store::get_request(svc.db.pool(), &request_id).await? {
+    let pool = svc.db.pool();
+    let decided = match store::get_request(pool, &request_id).await? {
+        Some(o) => Some(o),
+        None if svc.counters.ticket_pending(&request_id).await? => {
+            return Ok(Json(RequestStatus {
+                request_id,
+                status: "PENDING",
+                coupon: None,
+                reason: None,
+                admitted_at: None,
+            }));
+        }
+        // The consumer clears a ticket only after its commit: a request
+        // decided between the two reads is in the database now.
+        None => store::get_request(pool, &request_id).await?,
+    };
+    if let Some(o) = decided {
         let coupon = match &o.coupon_id {
             Some(id) => store::get_coupon(svc.db.pool(), id)
                 .await?
@@ -169,15 +185,6 @@ pub async fn request_status(
             coupon,
             reason: o.reason,
             admitted_at: Some(from_ms(o.admitted_at)),
-        }));
-    }
-    if svc.counters.ticket_pending(&request_id).await? {
-        return Ok(Json(RequestStatus {
-            request_id,
-            status: "PENDING",
-            coupon: None,
-            reason: None,
-            admitted_at: None,
         }));
     }
     Err(CouponError::UnknownRequest(request_id).into())

@@ -58,6 +58,10 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     assert_eq!(stored.len(), 40, "nothing stored twice");
     assert_eq!(app.issued_column("crash").await, 40);
     let decided = app.wait_decided(&ids).await;
+    for id in &ids {
+        let pending = app.svc.counters.ticket_pending(id).await.unwrap();
+        assert!(!pending, "{id}: a decided request's ticket is cleared");
+    }
     assert!(decided.iter().all(|d| d["status"] == "ISSUED"));
     let issued = app
         .svc

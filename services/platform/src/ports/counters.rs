@@ -10,7 +10,7 @@
 //! Redis, one critical section in memory).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -93,6 +93,11 @@ pub trait Counters: Send + Sync {
 
     /// Whether `ticket` is still marked pending.
     async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError>;
+
+    /// Unmarks tickets whose requests the consumer has decided and stored
+    /// (committed): their status is in the database now. Without this every
+    /// admission would hold a key for the whole ticket TTL.
+    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError>;
 
     /// Takes the lock `key` for `ttl` if free (SET NX PX with a random token).
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError>;
@@ -339,6 +344,18 @@ impl Counters for RedisCounters {
         Ok(n == 1)
     }
 
+    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        for chunk in tickets.chunks(1000) {
+            let mut unlink = redis::cmd("UNLINK");
+            for t in chunk {
+                unlink.arg(self.ticket_key(t));
+            }
+            unlink.exec_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError> {
         let mut conn = self.conn.clone();
         let token = random_token();
@@ -384,26 +401,37 @@ struct Pool {
 struct State {
     pools: HashMap<String, Pool>,
     tickets: HashMap<String, Instant>,
-    /// Tickets in the order they were marked, for expiring them in O(1)
-    /// amortised time (a full scan per admission made V3 quadratic).
-    ticket_order: VecDeque<(Instant, String)>,
+    /// The same tickets by expiry, for expiring them oldest first without a
+    /// scan (a full scan per admission made V3 quadratic) and clearing them
+    /// in O(log n).
+    ticket_order: BTreeSet<(Instant, String)>,
     locks: HashMap<String, (String, Instant)>,
 }
 
 impl State {
     /// Drops the tickets whose time has passed, oldest first.
     fn expire_tickets(&mut self, now: Instant) {
-        while let Some((exp, _)) = self.ticket_order.front() {
-            if *exp > now {
-                break;
-            }
-            let Some((exp, t)) = self.ticket_order.pop_front() else {
-                break;
-            };
-            // Only if not marked again since with a later expiry.
-            if self.tickets.get(&t) == Some(&exp) {
+        while self
+            .ticket_order
+            .first()
+            .is_some_and(|(exp, _)| *exp <= now)
+        {
+            if let Some((_, t)) = self.ticket_order.pop_first() {
                 self.tickets.remove(&t);
             }
+        }
+    }
+
+    /// Marks `ticket` pending until `expiry` (a mark again moves it).
+    fn mark_ticket(&mut self, ticket: &str, expiry: Instant) {
+        self.clear_ticket(ticket);
+        self.tickets.insert(ticket.to_string(), expiry);
+        self.ticket_order.insert((expiry, ticket.to_string()));
+    }
+
+    fn clear_ticket(&mut self, ticket: &str) {
+        if let Some(exp) = self.tickets.remove(ticket) {
+            self.ticket_order.remove(&(exp, ticket.to_string()));
         }
     }
 }
@@ -460,8 +488,7 @@ impl Counters for MemoryCounters {
         if let Some((t, ttl)) = ticket {
             let now = Instant::now();
             s.expire_tickets(now);
-            s.tickets.insert(t.to_string(), now + ttl);
-            s.ticket_order.push_back((now + ttl, t.to_string()));
+            s.mark_ticket(t, now + ttl);
         }
         Ok(Admission::Admitted { remaining })
     }
@@ -521,6 +548,14 @@ impl Counters for MemoryCounters {
         Ok(s.tickets
             .get(ticket)
             .is_some_and(|exp| *exp > Instant::now()))
+    }
+
+    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError> {
+        let mut s = self.lock();
+        for t in tickets {
+            s.clear_ticket(t);
+        }
+        Ok(())
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError> {

@@ -25,10 +25,21 @@ pub async fn cancel(svc: &Arc<TimesaleService>, order_id: &str) -> Result<Order,
 }
 
 async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, TimesaleError> {
-    let (order, cancelled_now) = with_conflict_retry(svc.settings.tx_attempts, || {
-        cancel_in_transaction(svc, order_id)
-    })
-    .await?;
+    let attempt = || {
+        with_conflict_retry(svc.settings.tx_attempts, || {
+            cancel_in_transaction(svc, order_id)
+        })
+    };
+    let (order, cancelled_now) = match attempt().await {
+        // Decided between the order read and the ticket check (the consumer
+        // clears a ticket after its commit): it is in the database now.
+        Err(TimesaleError::UnknownOrder(_))
+            if store::get_order(svc.db.pool(), order_id).await?.is_some() =>
+        {
+            attempt().await?
+        }
+        answer => answer?,
+    };
     if cancelled_now {
         let (sale, user, quantity) = (
             order.sale.as_deref().unwrap_or_default(),

@@ -142,13 +142,19 @@ pub async fn get_order(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
     check_id("orderId", &order_id)?;
-    if let Some(o) = store::get_order(svc.db.pool(), &order_id).await? {
-        return Ok(Json(o));
-    }
-    if svc.counters.ticket_pending(&order_id).await? {
-        return Ok(Json(Order::pending(order_id)));
-    }
-    Err(TimesaleError::UnknownOrder(order_id).into())
+    let pool = svc.db.pool();
+    let decided = match store::get_order(pool, &order_id).await? {
+        Some(o) => Some(o),
+        None if svc.counters.ticket_pending(&order_id).await? => {
+            return Ok(Json(Order::pending(order_id)));
+        }
+        // The consumer clears a ticket only after its commit: an order
+        // decided between the two reads is in the database now.
+        None => store::get_order(pool, &order_id).await?,
+    };
+    decided
+        .map(Json)
+        .ok_or_else(|| TimesaleError::UnknownOrder(order_id).into())
 }
 
 /// Cancel a confirmed order: its units return to the sale (database and

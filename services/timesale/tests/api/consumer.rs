@@ -61,6 +61,10 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     );
     assert_eq!(app.check_books("crash", 100, 3).await, 80);
     let decided = app.wait_decided(&ids).await;
+    for id in &ids {
+        let pending = app.svc.counters.ticket_pending(id).await.unwrap();
+        assert!(!pending, "{id}: a decided request's ticket is cleared");
+    }
     assert!(decided.iter().all(|d| d["status"] == "CONFIRMED"));
     let confirmed = app
         .svc
