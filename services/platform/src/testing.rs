@@ -219,6 +219,8 @@ pub struct Answer {
     pub body: Value,
     pub content_type: String,
     pub retry_after: Option<String>,
+    /// Whether it was a stored first answer to an Idempotency-Key.
+    pub replayed: bool,
 }
 
 /// An HTTP client for one served app.
@@ -256,6 +258,11 @@ impl HttpClient {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
         let retry_after = header(reqwest::header::RETRY_AFTER);
+        let replayed = header(reqwest::header::HeaderName::from_static(
+            crate::http::idempotency::REPLAYED,
+        ))
+        .as_deref()
+            == Some("true");
         let text = res.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Answer {
@@ -263,12 +270,19 @@ impl HttpClient {
             body,
             content_type,
             retry_after,
+            replayed,
         }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Answer {
         self.send(self.client.post(self.url(path)).json(&body))
             .await
+    }
+
+    /// POST with an `Idempotency-Key`.
+    pub async fn post_with_key(&self, path: &str, body: Value, key: &str) -> Answer {
+        let req = self.client.post(self.url(path)).json(&body);
+        self.send(req.header("Idempotency-Key", key)).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {

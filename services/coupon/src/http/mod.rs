@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::{middleware, Router};
 use promo_platform::http::{
     auth::{require_admin, AdminToken},
+    idempotency::idempotent,
     ApiError,
 };
 use utoipa::OpenApi;
@@ -18,12 +19,18 @@ use crate::{domain::CouponError, CouponService};
 /// All routes of the service (without `/metrics`, health and docs, which
 /// the process adds once).
 pub fn router(svc: Arc<CouponService>, admin_token: AdminToken) -> Router {
-    let admin =
-        admin::router().route_layer(middleware::from_fn_with_state(admin_token, require_admin));
+    // Idempotency-Key inside the admin check: a refused call claims nothing.
+    let idempotency = middleware::from_fn_with_state(svc.db.clone(), idempotent);
+    let admin = admin::router()
+        .route_layer(idempotency.clone())
+        .route_layer(middleware::from_fn_with_state(admin_token, require_admin));
     Router::new()
         .merge(admin)
-        .merge(issue::router())
-        .merge(coupons::router())
+        .merge(
+            issue::router()
+                .merge(coupons::router())
+                .route_layer(idempotency),
+        )
         .with_state(svc)
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use promo_platform::{
+    http::idempotency,
     ports::{
         sql::{self, is_unique_violation, Migrations},
         Dialect, Migration,
@@ -18,16 +19,30 @@ use crate::domain::{
 };
 
 pub const MIGRATIONS: Migrations = Migrations {
-    mysql: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../../migrations/coupon/mysql/0001_init.sql"),
-    }],
-    sqlite: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../../migrations/coupon/sqlite/0001_init.sql"),
-    }],
+    mysql: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../../migrations/coupon/mysql/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "idempotency",
+            sql: idempotency::MYSQL_TABLE,
+        },
+    ],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../../migrations/coupon/sqlite/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "idempotency",
+            sql: idempotency::SQLITE_TABLE,
+        },
+    ],
 };
 
 const CAMPAIGN_COLUMNS: &str = "id, quota, per_user_limit, starts_at, ends_at, strategy, \

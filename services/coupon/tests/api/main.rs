@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod consumer;
 mod counters;
+mod idempotency;
 mod issuance;
 mod metrics;
 mod redemption;

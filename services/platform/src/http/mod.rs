@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod page;
 pub mod problem;
 pub mod server;

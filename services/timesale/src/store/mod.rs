@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use promo_platform::{
+    http::idempotency,
     ports::{
         sql::{self, is_unique_violation, Migrations},
         Dialect, Migration,
@@ -18,16 +19,30 @@ use crate::domain::{Order, OrderStatus, Product, Sale, SaleSpec, Strategy, Times
 pub use promo_platform::ports::sql::{fence_seen, record_fence};
 
 pub const MIGRATIONS: Migrations = Migrations {
-    mysql: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../../migrations/timesale/mysql/0001_init.sql"),
-    }],
-    sqlite: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../../migrations/timesale/sqlite/0001_init.sql"),
-    }],
+    mysql: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../../migrations/timesale/mysql/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "idempotency",
+            sql: idempotency::MYSQL_TABLE,
+        },
+    ],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../../migrations/timesale/sqlite/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "idempotency",
+            sql: idempotency::SQLITE_TABLE,
+        },
+    ],
 };
 
 const SALE_COLUMNS: &str = "id, sku, product_name, price, sale_price, stock, sold, \

@@ -7,5 +7,6 @@ mod bad_input;
 mod cancel;
 mod consumer;
 mod counters;
+mod idempotency;
 mod ordering;
 mod rules;

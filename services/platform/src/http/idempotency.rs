@@ -1,0 +1,201 @@
+//! `Idempotency-Key` on every mutating call of a service (API.md: repeating a
+//! call with the same key returns the first answer and changes nothing), for
+//! services whose mutations do not store the key in their own transaction —
+//! coupon and time sale. (Points store it with the ledger entry.)
+//!
+//! claim → run → record, in the service's database (`idempotency_keys`, from
+//! `migrations/shared/*/idempotency.sql`, which each such service lists):
+//! - a request with the header first claims (scope, key) with a hash of its
+//!   method, path and body;
+//! - a claim already there answers instead: the first answer again (with
+//!   `Idempotency-Replayed: true`), 422 `idempotency_key_reused` for a
+//!   different request under the same key, or 409 `idempotency_in_progress`
+//!   while the first one runs;
+//! - the handler then runs in a task of its own, so a client that goes away
+//!   does not leave its claim half done, and its answer is recorded — unless
+//!   it is a 5xx, which changed nothing (the transaction rolled back, V3
+//!   units went back): the claim is dropped so that a retry runs again.
+//!
+//! A process that dies between a handler's effect and the record leaves the
+//! claim in progress: a retry then answers 409 and changes nothing.
+
+use axum::{
+    body::{to_bytes, Body},
+    extract::{Request, State},
+    http::{header, HeaderValue, Method, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, BODY_LIMIT_BYTES};
+use crate::{
+    ids::check_id,
+    ports::{sql::is_unique_violation, Database},
+    shield::to_completion,
+    time::now_ms,
+};
+
+/// The header a replayed answer carries.
+pub const REPLAYED: &str = "idempotency-replayed";
+
+/// The table, per dialect: a service that uses [`idempotent`] lists it
+/// among its migrations.
+pub const MYSQL_TABLE: &str = include_str!("../../../../migrations/shared/mysql/idempotency.sql");
+pub const SQLITE_TABLE: &str = include_str!("../../../../migrations/shared/sqlite/idempotency.sql");
+
+/// Middleware (`axum::middleware::from_fn_with_state(db, idempotent)`).
+pub async fn idempotent(State(db): State<Database>, req: Request, next: Next) -> Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let Some(key) = req.headers().get("idempotency-key").cloned() else {
+        return next.run(req).await;
+    };
+    if !mutating {
+        return next.run(req).await;
+    }
+    match claim_and_run(db, key, req, next).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn claim_and_run(
+    db: Database,
+    key: HeaderValue,
+    req: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let key = key
+        .to_str()
+        .map_err(|_| bad_key("Idempotency-Key must be visible ASCII"))?
+        .to_string();
+    check_id("Idempotency-Key", &key).map_err(|e| ApiError::from(e).into_response())?;
+    let (parts, body) = req.into_parts();
+    let body = to_bytes(body, BODY_LIMIT_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {BODY_LIMIT_BYTES} bytes"),
+        )
+        .into_response()
+    })?;
+    let scope = format!("{} {}", parts.method, parts.uri.path());
+    let hash = format!(
+        "{:x}",
+        Sha256::new()
+            .chain_update(scope.as_bytes())
+            .chain_update([0])
+            .chain_update(&body)
+            .finalize()
+    );
+    let req = Request::from_parts(parts, Body::from(body));
+    // From here on the claim must end recorded or dropped: run it whole.
+    to_completion(async move {
+        if let Some(answer) = claim(&db, &scope, &key, &hash).await? {
+            return Ok(answer);
+        }
+        let response = next.run(req).await;
+        Ok(record(&db, &scope, &key, response).await)
+    })
+    .await
+}
+
+fn bad_key(detail: &str) -> Response {
+    ApiError::bad_request("invalid_idempotency_key", detail).into_response()
+}
+
+/// Claims (scope, key) for this request; `Some(answer)` when it was claimed before.
+async fn claim(
+    db: &Database,
+    scope: &str,
+    key: &str,
+    hash: &str,
+) -> Result<Option<Response>, Response> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at) \
+         VALUES (?, ?, ?, NULL, NULL, ?)",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(hash)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await;
+    match inserted {
+        Ok(_) => return Ok(None),
+        Err(e) if is_unique_violation(&e) => {}
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    }
+    let (first_hash, status, body): (String, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND idem_key = ?",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_one(db.pool())
+    .await
+    .map_err(|e| ApiError::from(e).into_response())?;
+    if first_hash != hash {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )
+        .into_response());
+    }
+    let Some(status) = status.and_then(|s| StatusCode::from_u16(s as u16).ok()) else {
+        return Err(ApiError::conflict(
+            "idempotency_in_progress",
+            "the first request with this Idempotency-Key has not finished; retry later",
+        )
+        .into_response());
+    };
+    Ok(Some(replay(status, body.unwrap_or_default())))
+}
+
+fn replay(status: StatusCode, body: String) -> Response {
+    let kind = if status.is_client_error() || status.is_server_error() {
+        "application/problem+json"
+    } else {
+        "application/json"
+    };
+    let mut r = (status, [(header::CONTENT_TYPE, kind)], body).into_response();
+    r.headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    r
+}
+
+/// Records `response` as the answer to (scope, key), or drops the claim
+/// for a 5xx; returns the response.
+async fn record(db: &Database, scope: &str, key: &str, response: Response) -> Response {
+    let status = response.status();
+    if status.is_server_error() {
+        let dropped = sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND idem_key = ?")
+            .bind(scope)
+            .bind(key)
+            .execute(db.pool())
+            .await;
+        if let Err(e) = dropped {
+            tracing::error!(error = %e, scope, "idempotency claim of a failed request not dropped; retries will answer 409");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, scope, "answer body unreadable; idempotency claim left in progress");
+            return ApiError::internal(e).into_response();
+        }
+    };
+    let stored = sqlx::query(
+        "UPDATE idempotency_keys SET status = ?, body = ? WHERE scope = ? AND idem_key = ?",
+    )
+    .bind(i64::from(status.as_u16()))
+    .bind(String::from_utf8_lossy(&bytes).into_owned())
+    .bind(scope)
+    .bind(key)
+    .execute(db.pool())
+    .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, scope, "answer not recorded; retries with this key will answer 409");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
