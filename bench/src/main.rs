@@ -133,12 +133,14 @@ struct Persistence {
     drain_seconds: f64,
     /// Rows stored per second after the load ended while at least `BACKLOG`
     /// still waited: the consumer's pace with the cores to itself. `None`
-    /// when the backlog was gone within one sample.
+    /// unless at least `DRAIN_BACKLOG` waited when the load ended.
     drain_per_sec: Option<f64>,
 }
 
 /// Pending admissions from which the consumer counts as busy.
 const BACKLOG: i64 = 1000;
+/// Pending admissions at the end of the load from which its drain is timed.
+const DRAIN_BACKLOG: i64 = 10_000;
 
 #[derive(Debug, Serialize)]
 struct Invariant {
@@ -558,12 +560,14 @@ fn persistence(samples: &[(f64, i64, i64)], load_seconds: f64) -> Option<Persist
     };
     let (backlogged_per_sec, backlogged_seconds) =
         pace(samples.iter().filter(|s| s.2 >= BACKLOG).collect());
-    let (drain_per_sec, _) = pace(
-        samples
-            .iter()
-            .filter(|s| s.0 >= load_seconds && s.2 >= BACKLOG)
-            .collect(),
-    );
+    let after: Vec<_> = samples.iter().filter(|s| s.0 >= load_seconds).collect();
+    let (drain_per_sec, _) = match after.first() {
+        // A backlog of a few batches drains in a sample or two: too short to time.
+        Some(first) if first.2 >= DRAIN_BACKLOG => {
+            pace(after.into_iter().filter(|s| s.2 >= BACKLOG).collect())
+        }
+        _ => (None, 0.0),
+    };
     Some(Persistence {
         backlogged_per_sec,
         backlogged_seconds,
@@ -825,8 +829,8 @@ mod tests {
         let samples = [
             (0.5, 500, 200),
             (1.0, 1_000, 2_000),
-            (2.0, 3_000, 6_000),
-            (2.5, 5_000, 4_000),
+            (2.0, 3_000, 16_000),
+            (2.5, 5_000, 14_000),
             (3.0, 8_000, 1_000),
             (3.25, 9_000, 0),
         ];
@@ -834,9 +838,17 @@ mod tests {
         assert_eq!(p.backlogged_per_sec, Some(7_000.0 / 2.0));
         assert_eq!(p.backlogged_seconds, 2.0);
         assert_eq!(p.drain_per_sec, Some(5_000.0 / 1.0));
-        assert_eq!(p.max_pending, 6_000);
+        assert_eq!(p.max_pending, 16_000);
         assert_eq!(p.drain_seconds, 1.25);
         assert_eq!(p.overall_per_sec, 9_000.0 / 3.25);
+    }
+
+    #[test]
+    fn a_short_drain_is_not_timed() {
+        let samples = [(1.0, 1_000, 5_000), (1.25, 4_000, 2_000), (1.5, 6_000, 0)];
+        let p = persistence(&samples, 1.0).unwrap();
+        assert_eq!(p.drain_per_sec, None, "5,000 pending is a batch or two");
+        assert!(p.backlogged_per_sec.is_some());
     }
 
     #[test]
