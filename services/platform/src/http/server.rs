@@ -10,7 +10,7 @@ use axum::{
     routing::get,
     Router,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::ApiError;
@@ -74,11 +74,26 @@ pub fn finish(router: Router, metrics: Arc<Metrics>) -> Router {
         .layer(DefaultBodyLimit::max(super::BODY_LIMIT_BYTES))
 }
 
+/// Connections the kernel queues before they are accepted. A sale opens
+/// with a burst of new connections; tokio's default backlog was 128 here, and
+/// a connect beyond it waits for the client's SYN retransmit, a full second.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`, with an error that says which setting to change.
 pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address}: {e} (set --listen / PROMO_LISTEN)"))
+    let listen = || {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e: std::io::Error| {
+        format!("cannot listen on {address}: {e} (set --listen / PROMO_LISTEN)")
+    })
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests.
