@@ -323,6 +323,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The app without its V3 consumer: a test drives `persist_batch` itself.
+    pub fn without_consumer() -> Self {
+        Self {
+            consumer: false,
+            ..Self::default()
+        }
+    }
+}
+
 impl TestBackends {
     /// Fresh backends with `S`'s database migrated.
     pub async fn migrated<S: crate::service::Service>(backend: Backend, label: &str) -> Self {

@@ -8,14 +8,7 @@ use coupon_service::consumer::persist_batch;
 use crate::helpers::{spawn_app_with, Backend, Options};
 
 async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
     app.campaign("crash", 50, 1, "QUEUED").await;
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -158,14 +151,7 @@ async fn consumer_outcomes_read_back(backend: Backend) {
     use coupon_service::events::{CouponEvent, Event};
     use promo_platform::ports::Message;
 
-    let app = spawn_app_with(
-        backend,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
     app.campaign("two", 2, 1, "QUEUED").await;
     let wanted = [
         ("r-1", "two", "ann"),

@@ -8,14 +8,7 @@ use timesale_service::consumer::persist_batch;
 use crate::helpers::{spawn_app_with, Backend, Options};
 
 async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        Options {
-            consumer: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
     app.sale("crash", 100, 3, "QUEUED").await;
     let mut ids = Vec::new();
     for i in 0..40 {

@@ -168,14 +168,8 @@ async fn stock_updates(backend: Backend) {
 }
 
 async fn a_rejected_or_pending_order_cannot_be_cancelled(backend: Backend) {
-    let app = crate::helpers::spawn_app_with(
-        backend,
-        crate::helpers::Options {
-            consumer: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let app =
+        crate::helpers::spawn_app_with(backend, crate::helpers::Options::without_consumer()).await;
     app.sale("p", 5, 1, "QUEUED").await;
     let a = app.order("v3", "p", "u", 1).await;
     assert_eq!(a.status, 202);
