@@ -9,5 +9,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
   status           BIGINT NULL,
   body             VARCHAR(12000) NULL,
   created_at       BIGINT NOT NULL,
-  PRIMARY KEY (scope, idem_key)
+  PRIMARY KEY (scope, idem_key),
+  KEY ix_idempotency_created (created_at)
 ) ENGINE=InnoDB;

@@ -10,3 +10,4 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
   created_at       INTEGER NOT NULL,
   PRIMARY KEY (scope, idem_key)
 );
+CREATE INDEX IF NOT EXISTS ix_idempotency_created ON idempotency_keys (created_at);

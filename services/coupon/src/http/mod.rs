@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::{middleware, Router};
 use promo_platform::http::{
     auth::{require_admin, AdminToken},
-    idempotency::idempotent,
+    idempotency::{idempotent, Idempotency},
     ApiError,
 };
 use utoipa::OpenApi;
@@ -20,7 +20,7 @@ use crate::{domain::CouponError, CouponService};
 /// the process adds once).
 pub fn router(svc: Arc<CouponService>, admin_token: AdminToken) -> Router {
     // Idempotency-Key inside the admin check: a refused call claims nothing.
-    let idempotency = middleware::from_fn_with_state(svc.db.clone(), idempotent);
+    let idempotency = middleware::from_fn_with_state(Idempotency::new(svc.db.clone()), idempotent);
     let admin = admin::router()
         .route_layer(idempotency.clone())
         .route_layer(middleware::from_fn_with_state(admin_token, require_admin));

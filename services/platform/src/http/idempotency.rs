@@ -18,6 +18,17 @@
 //!
 //! A process that dies between a handler's effect and the record leaves the
 //! claim in progress: a retry then answers 409 and changes nothing.
+//!
+//! Keys are kept for [`RETENTION`]: at most once an hour a claim starts a
+//! purge of the older ones in the background.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::{
     body::{to_bytes, Body},
@@ -44,8 +55,63 @@ pub const REPLAYED: &str = "idempotency-replayed";
 pub const MYSQL_TABLE: &str = include_str!("../../../../migrations/shared/mysql/idempotency.sql");
 pub const SQLITE_TABLE: &str = include_str!("../../../../migrations/shared/sqlite/idempotency.sql");
 
-/// Middleware (`axum::middleware::from_fn_with_state(db, idempotent)`).
-pub async fn idempotent(State(db): State<Database>, req: Request, next: Next) -> Response {
+/// How long a key answers with its first answer.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The middleware's state: the service's database and when keys were last purged.
+#[derive(Clone)]
+pub struct Idempotency {
+    db: Database,
+    retention: Duration,
+    last_purge_ms: Arc<AtomicI64>,
+}
+
+impl Idempotency {
+    pub fn new(db: Database) -> Self {
+        Self::with_retention(db, RETENTION)
+    }
+
+    pub fn with_retention(db: Database, retention: Duration) -> Self {
+        Self {
+            db,
+            retention,
+            last_purge_ms: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Deletes keys older than the retention, in the background, unless
+    /// that was done within the last hour (or the last retention, if shorter).
+    fn purge_if_due(&self) {
+        let now = now_ms();
+        let every = PURGE_EVERY.min(self.retention).as_millis() as i64;
+        let last = self.last_purge_ms.load(Ordering::Relaxed);
+        if now - last < every
+            || self
+                .last_purge_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (db, before) = (self.db.clone(), now - self.retention.as_millis() as i64);
+        tokio::spawn(async move {
+            let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+                .bind(before)
+                .execute(db.pool())
+                .await;
+            match purged {
+                Ok(r) => tracing::debug!(keys = r.rows_affected(), "idempotency keys purged"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency keys not purged; next try in an hour")
+                }
+            }
+        });
+    }
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(Idempotency::new(db), idempotent)`).
+pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Next) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let Some(key) = req.headers().get("idempotency-key").cloned() else {
         return next.run(req).await;
@@ -53,7 +119,8 @@ pub async fn idempotent(State(db): State<Database>, req: Request, next: Next) ->
     if !mutating {
         return next.run(req).await;
     }
-    match claim_and_run(db, key, req, next).await {
+    idem.purge_if_due();
+    match claim_and_run(idem.db, key, req, next).await {
         Ok(r) | Err(r) => r,
     }
 }

@@ -1,0 +1,143 @@
+//! The Idempotency-Key middleware in isolation, on both databases: a handler
+//! that counts its runs behind it.
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{http::StatusCode, middleware, routing::post, Router};
+use promo_platform::{
+    http::idempotency::{idempotent, Idempotency, MYSQL_TABLE, SQLITE_TABLE},
+    ports::{sql::Migrations, Database, Migration},
+    testing::{fresh_mysql, fresh_sqlite, serve},
+};
+use tokio_util::sync::CancellationToken;
+
+const TABLE: Migrations = Migrations {
+    mysql: &[Migration {
+        version: 1,
+        name: "idempotency",
+        sql: MYSQL_TABLE,
+    }],
+    sqlite: &[Migration {
+        version: 1,
+        name: "idempotency",
+        sql: SQLITE_TABLE,
+    }],
+};
+
+async fn app(db: Database, retention: Duration) -> (String, Arc<AtomicU32>) {
+    db.migrate(&TABLE).await.unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let router = Router::new()
+        .route(
+            "/things",
+            post(move |body: String| {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    match body.as_str() {
+                        "fail" => (StatusCode::SERVICE_UNAVAILABLE, "try later".to_string()),
+                        _ => (StatusCode::CREATED, format!("{{\"run\":{n}}}")),
+                    }
+                }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Idempotency::with_retention(db, retention),
+            idempotent,
+        ));
+    (serve(router, CancellationToken::new()).await, runs)
+}
+
+async fn call(base: &str, key: Option<&str>, body: &str) -> (u16, String, bool) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/things"))
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.unwrap();
+    let replayed = res.headers().contains_key("idempotency-replayed");
+    (res.status().as_u16(), res.text().await.unwrap(), replayed)
+}
+
+async fn conforms(db: Database) {
+    let (base, runs) = app(db, Duration::from_secs(3600)).await;
+    let first = call(&base, Some("k1"), "a").await;
+    assert_eq!(first, (201, "{\"run\":1}".into(), false));
+    assert_eq!(
+        call(&base, Some("k1"), "a").await,
+        (201, first.1.clone(), true)
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the replay did not run the handler"
+    );
+    let (status, body, _) = call(&base, Some("k1"), "b").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("idempotency_key_reused"));
+    // Without a key, or with another, it runs.
+    assert_eq!(call(&base, None, "a").await.0, 201);
+    assert_eq!(call(&base, Some("k2"), "a").await.1, "{\"run\":3}");
+    // A 5xx is not kept: the same key runs again.
+    assert_eq!(call(&base, Some("k3"), "fail").await.0, 503);
+    assert_eq!(
+        call(&base, Some("k3"), "fail").await,
+        (503, "try later".into(), false)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    assert_eq!(call(&base, Some("bad key"), "a").await.0, 400);
+}
+
+async fn purges_after_retention(db: Database) {
+    let (base, runs) = app(db.clone(), Duration::from_millis(300)).await;
+    assert_eq!(call(&base, Some("old"), "a").await.0, 201);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // This claim starts the purge (in the background) …
+    assert_eq!(call(&base, Some("new"), "a").await.0, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'old'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // … so the old key is gone: the same call runs again.
+    let again = call(&base, Some("old"), "a").await;
+    assert_eq!((again.0, again.2), (201, false));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let (db, _dir) = fresh_sqlite("idem").await;
+    conforms(db).await;
+}
+
+#[tokio::test]
+async fn mysql_conforms() {
+    conforms(fresh_mysql("idem").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_purges_after_retention() {
+    let (db, _dir) = fresh_sqlite("idem_purge").await;
+    purges_after_retention(db).await;
+}
+
+#[tokio::test]
+async fn mysql_purges_after_retention() {
+    purges_after_retention(fresh_mysql("idem_purge").await).await;
+}
