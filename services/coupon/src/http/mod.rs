@@ -53,7 +53,9 @@ pub fn router(svc: Arc<CouponService>, admin_token: AdminToken) -> Router {
 pub struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    promo_platform::http::idempotency::document(&mut doc);
+    doc
 }
 
 impl From<CouponError> for ApiError {

@@ -110,6 +110,49 @@ impl Idempotency {
     }
 }
 
+/// Declares the optional `Idempotency-Key` header on every mutating
+/// operation of `doc` that does not declare it already.
+pub fn document(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        path::{ParameterBuilder, ParameterIn},
+        schema::{ObjectBuilder, Type},
+        Required,
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            let params = op.parameters.get_or_insert_with(Vec::new);
+            if params
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("idempotency-key"))
+            {
+                continue;
+            }
+            params.push(
+                ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "Repeating the call with the same key answers the first answer \
+                         (with `Idempotency-Replayed: true`) and changes nothing; kept 24 h.",
+                    ))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .max_length(Some(128)),
+                    ))
+                    .build(),
+            );
+        }
+    }
+}
+
 /// Middleware (`axum::middleware::from_fn_with_state(Idempotency::new(db), idempotent)`).
 pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Next) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -265,4 +308,58 @@ async fn record(db: &Database, scope: &str, key: &str, response: Response) -> Re
         tracing::error!(error = %e, scope, "answer not recorded; retries with this key will answer 409");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::openapi::{
+        path::{
+            HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+        },
+        OpenApiBuilder, Required,
+    };
+
+    fn keys(doc: &utoipa::openapi::OpenApi, path: &str, post: bool) -> Vec<bool> {
+        let item = &doc.paths.paths[path];
+        let op = if post { &item.post } else { &item.get };
+        op.as_ref()
+            .and_then(|o| o.parameters.as_ref())
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p.name.eq_ignore_ascii_case("idempotency-key"))
+                    .map(|p| matches!(p.required, Required::True))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn documents_the_header_on_mutations_only_once() {
+        let required = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .build();
+        let paths = PathsBuilder::new()
+            .path(
+                "/a",
+                PathItem::new(HttpMethod::Post, OperationBuilder::new()),
+            )
+            .path(
+                "/b",
+                PathItem::new(HttpMethod::Get, OperationBuilder::new()),
+            )
+            .path(
+                "/c",
+                PathItem::new(
+                    HttpMethod::Post,
+                    OperationBuilder::new().parameter(required),
+                ),
+            );
+        let mut doc = OpenApiBuilder::new().paths(paths).build();
+        super::document(&mut doc);
+        assert_eq!(keys(&doc, "/a", true), vec![false], "optional on a POST");
+        assert_eq!(keys(&doc, "/b", false), Vec::<bool>::new(), "not on a GET");
+        assert_eq!(keys(&doc, "/c", true), vec![true], "a declared one is kept");
+    }
 }

@@ -55,7 +55,9 @@ pub fn router(svc: Arc<TimesaleService>, admin_token: AdminToken) -> Router {
 pub struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    promo_platform::http::idempotency::document(&mut doc);
+    doc
 }
 
 impl From<TimesaleError> for ApiError {
