@@ -41,14 +41,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as Content-Type: application/json",
         ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "request bodies are limited to {} bytes",
-                super::BODY_LIMIT_BYTES
-            ),
-        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }

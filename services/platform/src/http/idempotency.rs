@@ -156,12 +156,10 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
 /// Middleware (`axum::middleware::from_fn_with_state(Idempotency::new(db), idempotent)`).
 pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Next) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let Some(key) = req.headers().get("idempotency-key").cloned() else {
+    let key = req.headers().get("idempotency-key").cloned();
+    let Some(key) = key.filter(|_| mutating) else {
         return next.run(req).await;
     };
-    if !mutating {
-        return next.run(req).await;
-    }
     idem.purge_if_due();
     match claim_and_run(idem.db, key, req, next).await {
         Ok(r) | Err(r) => r,
@@ -180,14 +178,9 @@ async fn claim_and_run(
         .to_string();
     check_id("Idempotency-Key", &key).map_err(|e| ApiError::from(e).into_response())?;
     let (parts, body) = req.into_parts();
-    let body = to_bytes(body, BODY_LIMIT_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {BODY_LIMIT_BYTES} bytes"),
-        )
-        .into_response()
-    })?;
+    let body = to_bytes(body, BODY_LIMIT_BYTES)
+        .await
+        .map_err(|_| ApiError::body_too_large().into_response())?;
     let scope = format!("{} {}", parts.method, parts.uri.path());
     let hash = format!(
         "{:x}",

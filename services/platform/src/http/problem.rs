@@ -57,6 +57,18 @@ impl ApiError {
     pub fn gone(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, code, detail)
     }
+    /// 413: the body passed [`super::BODY_LIMIT_BYTES`].
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "request bodies are limited to {} bytes",
+                super::BODY_LIMIT_BYTES
+            ),
+        )
+    }
+
     /// 503 with `Retry-After`: the request may succeed later unchanged.
     pub fn unavailable(code: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
         Self {
