@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::Arc};
 use crate::ports::{
     counters::CountersError,
     sql::{self, SqlError},
-    Counters, Database, KafkaQueue, MemoryCache, MemoryCounters, MemoryQueue, Queue, QueueError,
+    Counters, Database, KafkaQueue, LocalQueue, MemoryCache, MemoryCounters, Queue, QueueError,
     RedisCache, RedisCounters, VersionedCache,
 };
 
@@ -24,7 +24,8 @@ pub struct BackendArgs {
     pub redis_url: Option<String>,
 
     /// Kafka bootstrap servers (host:9092,host2:9092). Default: an
-    /// in-process queue, consumed inside the serving process.
+    /// in-process queue kept durable under --data-dir/queue, consumed inside
+    /// the serving process.
     #[arg(long, env = "PROMO_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
@@ -100,7 +101,10 @@ impl Backends {
         };
         let queue: Arc<dyn Queue> = match &args.kafka_brokers {
             Some(brokers) => Arc::new(KafkaQueue::new(brokers)?),
-            None => Arc::new(MemoryQueue::new(args.embedded_queue_capacity)),
+            None => Arc::new(LocalQueue::durable(
+                args.data_dir.join("queue"),
+                args.embedded_queue_capacity,
+            )),
         };
         Ok(Self {
             args: args.clone(),

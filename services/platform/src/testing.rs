@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{BackendArgs, Backends},
     ports::{
-        Counters, Database, KafkaQueue, MemoryCache, MemoryCounters, MemoryQueue, Queue,
-        RedisCache, RedisCounters, VersionedCache,
+        Counters, Database, KafkaQueue, LocalQueue, MemoryCache, MemoryCounters, Queue, RedisCache,
+        RedisCounters, VersionedCache,
     },
 };
 
@@ -171,12 +171,13 @@ impl TestBackends {
             Backend::Embedded => {
                 let (db, dir) = fresh_sqlite(label).await;
                 let c = MemoryCounters::new();
+                let queue = LocalQueue::durable(dir.0.join("queue"), 1_000_000);
                 TestBackends {
                     db,
                     counters: Arc::new(c.clone()),
                     cache: Arc::new(MemoryCache::new()),
                     handle: CountersHandle::Memory(c),
-                    queue: Arc::new(MemoryQueue::new(1_000_000)),
+                    queue: Arc::new(queue),
                     dir: Some(dir),
                 }
             }
@@ -283,6 +284,21 @@ impl HttpClient {
     pub async fn post_with_key(&self, path: &str, body: Value, key: &str) -> Answer {
         let req = self.client.post(self.url(path)).json(&body);
         self.send(req.header("Idempotency-Key", key)).await
+    }
+
+    /// How many series of metric family `name` `/metrics` shows.
+    pub async fn series(&self, name: &str) -> usize {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!("{name}{{");
+        text.lines().filter(|l| l.starts_with(&prefix)).count()
     }
 
     pub async fn get(&self, path: &str) -> Answer {

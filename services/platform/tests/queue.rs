@@ -4,7 +4,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use promo_platform::{
-    ports::{KafkaQueue, MemoryQueue, Queue},
+    ports::{KafkaQueue, LocalQueue, Queue},
     testing,
 };
 use rdkafka::{
@@ -105,13 +105,140 @@ async fn wait_for_lag(q: &dyn Queue, topic: &str, group: &str, want: u64) {
 }
 
 #[tokio::test]
-async fn memory_queue_conforms() {
-    suite(Arc::new(MemoryQueue::new(10_000)), "t", true).await;
+async fn local_queue_in_memory_conforms() {
+    suite(Arc::new(LocalQueue::in_memory(10_000)), "t", true).await;
 }
 
 #[tokio::test]
-async fn memory_queue_is_bounded() {
-    let q = MemoryQueue::new(3);
+async fn durable_local_queue_conforms() {
+    let dir = testing::TempDir::new();
+    suite(Arc::new(LocalQueue::durable(&dir.0, 10_000)), "t", true).await;
+}
+
+/// Opens the durable queue in `dir` again, as a restarted process would.
+/// The previous one's writer thread lets go of the folder's lock once its
+/// topic is dropped; wait for that.
+async fn reopen(dir: &std::path::Path, topic: &str) -> LocalQueue {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let q = LocalQueue::durable(dir, 10_000).with_segment_bytes(1024);
+        match q.ensure_topic(topic, 1).await {
+            Ok(()) => return q,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("--data-dir"), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
+fn payloads(batch: &[promo_platform::ports::Message]) -> Vec<String> {
+    batch
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn durable_queue_delivers_what_was_not_committed_after_a_restart() {
+    let dir = testing::TempDir::new();
+    {
+        let q = reopen(&dir.0, "t").await;
+        let p = q.producer("t").unwrap();
+        for i in 0..100 {
+            p.send("k", format!("m{i}").into_bytes()).await.unwrap();
+        }
+        let mut c = q.consumer("t", "g").await.unwrap();
+        let got = take(&mut *c, 100).await;
+        c.commit(&got[..40]).await.unwrap();
+        // Many small segments: the ones wholly committed are gone.
+        assert!(q.segment_count("t").unwrap() > 2);
+    }
+    // A second process cannot open the same folder while the first holds it.
+    let q = reopen(&dir.0, "t").await;
+    let second = LocalQueue::durable(&dir.0, 10);
+    let err = second.ensure_topic("t", 1).await.expect_err("locked");
+    assert!(err.to_string().contains("--data-dir"), "{err}");
+
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let rest = take(&mut *c, 60).await;
+    assert_eq!(payloads(&rest).first().map(String::as_str), Some("m40"));
+    assert_eq!(payloads(&rest).last().map(String::as_str), Some("m99"));
+    assert_eq!(rest[0].offset, 40);
+    // New sends continue the offsets.
+    q.producer("t")
+        .unwrap()
+        .send("k", b"m100".to_vec())
+        .await
+        .unwrap();
+    let next = take(&mut *c, 1).await;
+    assert_eq!((next[0].offset, payloads(&next)[0].as_str()), (100, "m100"));
+    // Everything committed: only the segment being written stays.
+    c.commit(&next).await.unwrap();
+    assert_eq!(q.segment_count("t").unwrap(), 1);
+    assert_eq!(q.lag("t", "g").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn durable_queue_cuts_off_a_torn_last_write() {
+    let dir = testing::TempDir::new();
+    {
+        let q = LocalQueue::durable(&dir.0, 10_000);
+        let p = q.producer("t").unwrap();
+        for i in 0..3 {
+            p.send("k", format!("m{i}").into_bytes()).await.unwrap();
+        }
+    }
+    // A write the process died in the middle of (never acknowledged).
+    let segment = dir.0.join("t").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 0, 0]);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let q = reopen(&dir.0, "t").await;
+    assert_eq!(std::fs::metadata(&segment).unwrap().len() as usize, whole);
+    q.producer("t")
+        .unwrap()
+        .send("k", b"m3".to_vec())
+        .await
+        .unwrap();
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let got = take(&mut *c, 4).await;
+    assert_eq!(payloads(&got), ["m0", "m1", "m2", "m3"]);
+    assert_eq!(
+        got.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+}
+
+#[tokio::test]
+async fn durable_queue_refuses_a_corrupt_closed_segment() {
+    let dir = testing::TempDir::new();
+    {
+        let q = LocalQueue::durable(&dir.0, 10_000).with_segment_bytes(64);
+        let p = q.producer("t").unwrap();
+        for i in 0..10 {
+            p.send("k", format!("m{i}").into_bytes()).await.unwrap();
+        }
+    }
+    let first = dir.0.join("t").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&first, &bytes).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = LocalQueue::durable(&dir.0, 10_000)
+        .ensure_topic("t", 1)
+        .await
+        .expect_err("corrupt");
+    assert!(err.to_string().contains("corrupt record"), "{err}");
+}
+
+#[tokio::test]
+async fn local_queue_is_bounded() {
+    let q = LocalQueue::in_memory(3);
     let p = q.producer("t").unwrap();
     for _ in 0..3 {
         p.send("k", vec![1]).await.unwrap();

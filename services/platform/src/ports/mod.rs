@@ -9,5 +9,5 @@ pub mod sql;
 
 pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
 pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
-pub use queue::{Consumer, KafkaQueue, MemoryQueue, Message, Producer, Queue, QueueError};
+pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError};
 pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};

@@ -1,0 +1,77 @@
+//! Queue port: Kafka (rdkafka) in production; embedded, an in-process log
+//! kept durable in an append-only file log under the data folder.
+//!
+//! Both give the consumer the same contract: messages come in batches, in
+//! order per key, and stay owed to the group until `commit` — a consumer
+//! that stops before committing has its batch redelivered to the next one.
+//! That is what lets the queued strategies write to the database first and
+//! commit offsets only after the database commit.
+
+mod kafka;
+mod local;
+mod log;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use rdkafka::error::KafkaError;
+
+pub use kafka::KafkaQueue;
+pub use local::LocalQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("queue is full ({0} messages waiting)")]
+    Full(usize),
+    #[error("queue task failed: {0}")]
+    Task(String),
+    #[error("queue log {path}: {message}")]
+    Log { path: String, message: String },
+}
+
+/// One delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Sends one message and returns once the broker has it (acks=all).
+    async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits up to `wait` for the first message, then takes what is ready,
+    /// up to `max`. An empty batch means nothing arrived in time.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>, QueueError>;
+
+    /// Marks everything up to and including `batch` as done for the group.
+    async fn commit(&mut self, batch: &[Message]) -> Result<(), QueueError>;
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Creates `topic` if it does not exist yet.
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError>;
+    fn producer(&self, topic: &str) -> Result<Arc<dyn Producer>, QueueError>;
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, QueueError>;
+    /// Messages in `topic` not yet committed by `group`.
+    async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError>;
+}
+
+/// The highest offset per partition in `batch`.
+fn last_offsets(batch: &[Message]) -> HashMap<i32, i64> {
+    let mut last = HashMap::new();
+    for m in batch {
+        let e = last.entry(m.partition).or_insert(m.offset);
+        *e = (*e).max(m.offset);
+    }
+    last
+}
