@@ -166,9 +166,11 @@ impl CouponService {
     /// every request). A pause or window change is seen within the TTL.
     pub async fn campaign(&self, id: &str) -> Result<Arc<Campaign>, CouponError> {
         let load = async {
-            store::get_campaign(self.db.pool(), id)
+            let c = store::get_campaign(self.db.pool(), id)
                 .await?
-                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))
+                .ok_or_else(|| CouponError::UnknownCampaign(id.to_string()))?;
+            self.metrics.know(SERVICE, id);
+            Ok(c)
         };
         self.cache.get_or_load(id, load).await
     }
@@ -187,6 +189,7 @@ impl CouponService {
         let (stored, previous) =
             store::upsert_campaign(self.db.pool(), self.db.dialect(), id, spec).await?;
         self.cache.remove(id);
+        self.metrics.know(SERVICE, id);
         let pool_spec = |s: &CampaignSpec| PoolSpec {
             limit: s.quota,
             counted: s.strategy == Strategy::Queued,
@@ -211,7 +214,10 @@ impl CouponService {
 
     /// Refreshes the remaining/pending gauges of every campaign.
     pub async fn refresh_gauges(&self) -> Result<(), CouponError> {
-        for c in store::list_campaigns(self.db.pool()).await? {
+        let campaigns = store::list_campaigns(self.db.pool()).await?;
+        self.metrics
+            .know_only(SERVICE, campaigns.iter().map(|c| c.id.as_str()));
+        for c in campaigns {
             let (remaining, pending) = self.figures(&c).await?;
             self.metrics.set_figures(SERVICE, &c.id, remaining, pending);
         }

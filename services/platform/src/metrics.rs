@@ -2,7 +2,10 @@
 //! All names start with `promo_`; labels are drawn from service, route,
 //! strategy, promotion and outcome.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+};
 
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
@@ -31,7 +34,14 @@ pub struct Metrics {
     pub optimistic_retries: IntCounterVec,
     pub optimistic_conflicts: IntCounterVec,
     pub cache_reads: IntCounterVec,
+    pub consumer_persist_failures: IntCounterVec,
+    pub consumer_lag_errors: IntCounterVec,
+    /// Per service, the campaign or sale ids that exist (see [`Metrics::know`]).
+    known: Arc<RwLock<HashMap<String, HashSet<String>>>>,
 }
+
+/// The `promotion` label of admissions for an id that names no campaign or sale.
+pub const OTHER: &str = "other";
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
@@ -137,6 +147,23 @@ impl Metrics {
                 &["service", "result"],
             )
             .expect("valid metric"),
+            consumer_persist_failures: IntCounterVec::new(
+                Opts::new(
+                    "promo_consumer_persist_failures_total",
+                    "Batches the consumer failed to persist (and retries), by reason",
+                ),
+                &["service", "reason"],
+            )
+            .expect("valid metric"),
+            consumer_lag_errors: IntCounterVec::new(
+                Opts::new(
+                    "promo_consumer_lag_errors_total",
+                    "Lag reads that failed; promo_consumer_lag is absent meanwhile, not stale",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            known: Arc::default(),
             registry,
         };
         for c in [
@@ -154,17 +181,58 @@ impl Metrics {
             Box::new(m.optimistic_retries.clone()),
             Box::new(m.optimistic_conflicts.clone()),
             Box::new(m.cache_reads.clone()),
+            Box::new(m.consumer_persist_failures.clone()),
+            Box::new(m.consumer_lag_errors.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
         Arc::new(m)
     }
 
-    /// Counts one admission attempt in `promo_admissions_total`.
+    /// Counts one admission attempt in `promo_admissions_total`. The
+    /// `promotion` label is the campaign or sale id only when it is known to
+    /// exist ([`Metrics::know`]); an id from a URL that names nothing is
+    /// counted as [`OTHER`], so requests cannot add series without bound.
     pub fn count_admission(&self, service: &str, strategy: &str, key: &str, outcome: &str) {
+        let key = if self.is_known(service, key) {
+            key
+        } else {
+            OTHER
+        };
         self.admissions
             .with_label_values(&[service, strategy, key, outcome])
             .inc();
+    }
+
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, HashSet<String>>> {
+        self.known.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_known(&self, service: &str, key: &str) -> bool {
+        self.known()
+            .get(service)
+            .is_some_and(|ids| ids.contains(key))
+    }
+
+    /// Records that campaign or sale `key` exists (created, updated or read
+    /// from the database).
+    pub fn know(&self, service: &str, key: &str) {
+        if self.is_known(service, key) {
+            return;
+        }
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        known
+            .entry(service.to_string())
+            .or_default()
+            .insert(key.to_string());
+    }
+
+    /// Replaces the known ids of `service` with `keys`: every id that exists
+    /// now (the periodic refresh), so deleted ones stop being labelled.
+    pub fn know_only<'a>(&self, service: &str, keys: impl IntoIterator<Item = &'a str>) {
+        let ids = keys.into_iter().map(str::to_string).collect();
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        known.insert(service.to_string(), ids);
     }
 
     /// Sets a campaign's or sale's remaining and pending gauges.

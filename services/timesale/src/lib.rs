@@ -165,9 +165,11 @@ impl TimesaleService {
     /// The sale, from a short-lived cache (V2/V3 read it on every request).
     pub async fn sale(&self, id: &str) -> Result<Arc<Sale>, TimesaleError> {
         let load = async {
-            store::get_sale(self.db.pool(), id)
+            let s = store::get_sale(self.db.pool(), id)
                 .await?
-                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))
+                .ok_or_else(|| TimesaleError::UnknownSale(id.to_string()))?;
+            self.metrics.know(SERVICE, id);
+            Ok(s)
         };
         self.cache.get_or_load(id, load).await
     }
@@ -183,6 +185,7 @@ impl TimesaleService {
         let (stored, previous) =
             store::upsert_sale(self.db.pool(), self.db.dialect(), id, spec).await?;
         self.cache.remove(id);
+        self.metrics.know(SERVICE, id);
         let pool_spec = |s: &SaleSpec| PoolSpec {
             limit: s.stock,
             counted: s.counted(),
@@ -208,7 +211,10 @@ impl TimesaleService {
 
     /// Refreshes the remaining/pending gauges of every sale.
     pub async fn refresh_gauges(&self) -> Result<(), TimesaleError> {
-        for s in store::list_sales(self.db.pool(), None).await? {
+        let sales = store::list_sales(self.db.pool(), None).await?;
+        self.metrics
+            .know_only(SERVICE, sales.iter().map(|s| s.id.as_str()));
+        for s in sales {
             let (remaining, pending) = self.figures(&s).await?;
             self.metrics.set_figures(SERVICE, &s.id, remaining, pending);
         }

@@ -86,6 +86,12 @@ async fn malformed_and_mistyped(backend: Backend) {
         "invalid_query",
     );
     assert_problem(&app.get("/no/such/route").await, 404, "route_not_found");
+    let wrong_method = app
+        .send(app.client.delete(app.url("/v1/campaigns/c/issue")))
+        .await;
+    assert_problem(&wrong_method, 405, "method_not_allowed");
+    let wrong_method = app.send(app.client.put(app.url("/metrics"))).await;
+    assert_problem(&wrong_method, 405, "method_not_allowed");
 }
 
 async fn invalid_campaigns_and_amounts(backend: Backend) {
@@ -183,7 +189,33 @@ async fn admin_token_required_when_configured(backend: Backend) {
     assert_eq!(app.issue("v1", "c", "u").await.status, 201);
 }
 
+/// Ids from URLs that name no campaign cannot add metric series: thousands
+/// of them are counted under one `promotion="other"` label.
+async fn unknown_ids_add_no_metric_series(backend: Backend) {
+    use futures::StreamExt;
+    let app = spawn_app(backend).await;
+    app.campaign("c", 10, 1, "QUEUED").await;
+    assert_eq!(app.issue("v3", "c", "u").await.status, 202);
+    let before = app.series("promo_admissions_total").await;
+    let answers: Vec<u16> = futures::stream::iter(0..3000)
+        .map(|i| {
+            let app = &app;
+            async move {
+                let version = ["v1", "v2", "v3"][i % 3];
+                app.issue(version, &format!("nope-{i}"), "u").await.status
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|s| *s == 404), "{answers:?}");
+    let after = app.series("promo_admissions_total").await;
+    assert!(after <= before + 3, "{before} series before, {after} after");
+    assert!(app.series("promo_http_requests_total").await < 20);
+}
+
 promo_platform::on_both_backends!(
+    unknown_ids_add_no_metric_series,
     malformed_and_mistyped,
     invalid_campaigns_and_amounts,
     admin_token_required_when_configured

@@ -182,14 +182,7 @@ async fn claim_and_run(
         .await
         .map_err(|_| ApiError::body_too_large().into_response())?;
     let scope = format!("{} {}", parts.method, parts.uri.path());
-    let hash = format!(
-        "{:x}",
-        Sha256::new()
-            .chain_update(scope.as_bytes())
-            .chain_update([0])
-            .chain_update(&body)
-            .finalize()
-    );
+    let hash = request_hash(&scope, &body);
     let req = Request::from_parts(parts, Body::from(body));
     // From here on the claim must end recorded or dropped: run it whole.
     to_completion(async move {
@@ -200,6 +193,24 @@ async fn claim_and_run(
         Ok(record(&db, &scope, &key, response).await)
     })
     .await
+}
+
+/// What identifies a request under a key: its method and path, and its body
+/// as canonical JSON (keys sorted, no insignificant whitespace), so the same
+/// JSON written differently is the same request. A body that is not JSON
+/// is taken byte for byte (the handler refuses it anyway).
+fn request_hash(scope: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok());
+    format!(
+        "{:x}",
+        Sha256::new()
+            .chain_update(scope.as_bytes())
+            .chain_update([0])
+            .chain_update(canonical.as_deref().unwrap_or(body))
+            .finalize()
+    )
 }
 
 fn bad_key(detail: &str) -> Response {
@@ -324,6 +335,23 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_same_json_written_differently_is_the_same_request() {
+        let h = |b: &str| super::request_hash("POST /x", b.as_bytes());
+        let first = h(r#"{"userId":"u","quantity":1}"#);
+        assert_eq!(first, h("{ \"quantity\" : 1,\n \"userId\": \"u\" }"));
+        assert_ne!(first, h(r#"{"userId":"u","quantity":2}"#));
+        assert_ne!(
+            first,
+            super::request_hash("POST /y", br#"{"userId":"u","quantity":1}"#)
+        );
+        assert_ne!(
+            h("not json"),
+            h("not  json"),
+            "non-JSON bodies byte for byte"
+        );
     }
 
     #[test]

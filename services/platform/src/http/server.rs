@@ -50,7 +50,7 @@ async fn track_request(
 }
 
 /// The routes every process serves besides its services: `/metrics`, the
-/// body limit and problem+json 404s.
+/// body limit, and problem+json 404s and 405s (the 405 keeps its `Allow`).
 pub fn finish(router: Router, metrics: Arc<Metrics>) -> Router {
     router
         .route(
@@ -68,6 +68,14 @@ pub fn finish(router: Router, metrics: Arc<Metrics>) -> Router {
                 }
             }),
         )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer that method; see the Allow header",
+            )
+            .into_response()
+        })
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route").into_response()
         })

@@ -93,14 +93,15 @@ impl RedisCache {
         ttl: Duration,
     ) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
-        let stored: i64 = self
-            .put
-            .key(self.key(key))
-            .arg(version)
-            .arg(payload)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await?;
+        let stored: i64 = super::counters::bounded(
+            self.put
+                .key(self.key(key))
+                .arg(version)
+                .arg(payload)
+                .arg(ttl.as_millis().max(1) as u64)
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(stored == 1)
     }
 }
@@ -116,10 +117,9 @@ fn parse(raw: &str) -> Option<Versioned> {
 impl VersionedCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await?;
+        let raw: Option<String> =
+            super::counters::bounded(redis::cmd("GET").arg(self.key(key)).query_async(&mut conn))
+                .await?;
         Ok(raw.as_deref().and_then(parse))
     }
 

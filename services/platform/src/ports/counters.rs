@@ -26,6 +26,8 @@ const REMAINING: &str = "~remaining";
 pub enum CountersError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("cannot connect to redis at {url}: {source}")]
     Connect {
         url: String,
@@ -157,6 +159,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// How long one Redis command may take, reconnecting included, before it
+/// fails with [`CountersError::Timeout`]: admission then answers 503 at
+/// once instead of hanging while Redis is away.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Runs one Redis call with the [`COMMAND_TIMEOUT`] deadline.
+pub(crate) async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, CountersError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(CountersError::Timeout(COMMAND_TIMEOUT)),
+    }
+}
+
 /// Redis implementation: one multiplexed connection (reconnecting), scripts
 /// loaded once and run by SHA (`redis::Script` reloads them after a restart).
 #[derive(Clone)]
@@ -177,10 +194,15 @@ impl RedisCounters {
             url: url.to_string(),
             source,
         })?;
+        // Reconnect attempts 1 s apart at most (the defaults grow the pause
+        // to a minute, and every command waits on the reconnect meanwhile).
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(2);
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            .set_factor(1)
+            .set_exponent_base(2)
+            .set_max_delay(1000)
+            .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|source| CountersError::Connect {
@@ -239,18 +261,19 @@ impl Counters for RedisCounters {
             Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64),
             None => (self.ticket_key("-"), "0", 0),
         };
-        let (code, left): (i64, i64) = self
-            .admit
-            .key(self.pool_key(pool))
-            .key(ticket_key)
-            .arg(REMAINING)
-            .arg(holder_field(holder))
-            .arg(units)
-            .arg(limit)
-            .arg(flag)
-            .arg(ttl.max(1))
-            .invoke_async(&mut conn)
-            .await?;
+        let (code, left): (i64, i64) = bounded(
+            self.admit
+                .key(self.pool_key(pool))
+                .key(ticket_key)
+                .arg(REMAINING)
+                .arg(holder_field(holder))
+                .arg(units)
+                .arg(limit)
+                .arg(flag)
+                .arg(ttl.max(1))
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(match code {
             0 => Admission::Admitted { remaining: left },
             1 => Admission::LimitReached,
@@ -261,14 +284,15 @@ impl Counters for RedisCounters {
 
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self
-            .release
-            .key(self.pool_key(pool))
-            .arg(REMAINING)
-            .arg(holder_field(holder))
-            .arg(units)
-            .invoke_async(&mut conn)
-            .await?;
+        let _: i64 = bounded(
+            self.release
+                .key(self.pool_key(pool))
+                .arg(REMAINING)
+                .arg(holder_field(holder))
+                .arg(units)
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(())
     }
 
@@ -287,60 +311,70 @@ impl Counters for RedisCounters {
         for chunk in holders.chunks(1000) {
             let fields: Vec<(String, i64)> =
                 chunk.iter().map(|(h, n)| (holder_field(h), *n)).collect();
-            redis::cmd("HSET")
-                .arg(&staging)
-                .arg(&fields)
-                .exec_async(&mut conn)
-                .await?;
-        }
-        let created: i64 = self
-            .seed
-            .key(&key)
-            .key(&staging)
-            .arg(REMAINING)
-            .arg(remaining)
-            .invoke_async(&mut conn)
+            bounded(
+                redis::cmd("HSET")
+                    .arg(&staging)
+                    .arg(&fields)
+                    .exec_async(&mut conn),
+            )
             .await?;
+        }
+        let created: i64 = bounded(
+            self.seed
+                .key(&key)
+                .key(&staging)
+                .arg(REMAINING)
+                .arg(remaining)
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(created == 1)
     }
 
     async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
         let mut conn = self.conn.clone();
-        let v: Option<i64> = self
-            .adjust
-            .key(self.pool_key(pool))
-            .arg(REMAINING)
-            .arg(delta)
-            .invoke_async(&mut conn)
-            .await?;
+        let v: Option<i64> = bounded(
+            self.adjust
+                .key(self.pool_key(pool))
+                .arg(REMAINING)
+                .arg(delta)
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(v)
     }
 
     async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError> {
         let mut conn = self.conn.clone();
-        let v: Option<i64> = redis::cmd("HGET")
-            .arg(self.pool_key(pool))
-            .arg(REMAINING)
-            .query_async(&mut conn)
-            .await?;
+        let v: Option<i64> = bounded(
+            redis::cmd("HGET")
+                .arg(self.pool_key(pool))
+                .arg(REMAINING)
+                .query_async(&mut conn),
+        )
+        .await?;
         Ok(v)
     }
 
     async fn remove(&self, pool: &str) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(self.pool_key(pool))
-            .exec_async(&mut conn)
-            .await?;
+        bounded(
+            redis::cmd("DEL")
+                .arg(self.pool_key(pool))
+                .exec_async(&mut conn),
+        )
+        .await?;
         Ok(())
     }
 
     async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(self.ticket_key(ticket))
-            .query_async(&mut conn)
-            .await?;
+        let n: i64 = bounded(
+            redis::cmd("EXISTS")
+                .arg(self.ticket_key(ticket))
+                .query_async(&mut conn),
+        )
+        .await?;
         Ok(n == 1)
     }
 
@@ -351,7 +385,7 @@ impl Counters for RedisCounters {
             for t in chunk {
                 unlink.arg(self.ticket_key(t));
             }
-            unlink.exec_async(&mut conn).await?;
+            bounded(unlink.exec_async(&mut conn)).await?;
         }
         Ok(())
     }
@@ -360,31 +394,34 @@ impl Counters for RedisCounters {
         let mut conn = self.conn.clone();
         let token = random_token();
         let key = self.lock_key(key);
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut conn)
-            .await?;
+        let ok: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
         Ok(ok.map(|_| LockToken { key, token }))
     }
 
     async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
-        let n: i64 = self
-            .unlock
-            .key(&token.key)
-            .arg(&token.token)
-            .invoke_async(&mut conn)
-            .await?;
+        let n: i64 = bounded(
+            self.unlock
+                .key(&token.key)
+                .arg(&token.token)
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(n == 1)
     }
 
     async fn ping(&self) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }
 }

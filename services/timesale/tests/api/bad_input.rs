@@ -132,4 +132,35 @@ async fn admin_routes_need_the_token(backend: Backend) {
     assert_eq!(app.get("/time-sales/s").await.status, 200);
 }
 
-promo_platform::on_both_backends!(malformed_and_mistyped, admin_routes_need_the_token);
+/// Ids from URLs that name no sale cannot add metric series: thousands of
+/// them are counted under one `promotion="other"` label.
+async fn unknown_ids_add_no_metric_series(backend: Backend) {
+    use futures::StreamExt;
+    let app = spawn_app(backend).await;
+    app.sale("s", 10, 1, "QUEUED").await;
+    assert_eq!(app.order("v3", "s", "u", 1).await.status, 202);
+    let before = app.series("promo_admissions_total").await;
+    let answers: Vec<u16> = futures::stream::iter(0..3000)
+        .map(|i| {
+            let app = &app;
+            async move {
+                let version = ["v1", "v2", "v3"][i % 3];
+                app.order(version, &format!("nope-{i}"), "u", 1)
+                    .await
+                    .status
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|s| *s == 404), "{answers:?}");
+    let after = app.series("promo_admissions_total").await;
+    assert!(after <= before + 3, "{before} series before, {after} after");
+    assert!(app.series("promo_http_requests_total").await < 20);
+}
+
+promo_platform::on_both_backends!(
+    unknown_ids_add_no_metric_series,
+    malformed_and_mistyped,
+    admin_routes_need_the_token
+);
