@@ -37,8 +37,13 @@ test: lint infra-up
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+    scripts/faults.sh
     scripts/chart-check.sh
     scripts/obs-check.sh
+
+# The fault suite: processes and backends killed mid-storm, then nothing lost, nothing oversold (FILTER: part of a name).
+faults *FILTER: infra-up
+    scripts/faults.sh {{FILTER}}
 
 # Alert rules through promtool, then every dashboard panel's query against a real Prometheus scraping a loaded standalone.
 obs-check: infra-up
