@@ -15,7 +15,7 @@ trap 'rm -f "$out"' EXIT
 # The experiments start the service binaries themselves.
 cargo build -q --bins || exit 1
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run -p promo-standalone --test faults --run-ignored only --no-capture \
+  cargo nextest run -p promo-standalone --test faults --run-ignored only --no-capture --no-fail-fast \
     ${filter:+-E "test(/$filter/)"} 2>&1 | tee "$out"
 else
   cargo test -p promo-standalone --test faults -- --ignored --nocapture --test-threads 1 \

@@ -30,6 +30,11 @@ pub struct CouponArgs {
     /// How long V2 waits for a user's Redis lock before answering 503.
     #[arg(long, env = "PROMO_COUPON_LOCK_WAIT_MS", default_value_t = crate::DEFAULT_LOCK_WAIT_MS)]
     pub coupon_lock_wait_ms: u64,
+    /// Seconds an admission stays in flight (counted, its event not yet
+    /// persisted) before the audit may give it back when no event arrived.
+    /// At least 11 (the queue's delivery timeout is 10 s).
+    #[arg(long, env = "PROMO_COUPON_AUDIT_AGE_SECONDS", default_value_t = promo_platform::admission::AUDIT_AGE.as_secs())]
+    pub coupon_audit_age_seconds: u64,
 }
 
 impl ServiceArgs for CouponArgs {
@@ -42,6 +47,10 @@ impl ServiceArgs for CouponArgs {
             group: self.coupon_consumer_group.clone(),
             consumer_max_batch: self.coupon_consumer_batch.max(1),
             lock_wait: Duration::from_millis(self.coupon_lock_wait_ms),
+            audit_age: Duration::from_secs(
+                self.coupon_audit_age_seconds
+                    .max(promo_platform::ports::queue::DELIVERY_TIMEOUT.as_secs() + 1),
+            ),
             ..Settings::default()
         }
     }

@@ -130,7 +130,10 @@ pub async fn persist_batch(svc: &CouponService, batch: &[Message]) -> Result<(),
     }
     tx.commit().await?;
     // Every request of the batch is decided now (refusals included).
-    clear_decided(&*svc.counters, &ids).await;
+    for (campaign, requests) in &by_campaign {
+        let ids: Vec<&str> = requests.iter().map(|r| r.request_id.as_str()).collect();
+        clear_decided(&*svc.counters, &CouponService::pool(campaign), &ids).await;
+    }
 
     let m = &svc.metrics.consumer_messages;
     m.with_label_values(&[SERVICE, "issued"])

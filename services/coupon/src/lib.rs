@@ -41,7 +41,8 @@ pub const DEFAULT_PARTITIONS: i32 = 8;
 pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
 pub const DEFAULT_LOCK_WAIT_MS: u64 = 5000;
 
-/// Tunables; every one has a flag in [`config`].
+/// Tunables. Those an operator tunes have a flag in [`config`]; the others
+/// keep these defaults in production (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Kafka topic of V3 issue events.
@@ -59,6 +60,9 @@ pub struct Settings {
     pub ticket_ttl: Duration,
     /// How long a counter rebuild waits for its fence to be persisted.
     pub rebuild_timeout: Duration,
+    /// How long an admission stays in flight before the audit may give it
+    /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
+    pub audit_age: Duration,
     pub consumer_max_batch: usize,
     pub consumer_max_wait: Duration,
 }
@@ -74,6 +78,7 @@ impl Default for Settings {
             campaign_cache_ttl: Duration::from_millis(500),
             ticket_ttl: Duration::from_secs(24 * 3600),
             rebuild_timeout: Duration::from_secs(30),
+            audit_age: admission::AUDIT_AGE,
             consumer_max_batch: DEFAULT_CONSUMER_BATCH,
             consumer_max_wait: Duration::from_millis(20),
         }
@@ -212,7 +217,8 @@ impl CouponService {
         Ok(admission::figures(&*self.counters, &Self::pool(&c.id), left, queued, queued).await?)
     }
 
-    /// Refreshes the remaining/pending gauges of every campaign.
+    /// Refreshes the remaining/pending gauges of every campaign; for queued
+    /// ones also audits the admissions in flight and measures the drift.
     pub async fn refresh_gauges(&self) -> Result<(), CouponError> {
         let campaigns = store::list_campaigns(self.db.pool()).await?;
         self.metrics
@@ -220,8 +226,29 @@ impl CouponService {
         for c in campaigns {
             let (remaining, pending) = self.figures(&c).await?;
             self.metrics.set_figures(SERVICE, &c.id, remaining, pending);
+            if c.spec.strategy == Strategy::Queued {
+                self.audit_and_measure_drift(&c).await;
+            }
         }
         Ok(())
+    }
+
+    /// Gives back admissions whose event was never queued (see
+    /// [`admission::audit`]) and sets `promo_counter_drift`.
+    async fn audit_and_measure_drift(&self, c: &Campaign) {
+        if let Err(e) = self.audit(&c.id).await {
+            tracing::warn!(campaign = %c.id, error = %e, "admission audit failed; retried next round");
+        }
+        let pool = Self::pool(&c.id);
+        match admission::drift(&*self.counters, &pool, c.spec.quota - c.issued).await {
+            Ok(Some(d)) => self
+                .metrics
+                .counter_drift
+                .with_label_values(&[SERVICE, &c.id])
+                .set(d),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "drift unavailable"),
+        }
     }
 
     /// Counts one issuance attempt in `promo_admissions_total`.

@@ -1,6 +1,7 @@
 //! The counters logic the coupon and time-sale services share: keeping a
-//! pool in step with its campaign or sale, the V3 admission step, and the
-//! fenced rebuild of a lost pool.
+//! pool in step with its campaign or sale, the V3 admission step, the fenced
+//! rebuild of a lost pool, and the fenced audit that gives back admissions
+//! whose event was never sent.
 
 use std::{
     collections::HashSet,
@@ -74,9 +75,12 @@ pub async fn figures(
 }
 
 /// The V3 step: take `units` for `holder` in one atomic counters step
-/// (marking `ticket` pending), then publish `event` keyed by `key`. When the
-/// event cannot be sent the request is not acknowledged, so the units go
-/// back. Any answer but `Admitted` published nothing.
+/// (marking `ticket` pending and in flight), then publish `event` keyed by
+/// `key`. When the event cannot be sent the request is not acknowledged and
+/// the units go back — at once when the queue says the event was surely not
+/// stored; when it may have been (a delivery timeout), the ticket stays in
+/// flight and the audit ([`audit`]) decides after a fence: given back only
+/// if no event ever arrived. Any answer but `Admitted` published nothing.
 #[allow(clippy::too_many_arguments)]
 pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
     counters: &dyn Counters,
@@ -94,8 +98,10 @@ pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
         .await?;
     if let Admission::Admitted { .. } = admission {
         if let Err(e) = producer.send(key, event).await {
-            if let Err(re) = counters.release(pool, holder, units).await {
-                tracing::error!(error = %re, pool, "could not give back an unsent admission");
+            if e.maybe_delivered() {
+                tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
+            } else if let Err(re) = counters.release_ticket(pool, ticket.0).await {
+                tracing::error!(error = %re, pool, "could not give back an unsent admission; the audit will");
             }
             return Err(e.into());
         }
@@ -104,10 +110,14 @@ pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
 }
 
 /// After a consumer's commit: unmarks the tickets of the requests it decided
-/// (their status is in the database now). Best effort: a ticket left behind
-/// lives out its TTL, and a status read that misses both looks again.
-pub async fn clear_decided(counters: &dyn Counters, tickets: &[&str]) {
-    if let Err(e) = counters.clear_tickets(tickets).await {
+/// (their status is in the database now, not in flight). Best effort: a
+/// ticket left behind lives out its TTL (a status read that misses both
+/// looks again), and the audit clears it from the in-flight set.
+pub async fn clear_decided(counters: &dyn Counters, pool: &str, tickets: &[&str]) {
+    if tickets.is_empty() {
+        return;
+    }
+    if let Err(e) = counters.clear_tickets(pool, tickets).await {
         tracing::warn!(error = %e, count = tickets.len(), "decided requests' tickets not cleared; they expire with their TTL");
     }
 }
@@ -130,6 +140,9 @@ pub trait Rebuild: Send + Sync + 'static {
     fn pool(&self, key: &str) -> String;
     /// How long to wait for the consumer to reach the fence.
     fn fence_timeout(&self) -> Duration;
+    /// How long an admission stays in flight before [`audit`] looks at it
+    /// ([`AUDIT_AGE`] in production).
+    fn audit_age(&self) -> Duration;
     /// Whether admissions of `key` go through the queue, so that a fence is
     /// needed; without one (a synchronous strategy) nothing is in flight
     /// beyond a transaction, and the database re-checks every one of those.
@@ -140,6 +153,10 @@ pub trait Rebuild: Send + Sync + 'static {
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, Self::Error>;
     /// Remaining units and per-holder units, from the database.
     async fn baseline(&self, key: &str) -> Result<(i64, Vec<(String, i64)>), Self::Error>;
+    /// Which of `tickets` (request or order ids) the database has decided.
+    async fn decided(&self, tickets: &[String]) -> Result<HashSet<String>, Self::Error>;
+    /// Called when the audit gave back `count` admissions of `key` (metrics).
+    fn returned(&self, key: &str, count: u64);
     /// The error for a fence the consumer did not reach in time.
     fn fence_timed_out(&self) -> Self::Error;
     /// Called once per pool this process re-created (metrics).
@@ -173,6 +190,18 @@ async fn rebuild_locked<R: Rebuild + ?Sized>(
     if r.counters().remaining(pool).await?.is_some() {
         return Ok(false);
     }
+    pass_fence(r, key, "rebuild").await?;
+    let (remaining, holders) = r.baseline(key).await?;
+    let created = r.counters().seed(pool, remaining, &holders).await?;
+    if created {
+        r.rebuilt(key);
+    }
+    Ok(created)
+}
+
+/// Sends a fence on `key` and waits until the consumer has persisted it:
+/// then every event sent on `key` before the fence is in the database.
+async fn pass_fence<R: Rebuild + ?Sized>(r: &R, key: &str, why: &str) -> Result<(), R::Error> {
     let fence_id = uuid::Uuid::now_v7().to_string();
     r.send_fence(key, &fence_id).await?;
     let deadline = tokio::time::Instant::now() + r.fence_timeout();
@@ -180,18 +209,110 @@ async fn rebuild_locked<R: Rebuild + ?Sized>(
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
                 key,
-                "the consumer did not reach the rebuild fence in time; is it running?"
+                why,
+                "the consumer did not reach the fence in time; is it running?"
             );
             return Err(r.fence_timed_out());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (remaining, holders) = r.baseline(key).await?;
-    let created = r.counters().seed(pool, remaining, &holders).await?;
-    if created {
-        r.rebuilt(key);
+    Ok(())
+}
+
+/// How long an admission stays in flight before the audit looks at it. It
+/// is longer than the Kafka producer's delivery timeout
+/// ([`crate::ports::queue::DELIVERY_TIMEOUT`]): an event that will ever be
+/// stored by the broker is stored by then, so a fence sent afterwards on
+/// the same key lands behind it.
+pub const AUDIT_AGE: Duration = Duration::from_secs(15);
+
+/// Most tickets one audit round looks at per pool.
+const AUDIT_BATCH: usize = 1000;
+
+/// The fenced audit of `key`'s pool: gives back the admissions whose event
+/// was never sent (the serving process died between the counters step and
+/// the send, or a send failed): their units return to the pool and their
+/// holder's count drops, so nothing stays taken for nobody.
+///
+/// Why it cannot give back a unit whose event is on its way: it looks only
+/// at tickets in flight for [`Rebuild::audit_age`] (at least [`AUDIT_AGE`]
+/// outside tests), whose events — if ever sent —
+/// are in the queue already; it then sends a fence on the same key (same
+/// partition, so behind them) and waits until the consumer has persisted
+/// the fence. A ticket the database has still not decided was never
+/// queued. Giving back is one atomic step that also forgets the ticket, so
+/// the consumer's clearing, a failed send's release and other replicas'
+/// audits cannot give it back twice. Returns how many it gave back.
+pub async fn audit<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<u64, R::Error> {
+    let pool = r.pool(key);
+    let stale = r
+        .counters()
+        .in_flight_older_than(&pool, r.audit_age(), AUDIT_BATCH)
+        .await?;
+    if stale.is_empty() {
+        return Ok(0);
     }
-    Ok(created)
+    let lock_ttl = r.fence_timeout() + Duration::from_secs(5);
+    let Some(lock) = r
+        .counters()
+        .try_lock(&format!("audit:{pool}"), lock_ttl)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let result = audit_locked(r, key, &pool, &stale).await;
+    if let Err(e) = r.counters().unlock(&lock).await {
+        tracing::warn!(error = %e, "audit lock release failed; it expires on its own");
+    }
+    result
+}
+
+async fn audit_locked<R: Rebuild + ?Sized>(
+    r: &R,
+    key: &str,
+    pool: &str,
+    stale: &[String],
+) -> Result<u64, R::Error> {
+    pass_fence(r, key, "audit").await?;
+    let decided = r.decided(stale).await?;
+    let done: Vec<&str> = stale
+        .iter()
+        .filter(|t| decided.contains(*t))
+        .map(String::as_str)
+        .collect();
+    clear_decided(r.counters(), pool, &done).await;
+    let mut returned = 0;
+    for t in stale.iter().filter(|t| !decided.contains(*t)) {
+        if r.counters().release_ticket(pool, t).await? {
+            returned += 1;
+        }
+    }
+    if returned > 0 {
+        tracing::warn!(
+            key,
+            returned,
+            "gave back admissions whose event was never queued"
+        );
+        r.returned(key, returned);
+    }
+    Ok(returned)
+}
+
+/// Counters drift of a counted pool: `remaining + in flight − (limit −
+/// persisted)`, in units. Zero when every unit taken is either persisted or
+/// in flight; negative when units are taken for nothing the audit can see;
+/// `None` when the pool is missing. A consumer commit between the two reads
+/// shows as a passing difference, hence alerts wait minutes.
+pub async fn drift(
+    counters: &dyn Counters,
+    pool: &str,
+    persisted_left: i64,
+) -> Result<Option<i64>, CountersError> {
+    let Some(remaining) = counters.remaining(pool).await? else {
+        return Ok(None);
+    };
+    let in_flight = counters.in_flight(pool).await?;
+    Ok(Some(remaining + in_flight - persisted_left))
 }
 
 /// At most one background rebuild per key in this process.

@@ -33,6 +33,11 @@ pub struct BackendArgs {
     #[arg(long, env = "PROMO_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Milliseconds one Redis command may take (reconnecting included)
+    /// before the request answers 503 counters_unavailable.
+    #[arg(long, env = "PROMO_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+
     /// Prefix of every Redis key this deployment owns.
     #[arg(long, env = "PROMO_REDIS_PREFIX", default_value = "promo:")]
     pub redis_prefix: String,
@@ -59,6 +64,7 @@ impl BackendArgs {
             kafka_brokers: None,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
+            redis_timeout_ms: 500,
             db_max_connections: 16,
             embedded_queue_capacity: 1_000_000,
         }
@@ -91,7 +97,9 @@ impl Backends {
         let (counters, cache): (Arc<dyn Counters>, Arc<dyn VersionedCache>) = match &args.redis_url
         {
             Some(url) => {
-                let redis = RedisCounters::connect(url, &args.redis_prefix).await?;
+                let timeout = std::time::Duration::from_millis(args.redis_timeout_ms.max(1));
+                let redis =
+                    RedisCounters::connect_with_timeout(url, &args.redis_prefix, timeout).await?;
                 (Arc::new(redis.clone()), Arc::new(RedisCache::new(&redis)))
             }
             None => (

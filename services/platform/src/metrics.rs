@@ -36,6 +36,8 @@ pub struct Metrics {
     pub cache_reads: IntCounterVec,
     pub consumer_persist_failures: IntCounterVec,
     pub consumer_lag_errors: IntCounterVec,
+    pub admissions_returned: IntCounterVec,
+    pub counter_drift: IntGaugeVec,
     /// Per service, the campaign or sale ids that exist (see [`Metrics::know`]).
     known: Arc<RwLock<HashMap<String, HashSet<String>>>>,
 }
@@ -163,6 +165,22 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            admissions_returned: IntCounterVec::new(
+                Opts::new(
+                    "promo_admissions_returned_total",
+                    "Admissions the audit gave back because their event was never queued",
+                ),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
+            counter_drift: IntGaugeVec::new(
+                Opts::new(
+                    "promo_counter_drift",
+                    "Units the counters hold beyond persisted + in flight (remaining + in flight - (limit - persisted))",
+                ),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
             known: Arc::default(),
             registry,
         };
@@ -183,6 +201,8 @@ impl Metrics {
             Box::new(m.cache_reads.clone()),
             Box::new(m.consumer_persist_failures.clone()),
             Box::new(m.consumer_lag_errors.clone()),
+            Box::new(m.admissions_returned.clone()),
+            Box::new(m.counter_drift.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

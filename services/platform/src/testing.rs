@@ -57,10 +57,13 @@ pub async fn fresh_sqlite(label: &str) -> (Database, TempDir) {
     (db, dir)
 }
 
-/// Redis counters under a unique key prefix.
+/// Redis counters under a unique key prefix. Commands may take 5 s: the
+/// whole suite shares two cores, so a 500 ms deadline would fail requests
+/// that are only waiting for a CPU (the fault suite, run alone, keeps the
+/// production deadline).
 pub async fn fresh_redis(label: &str) -> RedisCounters {
     let prefix = format!("test:{}:", unique(label));
-    RedisCounters::connect(&redis_url(), &prefix)
+    RedisCounters::connect_with_timeout(&redis_url(), &prefix, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("Redis at {}: {e}; {HINT}", redis_url()))
 }

@@ -13,6 +13,7 @@ async fn suite(c: Arc<dyn Counters>) {
     concurrent_admissions_never_oversell(c.clone()).await;
     seed_only_once_and_adjust(&*c).await;
     tickets(&*c).await;
+    in_flight(&*c).await;
     locks(&*c).await;
     c.ping().await.expect("ping");
 }
@@ -127,13 +128,74 @@ async fn tickets(c: &dyn Counters) {
     for t in ["t2", "t3", "t4"] {
         c.admit("tix", t, 1, 1, Some((t, long))).await.unwrap();
     }
-    c.clear_tickets(&["t2", "t4", "never-marked"])
+    c.clear_tickets("tix", &["t2", "t4", "never-marked"])
         .await
         .unwrap();
     assert!(!c.ticket_pending("t2").await.unwrap());
     assert!(c.ticket_pending("t3").await.unwrap());
     assert!(!c.ticket_pending("t4").await.unwrap());
-    c.clear_tickets(&[]).await.unwrap();
+    c.clear_tickets("tix", &[]).await.unwrap();
+}
+
+/// Tickets in flight: listed by age, given back at most once, forgotten
+/// without giving back when decided, and gone with their pool.
+async fn in_flight(c: &dyn Counters) {
+    let long = Duration::from_secs(60);
+    c.seed("fly", 10, &[]).await.unwrap();
+    let admitted = |left| Admission::Admitted { remaining: left };
+    assert_eq!(
+        c.admit("fly", "a", 2, 5, Some(("f1", long))).await.unwrap(),
+        admitted(8)
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        c.admit("fly", "b", 3, 5, Some(("f2", long))).await.unwrap(),
+        admitted(5)
+    );
+    assert_eq!(c.admit("fly", "b", 1, 5, None).await.unwrap(), admitted(4));
+    assert_eq!(
+        c.in_flight("fly").await.unwrap(),
+        5,
+        "units of tickets only"
+    );
+
+    let old = |age: u64, limit| c.in_flight_older_than("fly", Duration::from_millis(age), limit);
+    assert!(old(5_000, 10).await.unwrap().is_empty(), "nothing that old");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(old(200, 10).await.unwrap(), ["f1", "f2"], "oldest first");
+    assert_eq!(old(200, 1).await.unwrap(), ["f1"]);
+
+    // Given back once: units to the pool, the holder's count down, ticket gone.
+    assert!(c.release_ticket("fly", "f1").await.unwrap());
+    assert!(!c.release_ticket("fly", "f1").await.unwrap(), "only once");
+    assert_eq!(c.remaining("fly").await.unwrap(), Some(6));
+    assert_eq!(c.in_flight("fly").await.unwrap(), 3);
+    assert!(!c.ticket_pending("f1").await.unwrap());
+    assert_eq!(
+        c.admit("fly", "a", 5, 5, None).await.unwrap(),
+        admitted(1),
+        "a holds nothing now"
+    );
+
+    // Decided: forgotten, not given back (b keeps its 4 units).
+    c.clear_tickets("fly", &["f2"]).await.unwrap();
+    assert_eq!(c.in_flight("fly").await.unwrap(), 0);
+    assert!(!c.release_ticket("fly", "f2").await.unwrap());
+    assert_eq!(c.remaining("fly").await.unwrap(), Some(1));
+    assert_eq!(
+        c.admit("fly", "b", 2, 5, None).await.unwrap(),
+        Admission::LimitReached
+    );
+    assert!(old(0, 10).await.unwrap().is_empty());
+
+    // A removed pool takes its tickets with it; a reseeded one starts clean.
+    c.admit("fly", "c", 1, 5, Some(("f3", long))).await.unwrap();
+    c.remove("fly").await.unwrap();
+    assert_eq!(c.in_flight("fly").await.unwrap(), 0);
+    assert!(c.seed("fly", 3, &[]).await.unwrap());
+    assert!(old(0, 10).await.unwrap().is_empty());
+    assert!(!c.release_ticket("fly", "f3").await.unwrap());
+    assert_eq!(c.remaining("fly").await.unwrap(), Some(3));
 }
 
 async fn locks(c: &dyn Counters) {

@@ -3,6 +3,8 @@
 //! `timesale-` prefix so `promo standalone` can take them beside the other
 //! services'.
 
+use std::time::Duration;
+
 use clap::Args;
 use promo_platform::service::ServiceArgs;
 
@@ -25,6 +27,11 @@ pub struct TimesaleArgs {
     /// Attempts of an ordering transaction that lost a lock conflict.
     #[arg(long, env = "PROMO_TIMESALE_TX_ATTEMPTS", default_value_t = crate::DEFAULT_TX_ATTEMPTS)]
     pub timesale_tx_attempts: u32,
+    /// Seconds an admission stays in flight (counted, its event not yet
+    /// persisted) before the audit may give it back when no event arrived.
+    /// At least 11 (the queue's delivery timeout is 10 s).
+    #[arg(long, env = "PROMO_TIMESALE_AUDIT_AGE_SECONDS", default_value_t = promo_platform::admission::AUDIT_AGE.as_secs())]
+    pub timesale_audit_age_seconds: u64,
 }
 
 impl ServiceArgs for TimesaleArgs {
@@ -37,6 +44,10 @@ impl ServiceArgs for TimesaleArgs {
             group: self.timesale_consumer_group.clone(),
             consumer_max_batch: self.timesale_consumer_batch.max(1),
             tx_attempts: self.timesale_tx_attempts.max(1),
+            audit_age: Duration::from_secs(
+                self.timesale_audit_age_seconds
+                    .max(promo_platform::ports::queue::DELIVERY_TIMEOUT.as_secs() + 1),
+            ),
             ..Settings::default()
         }
     }

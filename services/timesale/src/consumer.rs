@@ -84,7 +84,7 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
     let decided = store::decided_orders(&mut tx, &ids).await?;
     let (mut confirmed_total, mut rejected_total, mut redelivered) = (0u64, 0u64, 0u64);
     // Orders stored (now or before): their tickets go after the commit.
-    let mut decided_ids: Vec<&str> = Vec::with_capacity(ids.len());
+    let mut decided_ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
 
     for (sale_id, admitted) in &by_sale {
         let fresh: Vec<&Admitted> = admitted
@@ -92,7 +92,7 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
             .filter(|a| !decided.contains(&a.order_id))
             .collect();
         redelivered += (admitted.len() - fresh.len()) as u64;
-        decided_ids.extend(
+        decided_ids.entry(sale_id).or_default().extend(
             admitted
                 .iter()
                 .filter(|a| decided.contains(&a.order_id))
@@ -121,7 +121,10 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
             .collect();
         let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::Queued).await?;
         store::insert_orders(&mut tx, &orders).await?;
-        decided_ids.extend(fresh.iter().map(|a| a.order_id.as_str()));
+        decided_ids
+            .entry(sale_id)
+            .or_default()
+            .extend(fresh.iter().map(|a| a.order_id.as_str()));
         let confirmed = orders.iter().filter(|o| o.reason.is_none()).count() as u64;
         confirmed_total += confirmed;
         rejected_total += orders.len() as u64 - confirmed;
@@ -130,7 +133,9 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
         store::record_fence(&mut tx, dialect, fence_id, sale).await?;
     }
     tx.commit().await?;
-    clear_decided(&*svc.counters, &decided_ids).await;
+    for (sale_id, orders) in &decided_ids {
+        clear_decided(&*svc.counters, &TimesaleService::pool(sale_id), orders).await;
+    }
 
     let m = &svc.metrics.consumer_messages;
     m.with_label_values(&[SERVICE, "confirmed"])

@@ -46,7 +46,8 @@ pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
 /// Attempts of a V1 transaction that lost a lock conflict.
 pub const DEFAULT_TX_ATTEMPTS: u32 = 6;
 
-/// Tunables; every one has a flag in [`config`].
+/// Tunables. Those an operator tunes have a flag in [`config`]; the others
+/// keep these defaults in production (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub topic: String,
@@ -58,6 +59,9 @@ pub struct Settings {
     pub ticket_ttl: Duration,
     /// How long a counter rebuild waits for its fence to be persisted.
     pub rebuild_timeout: Duration,
+    /// How long an admission stays in flight before the audit may give it
+    /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
+    pub audit_age: Duration,
     /// Attempts of an ordering transaction that lost a lock conflict.
     pub tx_attempts: u32,
     pub consumer_max_batch: usize,
@@ -73,6 +77,7 @@ impl Default for Settings {
             sale_cache_ttl: Duration::from_millis(500),
             ticket_ttl: Duration::from_secs(24 * 3600),
             rebuild_timeout: Duration::from_secs(30),
+            audit_age: admission::AUDIT_AGE,
             tx_attempts: DEFAULT_TX_ATTEMPTS,
             consumer_max_batch: DEFAULT_CONSUMER_BATCH,
             consumer_max_wait: Duration::from_millis(20),
@@ -209,7 +214,8 @@ impl TimesaleService {
         Ok(admission::figures(&*self.counters, &pool, left, s.spec.counted(), queued).await?)
     }
 
-    /// Refreshes the remaining/pending gauges of every sale.
+    /// Refreshes the remaining/pending gauges of every sale; for queued ones
+    /// also audits the orders in flight and measures the drift.
     pub async fn refresh_gauges(&self) -> Result<(), TimesaleError> {
         let sales = store::list_sales(self.db.pool(), None).await?;
         self.metrics
@@ -217,8 +223,29 @@ impl TimesaleService {
         for s in sales {
             let (remaining, pending) = self.figures(&s).await?;
             self.metrics.set_figures(SERVICE, &s.id, remaining, pending);
+            if s.spec.strategy == Strategy::Queued {
+                self.audit_and_measure_drift(&s).await;
+            }
         }
         Ok(())
+    }
+
+    /// Gives back orders' units whose event was never queued (see
+    /// [`admission::audit`]) and sets `promo_counter_drift`.
+    async fn audit_and_measure_drift(&self, s: &Sale) {
+        if let Err(e) = self.audit(&s.id).await {
+            tracing::warn!(sale = %s.id, error = %e, "admission audit failed; retried next round");
+        }
+        let pool = Self::pool(&s.id);
+        match admission::drift(&*self.counters, &pool, s.spec.stock - s.sold).await {
+            Ok(Some(d)) => self
+                .metrics
+                .counter_drift
+                .with_label_values(&[SERVICE, &s.id])
+                .set(d),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "drift unavailable"),
+        }
     }
 
     /// Counts one ordering attempt in `promo_admissions_total`.

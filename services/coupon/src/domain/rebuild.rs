@@ -3,7 +3,7 @@
 //! campaign's key, wait until the consumer persisted it, then remaining =
 //! quota − issued and per-user counts from the coupons table.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use promo_platform::{
@@ -33,6 +33,10 @@ impl Rebuild for CouponService {
         self.settings.rebuild_timeout
     }
 
+    fn audit_age(&self) -> Duration {
+        self.settings.audit_age
+    }
+
     async fn send_fence(&self, campaign: &str, fence_id: &str) -> Result<(), CouponError> {
         let fence = CouponEvent::Fence {
             fence_id: fence_id.to_string(),
@@ -51,6 +55,19 @@ impl Rebuild for CouponService {
             .ok_or_else(|| CouponError::UnknownCampaign(campaign.to_string()))?;
         let holders = store::holder_counts(self.db.pool(), campaign).await?;
         Ok((c.spec.quota - c.issued, holders))
+    }
+
+    async fn decided(&self, tickets: &[String]) -> Result<HashSet<String>, CouponError> {
+        let ids: Vec<&str> = tickets.iter().map(String::as_str).collect();
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::decided_requests(&mut conn, &ids).await?)
+    }
+
+    fn returned(&self, campaign: &str, count: u64) {
+        self.metrics
+            .admissions_returned
+            .with_label_values(&[SERVICE, campaign])
+            .inc_by(count);
     }
 
     fn fence_timed_out(&self) -> CouponError {
@@ -74,5 +91,10 @@ impl CouponService {
     /// Rebuilds now; returns whether this call created the pool.
     pub async fn rebuild(&self, campaign: &str) -> Result<bool, CouponError> {
         admission::rebuild(self, campaign).await
+    }
+
+    /// Audits now (see [`admission::audit`]); returns how many admissions it gave back.
+    pub async fn audit(&self, campaign: &str) -> Result<u64, CouponError> {
+        admission::audit(self, campaign).await
     }
 }

@@ -31,6 +31,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
         group: testing::unique("coupon_consumer"),
         consumer_max_wait: Duration::from_millis(10),
         rebuild_timeout: Duration::from_secs(20),
+        audit_age: Duration::from_millis(300),
         ..Settings::default()
     };
     let backends = TestBackends::migrated::<CouponService>(backend, "coupon").await;

@@ -68,6 +68,7 @@ return 1
 #[derive(Clone)]
 pub struct RedisCache {
     conn: ConnectionManager,
+    timeout: std::time::Duration,
     prefix: String,
     put: Arc<Script>,
 }
@@ -77,6 +78,7 @@ impl RedisCache {
         RedisCache {
             conn: counters.connection(),
             prefix: counters.prefix().to_string(),
+            timeout: counters.timeout(),
             put: Arc::new(Script::new(PUT_LUA)),
         }
     }
@@ -94,6 +96,7 @@ impl RedisCache {
     ) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
         let stored: i64 = super::counters::bounded(
+            self.timeout,
             self.put
                 .key(self.key(key))
                 .arg(version)
@@ -117,9 +120,11 @@ fn parse(raw: &str) -> Option<Versioned> {
 impl VersionedCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> =
-            super::counters::bounded(redis::cmd("GET").arg(self.key(key)).query_async(&mut conn))
-                .await?;
+        let raw: Option<String> = super::counters::bounded(
+            self.timeout,
+            redis::cmd("GET").arg(self.key(key)).query_async(&mut conn),
+        )
+        .await?;
         Ok(raw.as_deref().and_then(parse))
     }
 

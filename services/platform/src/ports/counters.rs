@@ -21,6 +21,8 @@ use redis::{aio::ConnectionManager, Script};
 /// Field of the pool hash that holds the remaining units. Holder fields are
 /// prefixed with `u:` so no user id can collide with it.
 const REMAINING: &str = "~remaining";
+/// Field of the pool hash that holds the units of the tickets in flight.
+const IN_FLIGHT: &str = "~inflight";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CountersError {
@@ -60,7 +62,9 @@ pub struct LockToken {
 pub trait Counters: Send + Sync {
     /// One atomic admission step: pool present, `holder`'s units + `units` ≤
     /// `limit`, `units` ≤ remaining; then take the units and, when `ticket`
-    /// is given, mark it pending for `ticket_ttl`.
+    /// is given, mark it pending for `ticket_ttl` and record it *in flight*
+    /// in the pool (admitted now, for `holder`, `units`) until it is cleared
+    /// ([`Counters::clear_tickets`]) or given back ([`Counters::release_ticket`]).
     async fn admit(
         &self,
         pool: &str,
@@ -70,9 +74,25 @@ pub trait Counters: Send + Sync {
         ticket: Option<(&str, Duration)>,
     ) -> Result<Admission, CountersError>;
 
-    /// Gives `units` back to the pool and to `holder` (a cancel, or an
-    /// admission whose event could not be sent). No-op when the pool is missing.
+    /// Gives `units` back to the pool and to `holder` (a cancel, or a
+    /// synchronous order the database refused). No-op when the pool is missing.
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError>;
+
+    /// Gives an in-flight ticket's units back to the pool and its holder and
+    /// forgets the ticket, in one step — only if it is still in flight, so a
+    /// ticket is given back at most once whoever tries. Returns whether it was.
+    async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError>;
+
+    /// Tickets of `pool` in flight for at least `age`, oldest first, at most `limit`.
+    async fn in_flight_older_than(
+        &self,
+        pool: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, CountersError>;
+
+    /// Units of `pool`'s tickets in flight (0 when the pool is missing).
+    async fn in_flight(&self, pool: &str) -> Result<i64, CountersError>;
 
     /// Creates the pool with `remaining` units and the given holder counts,
     /// unless it already exists. Returns whether it created it.
@@ -96,10 +116,11 @@ pub trait Counters: Send + Sync {
     /// Whether `ticket` is still marked pending.
     async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError>;
 
-    /// Unmarks tickets whose requests the consumer has decided and stored
-    /// (committed): their status is in the database now. Without this every
-    /// admission would hold a key for the whole ticket TTL.
-    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError>;
+    /// Unmarks tickets of `pool` whose requests the consumer has decided and
+    /// stored (committed): their status is in the database now, and they
+    /// are no longer in flight. Without this every admission would hold a
+    /// key for the whole ticket TTL.
+    async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError>;
 
     /// Takes the lock `key` for `ttl` if free (SET NX PX with a random token).
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError>;
@@ -126,8 +147,57 @@ if held + units > tonumber(ARGV[4]) then return {1, tonumber(remaining)} end
 if tonumber(remaining) < units then return {2, tonumber(remaining)} end
 local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
 redis.call('HINCRBY', KEYS[1], ARGV[2], units)
-if ARGV[5] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[6]) end
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[6])
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[7])
+  redis.call('HSET', KEYS[4], ARGV[7], ARGV[3] .. ':' .. ARGV[8])
+  redis.call('HINCRBY', KEYS[1], ARGV[9], units)
+end
 return {0, left}
+"#;
+
+// KEYS: pool, in-flight zset, in-flight hash, ticket key.
+// ARGV: ticket, REMAINING, IN_FLIGHT.
+const RELEASE_TICKET_LUA: &str = r#"
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+if not v then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
+local sep = string.find(v, ':', 1, true)
+local units = tonumber(string.sub(v, 1, sep - 1))
+local holder = 'u:' .. string.sub(v, sep + 1)
+redis.call('HINCRBY', KEYS[1], ARGV[2], units)
+redis.call('HINCRBY', KEYS[1], ARGV[3], -units)
+local held = redis.call('HINCRBY', KEYS[1], holder, -units)
+if held <= 0 then redis.call('HDEL', KEYS[1], holder) end
+return 1
+"#;
+
+// KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, tickets...
+const CLEAR_LUA: &str = r#"
+local done = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+    local v = redis.call('HGET', KEYS[3], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+    if v and redis.call('EXISTS', KEYS[1]) == 1 then
+      local units = tonumber(string.sub(v, 1, string.find(v, ':', 1, true) - 1))
+      redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
+    end
+    done = done + 1
+  end
+end
+return done
+"#;
+
+// KEYS: in-flight zset. ARGV: age in ms, limit.
+const OLDER_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
 "#;
 
 const RELEASE_LUA: &str = r#"
@@ -138,12 +208,15 @@ if held <= 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
 return 1
 "#;
 
-// KEYS[1] = pool, KEYS[2] = staging hash already holding the holder counts.
+// KEYS[1] = pool, KEYS[2] = staging hash already holding the holder counts,
+// KEYS[3], KEYS[4] = the pool's in-flight zset and hash (a new pool starts
+// with nothing in flight: it is seeded from the database after a fence).
 const SEED_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[2])
   return 0
 end
+redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('RENAME', KEYS[2], KEYS[1])
 return 1
@@ -159,18 +232,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// How long one Redis command may take, reconnecting included, before it
-/// fails with [`CountersError::Timeout`]: admission then answers 503 at
-/// once instead of hanging while Redis is away.
+/// How long one Redis command may take by default, reconnecting included,
+/// before it fails with [`CountersError::Timeout`]: admission then answers
+/// 503 at once instead of hanging while Redis is away (`--redis-timeout-ms`).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Runs one Redis call with the [`COMMAND_TIMEOUT`] deadline.
+/// Runs one Redis call with a deadline.
 pub(crate) async fn bounded<T>(
+    timeout: Duration,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, CountersError> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+    match tokio::time::timeout(timeout, call).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(CountersError::Timeout(COMMAND_TIMEOUT)),
+        Err(_) => Err(CountersError::Timeout(timeout)),
     }
 }
 
@@ -180,16 +254,30 @@ pub(crate) async fn bounded<T>(
 pub struct RedisCounters {
     conn: ConnectionManager,
     prefix: String,
+    timeout: Duration,
     admit: Arc<Script>,
     release: Arc<Script>,
+    release_ticket: Arc<Script>,
+    clear: Arc<Script>,
+    older: Arc<Script>,
     seed: Arc<Script>,
     adjust: Arc<Script>,
     unlock: Arc<Script>,
 }
 
 impl RedisCounters {
-    /// Connects to `url`; every key is put under `prefix` (e.g. `promo:`).
+    /// Connects to `url`; every key is put under `prefix` (e.g. `promo:`);
+    /// commands time out after [`COMMAND_TIMEOUT`].
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, CountersError> {
+        Self::connect_with_timeout(url, prefix, COMMAND_TIMEOUT).await
+    }
+
+    /// [`RedisCounters::connect`] with commands timing out after `timeout`.
+    pub async fn connect_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, CountersError> {
         let client = redis::Client::open(url).map_err(|source| CountersError::Connect {
             url: url.to_string(),
             source,
@@ -197,8 +285,8 @@ impl RedisCounters {
         // Reconnect attempts 1 s apart at most (the defaults grow the pause
         // to a minute, and every command waits on the reconnect meanwhile).
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(COMMAND_TIMEOUT)
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
             .set_factor(1)
             .set_exponent_base(2)
             .set_max_delay(1000)
@@ -212,8 +300,12 @@ impl RedisCounters {
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
+            timeout,
             admit: Arc::new(Script::new(ADMIT_LUA)),
             release: Arc::new(Script::new(RELEASE_LUA)),
+            release_ticket: Arc::new(Script::new(RELEASE_TICKET_LUA)),
+            clear: Arc::new(Script::new(CLEAR_LUA)),
+            older: Arc::new(Script::new(OLDER_LUA)),
             seed: Arc::new(Script::new(SEED_LUA)),
             adjust: Arc::new(Script::new(ADJUST_LUA)),
             unlock: Arc::new(Script::new(UNLOCK_LUA)),
@@ -222,6 +314,15 @@ impl RedisCounters {
 
     fn pool_key(&self, pool: &str) -> String {
         format!("{}pool:{{{pool}}}", self.prefix)
+    }
+
+    /// The pool's in-flight tickets by admission time, and their holder and
+    /// units; in the pool's hash slot (same hash tag).
+    fn in_flight_keys(&self, pool: &str) -> (String, String) {
+        (
+            format!("{}inflight:{{{pool}}}", self.prefix),
+            format!("{}inflight-units:{{{pool}}}", self.prefix),
+        )
     }
 
     fn ticket_key(&self, ticket: &str) -> String {
@@ -240,6 +341,11 @@ impl RedisCounters {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// How long one command may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
 }
 
 fn holder_field(holder: &str) -> String {
@@ -257,20 +363,27 @@ impl Counters for RedisCounters {
         ticket: Option<(&str, Duration)>,
     ) -> Result<Admission, CountersError> {
         let mut conn = self.conn.clone();
-        let (ticket_key, flag, ttl) = match ticket {
-            Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64),
-            None => (self.ticket_key("-"), "0", 0),
+        let (ticket_key, flag, ttl, id) = match ticket {
+            Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64, t),
+            None => (self.ticket_key("-"), "0", 0, ""),
         };
+        let (zset, hash) = self.in_flight_keys(pool);
         let (code, left): (i64, i64) = bounded(
+            self.timeout,
             self.admit
                 .key(self.pool_key(pool))
                 .key(ticket_key)
+                .key(zset)
+                .key(hash)
                 .arg(REMAINING)
                 .arg(holder_field(holder))
                 .arg(units)
                 .arg(limit)
                 .arg(flag)
                 .arg(ttl.max(1))
+                .arg(id)
+                .arg(holder)
+                .arg(IN_FLIGHT)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -285,6 +398,7 @@ impl Counters for RedisCounters {
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
         let _: i64 = bounded(
+            self.timeout,
             self.release
                 .key(self.pool_key(pool))
                 .arg(REMAINING)
@@ -294,6 +408,57 @@ impl Counters for RedisCounters {
         )
         .await?;
         Ok(())
+    }
+
+    async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
+        let done: i64 = bounded(
+            self.timeout,
+            self.release_ticket
+                .key(self.pool_key(pool))
+                .key(zset)
+                .key(hash)
+                .key(self.ticket_key(ticket))
+                .arg(ticket)
+                .arg(REMAINING)
+                .arg(IN_FLIGHT)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(done == 1)
+    }
+
+    async fn in_flight_older_than(
+        &self,
+        pool: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, _) = self.in_flight_keys(pool);
+        bounded(
+            self.timeout,
+            self.older
+                .key(zset)
+                .arg(age.as_millis() as u64)
+                .arg(limit)
+                .invoke_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn in_flight(&self, pool: &str) -> Result<i64, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = bounded(
+            self.timeout,
+            redis::cmd("HGET")
+                .arg(self.pool_key(pool))
+                .arg(IN_FLIGHT)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(v.unwrap_or(0))
     }
 
     async fn seed(
@@ -308,10 +473,12 @@ impl Counters for RedisCounters {
         // campaign has many) and the pool appears in one RENAME, so a
         // half-written pool is never visible to admission.
         let staging = format!("{key}:staging:{}", random_token());
+        let (zset, hash) = self.in_flight_keys(pool);
         for chunk in holders.chunks(1000) {
             let fields: Vec<(String, i64)> =
                 chunk.iter().map(|(h, n)| (holder_field(h), *n)).collect();
             bounded(
+                self.timeout,
                 redis::cmd("HSET")
                     .arg(&staging)
                     .arg(&fields)
@@ -320,9 +487,12 @@ impl Counters for RedisCounters {
             .await?;
         }
         let created: i64 = bounded(
+            self.timeout,
             self.seed
                 .key(&key)
                 .key(&staging)
+                .key(zset)
+                .key(hash)
                 .arg(REMAINING)
                 .arg(remaining)
                 .invoke_async(&mut conn),
@@ -334,6 +504,7 @@ impl Counters for RedisCounters {
     async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
         let mut conn = self.conn.clone();
         let v: Option<i64> = bounded(
+            self.timeout,
             self.adjust
                 .key(self.pool_key(pool))
                 .arg(REMAINING)
@@ -347,6 +518,7 @@ impl Counters for RedisCounters {
     async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError> {
         let mut conn = self.conn.clone();
         let v: Option<i64> = bounded(
+            self.timeout,
             redis::cmd("HGET")
                 .arg(self.pool_key(pool))
                 .arg(REMAINING)
@@ -358,9 +530,13 @@ impl Counters for RedisCounters {
 
     async fn remove(&self, pool: &str) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
         bounded(
+            self.timeout,
             redis::cmd("DEL")
                 .arg(self.pool_key(pool))
+                .arg(zset)
+                .arg(hash)
                 .exec_async(&mut conn),
         )
         .await?;
@@ -370,6 +546,7 @@ impl Counters for RedisCounters {
     async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
         let n: i64 = bounded(
+            self.timeout,
             redis::cmd("EXISTS")
                 .arg(self.ticket_key(ticket))
                 .query_async(&mut conn),
@@ -378,14 +555,21 @@ impl Counters for RedisCounters {
         Ok(n == 1)
     }
 
-    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError> {
+    async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
         for chunk in tickets.chunks(1000) {
+            let mut clear = self.clear.key(self.pool_key(pool));
+            clear.key(&zset).key(&hash).arg(IN_FLIGHT);
+            for t in chunk {
+                clear.arg(*t);
+            }
+            let _: i64 = bounded(self.timeout, clear.invoke_async(&mut conn)).await?;
             let mut unlink = redis::cmd("UNLINK");
             for t in chunk {
                 unlink.arg(self.ticket_key(t));
             }
-            bounded(unlink.exec_async(&mut conn)).await?;
+            bounded(self.timeout, unlink.exec_async(&mut conn)).await?;
         }
         Ok(())
     }
@@ -395,6 +579,7 @@ impl Counters for RedisCounters {
         let token = random_token();
         let key = self.lock_key(key);
         let ok: Option<String> = bounded(
+            self.timeout,
             redis::cmd("SET")
                 .arg(&key)
                 .arg(&token)
@@ -410,6 +595,7 @@ impl Counters for RedisCounters {
     async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
         let n: i64 = bounded(
+            self.timeout,
             self.unlock
                 .key(&token.key)
                 .arg(&token.token)
@@ -421,7 +607,7 @@ impl Counters for RedisCounters {
 
     async fn ping(&self) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
-        let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
+        let _: String = bounded(self.timeout, redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }
 }
@@ -432,6 +618,9 @@ impl Counters for RedisCounters {
 struct Pool {
     remaining: i64,
     holders: HashMap<String, i64>,
+    /// Tickets in flight: when admitted, for whom, how many units.
+    in_flight: HashMap<String, (Instant, String, i64)>,
+    in_flight_units: i64,
 }
 
 #[derive(Default)]
@@ -524,6 +713,9 @@ impl Counters for MemoryCounters {
         let remaining = p.remaining;
         if let Some((t, ttl)) = ticket {
             let now = Instant::now();
+            p.in_flight
+                .insert(t.to_string(), (now, holder.to_string(), units));
+            p.in_flight_units += units;
             s.expire_tickets(now);
             s.mark_ticket(t, now + ttl);
         }
@@ -543,6 +735,54 @@ impl Counters for MemoryCounters {
         Ok(())
     }
 
+    async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
+        let mut s = self.lock();
+        let Some(p) = s.pools.get_mut(pool) else {
+            return Ok(false);
+        };
+        let Some((_, holder, units)) = p.in_flight.remove(ticket) else {
+            return Ok(false);
+        };
+        p.in_flight_units -= units;
+        p.remaining += units;
+        let held = p.holders.entry(holder.clone()).or_default();
+        *held -= units;
+        if *held <= 0 {
+            p.holders.remove(&holder);
+        }
+        s.clear_ticket(ticket);
+        Ok(true)
+    }
+
+    async fn in_flight_older_than(
+        &self,
+        pool: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, CountersError> {
+        let s = self.lock();
+        let Some(p) = s.pools.get(pool) else {
+            return Ok(Vec::new());
+        };
+        let now = Instant::now();
+        let mut old: Vec<(Instant, &String)> = p
+            .in_flight
+            .iter()
+            .filter(|(_, (at, _, _))| now.duration_since(*at) >= age)
+            .map(|(t, (at, _, _))| (*at, t))
+            .collect();
+        old.sort();
+        Ok(old
+            .into_iter()
+            .take(limit)
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+
+    async fn in_flight(&self, pool: &str) -> Result<i64, CountersError> {
+        Ok(self.lock().pools.get(pool).map_or(0, |p| p.in_flight_units))
+    }
+
     async fn seed(
         &self,
         pool: &str,
@@ -558,6 +798,7 @@ impl Counters for MemoryCounters {
             Pool {
                 remaining,
                 holders: holders.iter().cloned().collect(),
+                ..Pool::default()
             },
         );
         Ok(true)
@@ -587,8 +828,15 @@ impl Counters for MemoryCounters {
             .is_some_and(|exp| *exp > Instant::now()))
     }
 
-    async fn clear_tickets(&self, tickets: &[&str]) -> Result<(), CountersError> {
+    async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {
         let mut s = self.lock();
+        if let Some(p) = s.pools.get_mut(pool) {
+            for t in tickets {
+                if let Some((_, _, units)) = p.in_flight.remove(*t) {
+                    p.in_flight_units -= units;
+                }
+            }
+        }
         for t in tickets {
             s.clear_ticket(t);
         }

@@ -255,6 +255,8 @@ pub struct Seen {
     pub refused: usize,
     /// When the first request was acknowledged.
     pub first_ack: Option<Instant>,
+    /// When each request was acknowledged.
+    pub ack_times: Vec<Instant>,
 }
 
 /// Sends one admission per user in `users` (`concurrency` at a time),
@@ -321,6 +323,7 @@ pub async fn storm(
                             units: kind.units(i),
                         });
                         s.first_ack.get_or_insert_with(Instant::now);
+                        s.ack_times.push(Instant::now());
                         drop(s);
                         on_ack(acked.fetch_add(1, Ordering::Relaxed) + 1);
                     } else {

@@ -9,3 +9,4 @@
 
 mod embedded;
 mod harness;
+mod real;

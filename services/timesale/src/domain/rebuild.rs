@@ -3,7 +3,7 @@
 //! sold and per-user units once nothing is in flight. A V2 sale needs no
 //! fence: its admissions are synchronous and the database re-checks each.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use promo_platform::{
@@ -33,6 +33,10 @@ impl Rebuild for TimesaleService {
         self.settings.rebuild_timeout
     }
 
+    fn audit_age(&self) -> Duration {
+        self.settings.audit_age
+    }
+
     async fn needs_fence(&self, sale: &str) -> Result<bool, TimesaleError> {
         let s = store::get_sale(self.db.pool(), sale)
             .await?
@@ -60,6 +64,19 @@ impl Rebuild for TimesaleService {
         Ok((s.spec.stock - s.sold, holders))
     }
 
+    async fn decided(&self, tickets: &[String]) -> Result<HashSet<String>, TimesaleError> {
+        let ids: Vec<&str> = tickets.iter().map(String::as_str).collect();
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::decided_orders(&mut conn, &ids).await?)
+    }
+
+    fn returned(&self, sale: &str, count: u64) {
+        self.metrics
+            .admissions_returned
+            .with_label_values(&[SERVICE, sale])
+            .inc_by(count);
+    }
+
     fn fence_timed_out(&self) -> TimesaleError {
         TimesaleError::CountersRebuilding
     }
@@ -81,5 +98,10 @@ impl TimesaleService {
     /// Rebuilds now; returns whether this call created the pool.
     pub async fn rebuild(&self, sale: &str) -> Result<bool, TimesaleError> {
         admission::rebuild(self, sale).await
+    }
+
+    /// Audits now (see [`admission::audit`]); returns how many orders' units it gave back.
+    pub async fn audit(&self, sale: &str) -> Result<u64, TimesaleError> {
+        admission::audit(self, sale).await
     }
 }

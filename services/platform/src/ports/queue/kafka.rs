@@ -41,7 +41,10 @@ impl KafkaQueue {
             // A few milliseconds of linger turns a burst of admissions into
             // one produce request per partition.
             .set("linger.ms", "2")
-            .set("message.timeout.ms", "10000")
+            .set(
+                "message.timeout.ms",
+                super::DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         Ok(Self {
             brokers: brokers.to_string(),
@@ -73,7 +76,7 @@ impl Producer for KafkaProducer {
         self.producer
             .send(
                 FutureRecord::to(&self.topic).key(key).payload(&payload),
-                Timeout::After(Duration::from_secs(10)),
+                Timeout::After(super::DELIVERY_TIMEOUT),
             )
             .await
             .map(|_| ())

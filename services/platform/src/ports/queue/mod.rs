@@ -31,6 +31,27 @@ pub enum QueueError {
     Log { path: String, message: String },
 }
 
+impl QueueError {
+    /// Whether a failed send may still have stored the message (the broker
+    /// may have written it and the answer was lost); otherwise it surely
+    /// did not.
+    pub fn maybe_delivered(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self {
+            QueueError::Kafka(KafkaError::MessageProduction(code)) => matches!(
+                code,
+                Code::MessageTimedOut | Code::RequestTimedOut | Code::OperationTimedOut
+            ),
+            QueueError::Kafka(KafkaError::Canceled) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How long the Kafka producer keeps trying to deliver one message before
+/// its send fails (`message.timeout.ms`).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One delivered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -1,0 +1,404 @@
+//! MariaDB + Redis + a Kafka-protocol broker (tansu), with the serving
+//! process and the consumer as separate processes, as in Kubernetes:
+//! `coupon-service serve` / `consume` (and the time-sale twins). One of
+//! them — or Redis — is killed mid-storm.
+//!
+//! Experiments that kill a backend start their own instance of it on a free
+//! loopback port, so the shared one other tests use is never touched.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use promo_platform::testing::{self, TempDir};
+
+use crate::harness::{self, assert_exact, storm, Kind, Proc, Row};
+
+const LIMIT: i64 = 2000;
+const KILL_AFTER_ACKS: usize = 700;
+const CONCURRENCY: usize = 32;
+/// Beyond the consumer group's session timeout (see `Victim::Consumer`).
+const TANSU_REJOIN_DELAY: Duration = Duration::from_secs(11);
+
+/// What is killed mid-storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// The serving process: admissions between the counters step and the
+    /// send are lost; the audit must give their units back.
+    Server,
+    /// The consumer: its batch is redelivered to its successor.
+    Consumer,
+    /// Redis (a private instance): admission fails closed with a fast 503,
+    /// then the counters are rebuilt from the database behind a fence.
+    Redis,
+}
+
+fn binary(kind: Kind) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_promo"));
+    let name = match kind {
+        Kind::Coupon => "coupon-service",
+        Kind::TimeSale => "timesale-service",
+    };
+    let path = dir.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (scripts/faults.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A private redis-server on `port`, nothing kept on disk.
+fn redis(dir: &TempDir, port: u16) -> Proc {
+    Proc::start(
+        std::path::Path::new("redis-server"),
+        &[
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ],
+        &[],
+        port,
+        &dir.0.join("redis.log"),
+    )
+}
+
+async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Deployment {
+    kind: Kind,
+    dir: TempDir,
+    redis_url: String,
+    topic: String,
+    group: String,
+    prefix: String,
+    serve_port: u16,
+    consume_port: u16,
+}
+
+impl Deployment {
+    fn args(&self, command: &str, port: u16) -> Vec<String> {
+        let p = match self.kind {
+            Kind::Coupon => "coupon",
+            Kind::TimeSale => "timesale",
+        };
+        vec![
+            command.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--mysql-url".into(),
+            testing::mysql_url(),
+            "--redis-url".into(),
+            self.redis_url.clone(),
+            "--kafka-brokers".into(),
+            testing::kafka_brokers(),
+            "--redis-prefix".into(),
+            self.prefix.clone(),
+            format!("--{p}-topic"),
+            self.topic.clone(),
+            format!("--{p}-consumer-group"),
+            self.group.clone(),
+        ]
+    }
+
+    fn serve(&self) -> Proc {
+        Proc::start(
+            &binary(self.kind),
+            &self.args("serve", self.serve_port),
+            &[],
+            self.serve_port,
+            &self.dir.0.join("serve.log"),
+        )
+    }
+
+    fn consume(&self) -> Proc {
+        Proc::start(
+            &binary(self.kind),
+            &self.args("consume", self.consume_port),
+            &[],
+            self.consume_port,
+            &self.dir.0.join("consume.log"),
+        )
+    }
+}
+
+/// `promo_admissions_returned_total` summed over one process's /metrics.
+async fn returned(client: &reqwest::Client, base: &str) -> u64 {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with("promo_admissions_returned_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn kill_mid_storm(kind: Kind, victim: Victim) {
+    let dir = TempDir::new();
+    let client = harness::client();
+    let id = testing::unique("fault");
+    let redis_port = harness::free_port();
+    let mut private_redis = (victim == Victim::Redis).then(|| redis(&dir, redis_port));
+    if private_redis.is_some() {
+        wait_port(redis_port).await;
+    }
+    let d = Deployment {
+        kind,
+        redis_url: if private_redis.is_some() {
+            format!("redis://127.0.0.1:{redis_port}")
+        } else {
+            testing::redis_url()
+        },
+        topic: testing::unique("fault_topic"),
+        group: testing::unique("fault_group"),
+        prefix: format!("{}:", testing::unique("fault")),
+        serve_port: harness::free_port(),
+        consume_port: harness::free_port(),
+        dir,
+    };
+    let mut consumer = d.consume();
+    let mut server = d.serve();
+    server.ready(&client, Duration::from_secs(60)).await;
+    consumer.ready(&client, Duration::from_secs(60)).await;
+    let (per_user, users) = match kind {
+        Kind::Coupon => (1, 2 * LIMIT as usize),
+        Kind::TimeSale => (3, LIMIT as usize),
+    };
+    kind.create(&client, &server.base, &id, LIMIT, per_user)
+        .await;
+    // The consumer has joined its group once one request is decided.
+    let warm_up = storm(
+        kind,
+        &client,
+        &server.base,
+        &id,
+        vec![usize::MAX],
+        1,
+        |_| {},
+    )
+    .await;
+    let (_, undecided) = harness::settle(
+        kind,
+        &client,
+        &server.base,
+        &warm_up.acks,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(undecided.is_empty(), "the consumer never started consuming");
+
+    let pid = match victim {
+        Victim::Server => server.pid(),
+        Victim::Consumer => consumer.pid(),
+        Victim::Redis => private_redis.as_ref().map_or(0, Proc::pid),
+    };
+    let sent = AtomicBool::new(false);
+    let attempt_url = format!(
+        "{}/v3/{}/{id}/{}",
+        server.base,
+        if kind == Kind::Coupon {
+            "campaigns"
+        } else {
+            "time-sales"
+        },
+        if kind == Kind::Coupon {
+            "issue"
+        } else {
+            "orders"
+        }
+    );
+    // Redis comes back while the storm goes on (its requests retry the 503s).
+    let redis_fault = async {
+        if victim != Victim::Redis {
+            return None;
+        }
+        while !sent.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let r = client
+            .post(&attempt_url)
+            .json(&match kind {
+                Kind::Coupon => serde_json::json!({"userId": "probe"}),
+                Kind::TimeSale => serde_json::json!({"userId": "probe", "quantity": 1}),
+            })
+            .send()
+            .await
+            .expect("the server answers while Redis is down");
+        let took = started.elapsed();
+        assert_eq!(r.status().as_u16(), 503, "fail closed while Redis is down");
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(took < Duration::from_secs(1), "the 503 took {took:?}");
+        if let Some(r) = private_redis.as_mut() {
+            r.kill9();
+        }
+        private_redis = Some(redis(&d.dir, redis_port));
+        wait_port(redis_port).await;
+        Some(Instant::now())
+    };
+    let (phase1, redis_back) = tokio::join!(
+        storm(
+            kind,
+            &client,
+            &server.base,
+            &id,
+            (0..users).collect(),
+            CONCURRENCY,
+            |acked| {
+                if acked >= KILL_AFTER_ACKS && !sent.swap(true, Ordering::Relaxed) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            },
+        ),
+        redis_fault
+    );
+    assert!(
+        sent.load(Ordering::Relaxed),
+        "the storm ended before the fault"
+    );
+
+    // Bring the victim back.
+    let mut restarted = redis_back.unwrap_or_else(Instant::now);
+    match victim {
+        Victim::Server => {
+            server.kill9();
+            server = d.serve();
+            server.ready(&client, Duration::from_secs(60)).await;
+        }
+        Victim::Consumer => {
+            consumer.kill9();
+            // tansu's flaw, not ours: a member that rejoins its group within
+            // the session timeout (10 s) of a kill may be given no
+            // partitions for minutes. Kafka hands them over at once.
+            tokio::time::sleep(TANSU_REJOIN_DELAY).await;
+            restarted = Instant::now();
+            consumer = d.consume();
+            consumer.ready(&client, Duration::from_secs(60)).await;
+        }
+        Victim::Redis => {}
+    }
+    let phase2 = storm(
+        kind,
+        &client,
+        &server.base,
+        &id,
+        phase1.unanswered.clone(),
+        CONCURRENCY,
+        |_| {},
+    )
+    .await;
+    assert!(
+        phase2.unanswered.is_empty(),
+        "the service stopped answering"
+    );
+    let admits_again_after = match victim {
+        // The first acknowledgement after Redis returned.
+        Victim::Redis => phase1
+            .ack_times
+            .iter()
+            .filter(|t| **t >= restarted)
+            .min()
+            .map_or(Duration::ZERO, |t| t.duration_since(restarted)),
+        _ => phase2
+            .first_ack
+            .map_or(Duration::ZERO, |t| t.duration_since(restarted)),
+    };
+    let mut acks = phase1.acks;
+    acks.extend(phase2.acks);
+    let (mut granted, undecided) =
+        harness::settle(kind, &client, &server.base, &acks, Duration::from_secs(120)).await;
+
+    // Units given back (by the audit) go to new buyers until it is sold out.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut extra = 0;
+    let figures = loop {
+        let (persisted, remaining, pending) = kind.figures(&client, &server.base, &id).await;
+        if (remaining == 0 && pending == 0) || Instant::now() >= deadline {
+            break (persisted, remaining, pending);
+        }
+        if remaining > 0 {
+            let more: Vec<usize> = (users + extra..users + extra + remaining as usize).collect();
+            extra += more.len();
+            let seen = storm(kind, &client, &server.base, &id, more, CONCURRENCY, |_| {}).await;
+            let (g, u) = harness::settle(
+                kind,
+                &client,
+                &server.base,
+                &seen.acks,
+                Duration::from_secs(60),
+            )
+            .await;
+            assert!(u.is_empty(), "top-up requests undecided");
+            granted.extend(g);
+            acks.extend(seen.acks);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let all_decided_after = restarted.elapsed();
+    let given_back = returned(&client, &server.base).await;
+    let (persisted, remaining, pending) = figures;
+    let row = Row {
+        scenario: format!(
+            "real {} kill -9 {} (audit gave back {given_back})",
+            kind.label(),
+            match victim {
+                Victim::Server => "serve",
+                Victim::Consumer => "consume",
+                Victim::Redis => "redis",
+            }
+        ),
+        acknowledged: acks.len(),
+        lost: undecided.len(),
+        persisted,
+        limit: LIMIT,
+        over_limit: granted.values().filter(|u| **u > per_user).count(),
+        admits_again_after,
+        all_decided_after,
+    };
+    Row::header();
+    assert_exact(&row, remaining, pending, &undecided);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_serve_kill9() {
+    kill_mid_storm(Kind::Coupon, Victim::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_timesale_serve_kill9() {
+    kill_mid_storm(Kind::TimeSale, Victim::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_consume_kill9() {
+    kill_mid_storm(Kind::Coupon, Victim::Consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_redis_kill9() {
+    kill_mid_storm(Kind::Coupon, Victim::Redis).await;
+}
