@@ -18,7 +18,7 @@ use std::{
 use async_trait::async_trait;
 use promo_platform::{
     admission::clear_decided,
-    consumer::{decode_batch, BatchHandler},
+    consumer::{decode_batch, BatchHandler, PersistError},
     ports::Message,
     time::from_ms,
 };
@@ -45,10 +45,13 @@ struct Request {
 
 #[async_trait]
 impl BatchHandler for IssueConsumer {
-    async fn persist(&self, batch: &[Message]) -> Result<(), String> {
+    async fn persist(&self, batch: &[Message]) -> Result<(), PersistError> {
         persist_batch(&self.svc, batch)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| PersistError {
+                reason: e.persist_reason(),
+                message: e.to_string(),
+            })
     }
 }
 

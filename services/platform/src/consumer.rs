@@ -46,12 +46,38 @@ pub fn decode_batch<E: Event>(batch: &[Message], metrics: &Metrics, service: &st
         .collect()
 }
 
+/// Why a batch could not be persisted: `reason` is a fixed label
+/// (`database`, `counters`, …) for `promo_consumer_persist_failures_total`.
+#[derive(Debug)]
+pub struct PersistError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for PersistError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
 /// Persists one batch. Returning `Err` means nothing of the batch may be
 /// assumed stored; it is retried.
 #[async_trait]
 pub trait BatchHandler: Send + Sync {
-    async fn persist(&self, batch: &[Message]) -> Result<(), String>;
+    async fn persist(&self, batch: &[Message]) -> Result<(), PersistError>;
 }
+
+/// Seconds since the Unix epoch, for the consumer's heartbeat.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A consumer that has not gone round its loop for this long is reported
+/// stalled by `/readyz` (a batch retrying against a database that is down
+/// keeps beating: it is alive, waiting).
+pub const STALLED_AFTER_SECONDS: i64 = 30;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -79,7 +105,11 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     );
+    let heartbeat = metrics
+        .consumer_heartbeat
+        .with_label_values(&[options.service]);
     while !shutdown.is_cancelled() {
+        heartbeat.set(now_secs());
         let c = match &mut consumer {
             Some(c) => c,
             None => match queue.consumer(&options.topic, &options.group).await {
@@ -128,7 +158,11 @@ pub async fn persist_with_retry(
     shutdown: &CancellationToken,
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
+    let heartbeat = metrics
+        .consumer_heartbeat
+        .with_label_values(&[options.service]);
     loop {
+        heartbeat.set(now_secs());
         let timer = metrics
             .consumer_persist_duration
             .with_label_values(&[options.service])
@@ -144,6 +178,10 @@ pub async fn persist_with_retry(
             }
             Err(e) => {
                 timer.stop_and_discard();
+                metrics
+                    .consumer_persist_failures
+                    .with_label_values(&[options.service, e.reason])
+                    .inc();
                 tracing::warn!(error = %e, size = batch.len(), "persisting batch failed; retrying");
                 if shutdown.is_cancelled() {
                     return false;
@@ -162,11 +200,20 @@ fn spawn_lag_gauge(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let gauge = metrics.consumer_lag.with_label_values(&[options.service]);
+        let labels = [options.service];
         while !shutdown.is_cancelled() {
             match queue.lag(&options.topic, &options.group).await {
-                Ok(lag) => gauge.set(lag as i64),
-                Err(e) => tracing::debug!(error = %e, "lag unavailable"),
+                Ok(lag) => metrics
+                    .consumer_lag
+                    .with_label_values(&labels)
+                    .set(lag as i64),
+                Err(e) => {
+                    // No figure rather than a stale one: the series goes
+                    // away until a read succeeds, and the failure is counted.
+                    let _ = metrics.consumer_lag.remove_label_values(&labels);
+                    metrics.consumer_lag_errors.with_label_values(&labels).inc();
+                    tracing::warn!(error = %e, "consumer lag unavailable");
+                }
             }
             sleep_or_cancel(&shutdown, Duration::from_secs(2)).await;
         }

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub consumer_lag_errors: IntCounterVec,
     pub admissions_returned: IntCounterVec,
     pub counter_drift: IntGaugeVec,
+    pub consumer_heartbeat: IntGaugeVec,
     /// Per service, the campaign or sale ids that exist (see [`Metrics::know`]).
     known: Arc<RwLock<HashMap<String, HashSet<String>>>>,
 }
@@ -181,6 +182,14 @@ impl Metrics {
                 &["service", "promotion"],
             )
             .expect("valid metric"),
+            consumer_heartbeat: IntGaugeVec::new(
+                Opts::new(
+                    "promo_consumer_heartbeat_seconds",
+                    "Unix time the consumer last went round its loop",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
             known: Arc::default(),
             registry,
         };
@@ -203,6 +212,7 @@ impl Metrics {
             Box::new(m.consumer_lag_errors.clone()),
             Box::new(m.admissions_returned.clone()),
             Box::new(m.counter_drift.clone()),
+            Box::new(m.consumer_heartbeat.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

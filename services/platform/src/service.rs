@@ -62,17 +62,32 @@ pub struct ConsumerParts {
     pub options: ConsumerOptions,
 }
 
-fn readiness<S: Service>(svc: &S) -> Readiness {
-    Readiness::default().database(&format!("{}_database", S::NAME), svc.database().clone())
+/// The database, and for a queued service its topic.
+fn readiness<S: Service>(svc: &Arc<S>) -> Readiness {
+    let r = Readiness::default().database(&format!("{}_database", S::NAME), svc.database().clone());
+    match svc.consumer() {
+        Some(c) => r.queue(c.queue, c.options.topic),
+        None => r,
+    }
 }
 
 /// The service's routes, docs and readiness checks, for a process to host.
-pub fn parts<S: Service>(svc: &Arc<S>, admin_token: AdminToken) -> ServiceParts {
+/// `hosts_consumer`: its V3 consumer runs in this process, so readiness
+/// also reports whether it goes round its loop.
+pub fn parts<S: Service>(
+    svc: &Arc<S>,
+    admin_token: AdminToken,
+    hosts_consumer: bool,
+) -> ServiceParts {
+    let mut readiness = readiness(svc).counters(svc.counters());
+    if hosts_consumer && S::QUEUED {
+        readiness = readiness.consumer(svc.metrics(), S::NAME);
+    }
     ServiceParts {
         name: S::NAME,
         router: svc.router(admin_token),
         openapi: S::openapi(),
-        readiness: readiness(&**svc).counters(svc.counters()),
+        readiness,
     }
 }
 
@@ -134,7 +149,10 @@ pub async fn serve<S: Service>(
     server::cancel_on_signal(shutdown.clone());
     spawn_background(&svc, backends.queue_is_embedded(), shutdown.clone());
     let token = AdminToken(admin_token.map(Into::into));
-    let app = server::assemble(vec![parts(&svc, token)], metrics);
+    let app = server::assemble(
+        vec![parts(&svc, token, backends.queue_is_embedded())],
+        metrics,
+    );
     let listener = server::bind(listen).await?;
     tracing::info!(address = %listen, "serving; API docs at /api/docs");
     server::serve(listener, app, shutdown).await?;
@@ -163,7 +181,8 @@ pub async fn consume<S: Service>(
     let shutdown = CancellationToken::new();
     server::cancel_on_signal(shutdown.clone());
     let consumer = spawn_consumer(&svc, shutdown.clone());
-    let app = server::finish(readiness(&*svc).router(), metrics);
+    let readiness = readiness(&svc).consumer(svc.metrics(), S::NAME);
+    let app = server::finish(readiness.router(), metrics);
     let listener = server::bind(listen).await?;
     tracing::info!("consuming");
     server::serve(listener, app, shutdown).await?;

@@ -396,7 +396,10 @@ pub async fn serve_service<S: crate::service::Service>(
         crate::service::spawn_consumer(&svc, shutdown.clone());
     }
     let token = crate::http::auth::AdminToken(opts.admin_token.clone().map(Into::into));
-    let app = crate::http::server::assemble(vec![crate::service::parts(&svc, token)], metrics);
+    let app = crate::http::server::assemble(
+        vec![crate::service::parts(&svc, token, opts.consumer)],
+        metrics,
+    );
     let base = serve(app, shutdown.clone()).await;
     ServiceApp {
         http: HttpClient::new(base, opts.admin_token),

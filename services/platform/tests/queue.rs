@@ -316,3 +316,32 @@ async fn kafka_queue_conforms_on_tansu() {
     let topic = testing::unique("conformance");
     suite(Arc::new(testing::kafka()), &topic, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_producer_is_replaced_after_a_fatal_error() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("t", 1, 1).expect("topic");
+    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let p = q.producer("t").unwrap();
+    p.send("k", b"before".to_vec()).await.expect("send");
+    q.ping("t").await.expect("ready");
+
+    // What a fenced producer sees after a broker restart: every send fails.
+    q.inject_fatal_error();
+    assert!(q.ping("t").await.is_err(), "readiness tells the truth");
+    let err = p.send("k", b"lost".to_vec()).await.expect_err("fatal");
+    assert!(
+        err.maybe_delivered(),
+        "the audit, not the sender, gives it back"
+    );
+    assert_eq!(q.producer_generation(), 1, "replaced once");
+
+    p.send("k", b"after".to_vec())
+        .await
+        .expect("the new producer sends");
+    q.ping("t").await.expect("ready again");
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let got = take(&mut *c, 2).await;
+    let payloads: Vec<&[u8]> = got.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(payloads, [&b"before"[..], &b"after"[..]]);
+}

@@ -191,9 +191,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
     let token = AdminToken(token.map(Into::into));
     let app = server::assemble(
         vec![
-            service::parts(&hosted.coupons, token.clone()),
-            service::parts(&hosted.timesales, token.clone()),
-            service::parts(&points, token),
+            service::parts(&hosted.coupons, token.clone(), true),
+            service::parts(&hosted.timesales, token.clone(), true),
+            service::parts(&points, token, true),
         ],
         metrics,
     );

@@ -71,6 +71,19 @@ impl promo_platform::ports::LockConflict for CouponError {
 }
 
 impl CouponError {
+    /// The `reason` label of a batch the consumer failed to persist.
+    pub fn persist_reason(&self) -> &'static str {
+        match self {
+            CouponError::Sql(e) if promo_platform::ports::LockConflict::is_lock_conflict(e) => {
+                "lock_conflict"
+            }
+            CouponError::Sql(_) => "database",
+            CouponError::Counters(_) => "counters",
+            CouponError::Queue(_) => "queue",
+            _ => "other",
+        }
+    }
+
     /// The `outcome` label of `promo_admissions_total` for an issuance refusal.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -6,7 +6,10 @@ use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use crate::ports::{Counters, Database};
+use crate::{
+    metrics::Metrics,
+    ports::{Counters, Database, Queue},
+};
 
 /// One named readiness probe.
 pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -38,6 +41,44 @@ impl Readiness {
             Arc::new(move || {
                 let c = counters.clone();
                 Box::pin(async move { c.ping().await.map_err(|e| e.to_string()) })
+            }),
+        )
+    }
+
+    /// The queue: `topic` can be sent to (broker reachable, producer sound).
+    pub fn queue(self, queue: Arc<dyn Queue>, topic: String) -> Self {
+        self.with(
+            "queue",
+            Arc::new(move || {
+                let (q, t) = (queue.clone(), topic.clone());
+                Box::pin(async move { q.ping(&t).await.map_err(|e| e.to_string()) })
+            }),
+        )
+    }
+
+    /// The consumer running in this process goes round its loop (see
+    /// [`crate::consumer::STALLED_AFTER_SECONDS`]).
+    pub fn consumer(self, metrics: Arc<Metrics>, service: &'static str) -> Self {
+        self.with(
+            format!("{service}_consumer"),
+            Arc::new(move || {
+                let beat = metrics
+                    .consumer_heartbeat
+                    .with_label_values(&[service])
+                    .get();
+                Box::pin(async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let idle = now - beat;
+                    if beat == 0 {
+                        Err("not started".to_string())
+                    } else if idle > crate::consumer::STALLED_AFTER_SECONDS {
+                        Err(format!("stalled for {idle} s"))
+                    } else {
+                        Ok(())
+                    }
+                })
             }),
         )
     }

@@ -59,6 +59,19 @@ impl LockConflict for TimesaleError {
 }
 
 impl TimesaleError {
+    /// The `reason` label of a batch the consumer failed to persist.
+    pub fn persist_reason(&self) -> &'static str {
+        match self {
+            TimesaleError::Sql(e) if promo_platform::ports::LockConflict::is_lock_conflict(e) => {
+                "lock_conflict"
+            }
+            TimesaleError::Sql(_) => "database",
+            TimesaleError::Counters(_) => "counters",
+            TimesaleError::Queue(_) => "queue",
+            _ => "other",
+        }
+    }
+
     /// The `outcome` label of `promo_admissions_total` for an order refusal.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -12,7 +12,7 @@ use rdkafka::{
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer},
     error::KafkaError,
-    producer::{FutureProducer, FutureRecord},
+    producer::{FutureProducer, FutureRecord, Producer as _},
     types::RDKafkaErrorCode,
     util::Timeout,
     ClientConfig, Message as _, Offset, TopicPartitionList,
@@ -25,16 +25,55 @@ use super::{last_offsets, Consumer, Message, Producer, Queue, QueueError};
 #[derive(Clone)]
 pub struct KafkaQueue {
     brokers: String,
-    producer: FutureProducer,
+    producer: Arc<SharedProducer>,
     /// One client per consumer group for [`Queue::lag`], kept: a client
     /// made per call (every 2 s per service) started threads and a broker
     /// connection each time, on a worker thread, stalling requests.
     lag_clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
 }
 
+/// The process's one producer, replaced when it hits a fatal error: an
+/// idempotent producer that fails fatally (a fenced epoch, a sequence gap
+/// after a broker lost data) refuses every later send until re-created.
+struct SharedProducer {
+    config: ClientConfig,
+    /// (generation, producer): a replacement happens once per failed generation.
+    current: RwLock<(u64, FutureProducer)>,
+}
+
+impl SharedProducer {
+    fn get(&self) -> (u64, FutureProducer) {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces generation `failed` unless another caller already did.
+    fn replace(&self, failed: u64) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.0 != failed {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(p) => {
+                tracing::warn!(
+                    generation = failed + 1,
+                    "kafka producer replaced after a fatal error"
+                );
+                *current = (failed + 1, p);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-create the kafka producer; retried on the next send")
+            }
+        }
+    }
+}
+
 impl KafkaQueue {
     pub fn new(brokers: &str) -> Result<Self, QueueError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -44,13 +83,38 @@ impl KafkaQueue {
             .set(
                 "message.timeout.ms",
                 super::DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
-            .create()?;
+            );
+        let producer: FutureProducer = config.create()?;
         Ok(Self {
             brokers: brokers.to_string(),
-            producer,
+            producer: Arc::new(SharedProducer {
+                config,
+                current: RwLock::new((0, producer)),
+            }),
             lag_clients: Arc::default(),
         })
+    }
+
+    /// Makes the current producer fail fatally, as a broker-side fencing
+    /// would (tests of the replacement).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        let (_, p) = self.producer.get();
+        let reason = std::ffi::CString::new("injected by a test").unwrap_or_default();
+        // SAFETY: the client pointer is valid while `p` lives; librdkafka's
+        // test hook only records the error and fails the client.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                p.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
+                reason.as_ptr(),
+            );
+        }
+    }
+
+    /// Which producer generation sends now (0 until one was replaced).
+    pub fn producer_generation(&self) -> u64 {
+        self.producer.get().0
     }
 
     fn config(&self, group: &str) -> ClientConfig {
@@ -67,20 +131,29 @@ impl KafkaQueue {
 
 struct KafkaProducer {
     topic: String,
-    producer: FutureProducer,
+    shared: Arc<SharedProducer>,
 }
 
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        self.producer
+        let (generation, producer) = self.shared.get();
+        let sent = producer
             .send(
                 FutureRecord::to(&self.topic).key(key).payload(&payload),
                 Timeout::After(super::DELIVERY_TIMEOUT),
             )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| QueueError::Kafka(e))
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                if let Some((code, reason)) = producer.client().fatal_error() {
+                    tracing::error!(?code, reason, "kafka producer failed fatally");
+                    self.shared.replace(generation);
+                }
+                Err(QueueError::Kafka(e))
+            }
+        }
     }
 }
 
@@ -162,8 +235,32 @@ impl Queue for KafkaQueue {
     fn producer(&self, topic: &str) -> Result<Arc<dyn Producer>, QueueError> {
         Ok(Arc::new(KafkaProducer {
             topic: topic.to_string(),
-            producer: self.producer.clone(),
+            shared: self.producer.clone(),
         }))
+    }
+
+    async fn ping(&self, topic: &str) -> Result<(), QueueError> {
+        let (_, producer) = self.producer.get();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(QueueError::Task(format!(
+                "producer failed fatally ({code:?}: {reason}); it is replaced on the next send"
+            )));
+        }
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_millis(1500))?;
+            match metadata.topics().first().and_then(|t| t.error()) {
+                None => Ok(()),
+                Some(e) => Err(QueueError::Task(format!(
+                    "topic {topic}: {:?}",
+                    RDKafkaErrorCode::from(e)
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
     }
 
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, QueueError> {

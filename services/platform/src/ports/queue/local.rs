@@ -395,6 +395,10 @@ impl Queue for LocalQueue {
         }))
     }
 
+    async fn ping(&self, topic: &str) -> Result<(), QueueError> {
+        self.topic(topic).map(|_| ())
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError> {
         let topic = self.topic(topic)?;
         let log = topic.shared.lock();

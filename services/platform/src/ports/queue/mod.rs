@@ -40,7 +40,10 @@ impl QueueError {
         match self {
             QueueError::Kafka(KafkaError::MessageProduction(code)) => matches!(
                 code,
-                Code::MessageTimedOut | Code::RequestTimedOut | Code::OperationTimedOut
+                Code::MessageTimedOut
+                    | Code::RequestTimedOut
+                    | Code::OperationTimedOut
+                    | Code::Fatal
             ),
             QueueError::Kafka(KafkaError::Canceled) => true,
             _ => false,
@@ -85,6 +88,8 @@ pub trait Queue: Send + Sync {
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, QueueError>;
     /// Messages in `topic` not yet committed by `group`.
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError>;
+    /// Whether `topic` can be sent to now, for `/readyz`.
+    async fn ping(&self, topic: &str) -> Result<(), QueueError>;
 }
 
 /// The highest offset per partition in `batch`.
