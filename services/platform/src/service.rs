@@ -139,6 +139,7 @@ pub async fn serve<S: Service>(
     listen: SocketAddr,
     admin_token: Option<String>,
     backend_args: &BackendArgs,
+    limits: server::Limits,
     settings: S::Settings,
 ) -> Result<(), BoxError> {
     let backends = Backends::connect(backend_args).await?;
@@ -155,7 +156,7 @@ pub async fn serve<S: Service>(
     );
     let listener = server::bind(listen).await?;
     tracing::info!(address = %listen, "serving; API docs at /api/docs");
-    server::serve(listener, app, shutdown).await?;
+    server::serve_with(listener, app, shutdown, limits).await?;
     Ok(())
 }
 
@@ -246,6 +247,8 @@ pub struct ServeArgs<A: clap::Args> {
     #[command(flatten)]
     pub backends: BackendArgs,
     #[command(flatten)]
+    pub http: server::HttpArgs,
+    #[command(flatten)]
     pub service: A,
 }
 
@@ -295,7 +298,14 @@ pub async fn main<A: ServiceArgs>(
     crate::telemetry::init(cli.log_json);
     let result = match cli.command {
         Command::Serve(a) => {
-            serve::<A::Service>(a.listen, a.admin_token, &a.backends, a.service.settings()).await
+            serve::<A::Service>(
+                a.listen,
+                a.admin_token,
+                &a.backends,
+                a.http.limits(),
+                a.service.settings(),
+            )
+            .await
         }
         Command::Consume(a) => {
             consume::<A::Service>(a.listen, &a.backends, a.service.settings()).await

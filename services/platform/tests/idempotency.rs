@@ -31,6 +31,10 @@ const TABLE: Migrations = Migrations {
 };
 
 async fn app(db: Database, retention: Duration) -> (String, Arc<AtomicU32>) {
+    app_with(db.clone(), Idempotency::with_retention(db, retention)).await
+}
+
+async fn app_with(db: Database, idem: Idempotency) -> (String, Arc<AtomicU32>) {
     db.migrate(&TABLE).await.unwrap();
     let runs = Arc::new(AtomicU32::new(0));
     let counted = runs.clone();
@@ -42,15 +46,13 @@ async fn app(db: Database, retention: Duration) -> (String, Arc<AtomicU32>) {
                 async move {
                     match body.as_str() {
                         "fail" => (StatusCode::SERVICE_UNAVAILABLE, "try later".to_string()),
+                        "no" => (StatusCode::CONFLICT, format!("{{\"refusal\":{n}}}")),
                         _ => (StatusCode::CREATED, format!("{{\"run\":{n}}}")),
                     }
                 }
             }),
         )
-        .route_layer(middleware::from_fn_with_state(
-            Idempotency::with_retention(db, retention),
-            idempotent,
-        ));
+        .route_layer(middleware::from_fn_with_state(idem, idempotent));
     (serve(router, CancellationToken::new()).await, runs)
 }
 
@@ -95,6 +97,56 @@ async fn conforms(db: Database) {
     assert_eq!(call(&base, Some("bad key"), "a").await.0, 400);
 }
 
+/// Refusals replay within their window, up to the window's budget; past
+/// it they are answered, not kept, and a retry runs again.
+async fn refusals_are_kept_within_a_budget(db: Database) {
+    let idem = Idempotency::with_retention(db.clone(), Duration::from_secs(3600))
+        .with_refusal_limits(Duration::from_secs(3600), 2);
+    let (base, runs) = app_with(db, idem).await;
+    for key in ["r1", "r2"] {
+        let first = call(&base, Some(key), "no").await;
+        assert_eq!((first.0, first.2), (409, false));
+        assert_eq!(call(&base, Some(key), "no").await, (409, first.1, true));
+    }
+    let over = call(&base, Some("r3"), "no").await;
+    assert_eq!((over.0, over.2), (409, false));
+    let again = call(&base, Some("r3"), "no").await;
+    assert_eq!((again.0, again.2), (409, false), "not kept: it runs again");
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    // Successes are not limited.
+    assert_eq!(call(&base, Some("ok"), "a").await.0, 201);
+    assert!(call(&base, Some("ok"), "a").await.2, "replayed");
+}
+
+async fn refusals_are_purged_sooner(db: Database) {
+    let idem = Idempotency::with_retention(db.clone(), Duration::from_secs(3600))
+        .with_refusal_limits(Duration::from_millis(300), 100);
+    let (base, _) = app_with(db.clone(), idem).await;
+    assert_eq!(call(&base, Some("kept"), "a").await.0, 201);
+    assert_eq!(call(&base, Some("refused"), "no").await.0, 409);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(call(&base, Some("trigger"), "a").await.0, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let count = |k: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = ?")
+                .bind(k)
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        }
+    };
+    while count("refused").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusal never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count("kept").await, 1, "a success stays for its retention");
+}
+
 async fn purges_after_retention(db: Database) {
     let (base, runs) = app(db.clone(), Duration::from_millis(300)).await;
     assert_eq!(call(&base, Some("old"), "a").await.0, 201);
@@ -129,6 +181,28 @@ async fn sqlite_conforms() {
 #[tokio::test]
 async fn mysql_conforms() {
     conforms(fresh_mysql("idem").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_refusals_within_a_budget() {
+    let (db, _dir) = fresh_sqlite("idem_refusals").await;
+    refusals_are_kept_within_a_budget(db).await;
+}
+
+#[tokio::test]
+async fn mysql_keeps_refusals_within_a_budget() {
+    refusals_are_kept_within_a_budget(fresh_mysql("idem_refusals").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_purges_refusals_sooner() {
+    let (db, _dir) = fresh_sqlite("idem_refusal_purge").await;
+    refusals_are_purged_sooner(db).await;
+}
+
+#[tokio::test]
+async fn mysql_purges_refusals_sooner() {
+    refusals_are_purged_sooner(fresh_mysql("idem_refusal_purge").await).await;
 }
 
 #[tokio::test]

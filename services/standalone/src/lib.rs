@@ -38,6 +38,8 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub backends: BackendArgs,
     #[command(flatten)]
+    pub http: server::HttpArgs,
+    #[command(flatten)]
     pub coupon: CouponArgs,
     #[command(flatten)]
     pub timesale: TimesaleArgs,
@@ -202,6 +204,6 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), BoxError> {
         "promo standalone serving on http://{} — Swagger UI: http://{}/api/docs",
         args.listen, args.listen
     );
-    server::serve(listener, app, shutdown).await?;
+    server::serve_with(listener, app, shutdown, args.http.limits()).await?;
     Ok(())
 }

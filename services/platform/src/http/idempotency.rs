@@ -19,8 +19,12 @@
 //! A process that dies between a handler's effect and the record leaves the
 //! claim in progress: a retry then answers 409 and changes nothing.
 //!
-//! Keys are kept for [`RETENTION`]: at most once an hour a claim starts a
-//! purge of the older ones in the background.
+//! Keys are kept for [`RETENTION`]. Refusals (4xx) — which anyone can cause
+//! without changing anything — are kept for [`REFUSAL_RETENTION`] only, and
+//! at most [`REFUSALS_PER_WINDOW`] of them per process and window: past
+//! that a refusal is answered but not kept, so a retry runs again (it had
+//! no effect, so this cannot make a second one). At most every ten minutes
+//! a claim starts a purge of what is older in the background.
 
 use std::{
     sync::{
@@ -57,13 +61,22 @@ pub const SQLITE_TABLE: &str = include_str!("../../../../migrations/shared/sqlit
 
 /// How long a key answers with its first answer.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How long a refusal (4xx) is replayed.
+pub const REFUSAL_RETENTION: Duration = Duration::from_secs(600);
+/// Refusals one process keeps per [`REFUSAL_RETENTION`] window, at most.
+pub const REFUSALS_PER_WINDOW: usize = 50_000;
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// The middleware's state: the service's database and when keys were last purged.
+/// The middleware's state: the service's database, the retention rules and
+/// when keys were last purged.
 #[derive(Clone)]
 pub struct Idempotency {
     db: Database,
     retention: Duration,
+    refusal_retention: Duration,
+    refusals_per_window: usize,
+    /// (start of the current refusal window in ms, refusals kept in it).
+    refusals: Arc<std::sync::Mutex<(i64, usize)>>,
     last_purge_ms: Arc<AtomicI64>,
 }
 
@@ -76,15 +89,43 @@ impl Idempotency {
         Self {
             db,
             retention,
+            refusal_retention: REFUSAL_RETENTION.min(retention),
+            refusals_per_window: REFUSALS_PER_WINDOW,
+            refusals: Arc::default(),
             last_purge_ms: Arc::new(AtomicI64::new(0)),
         }
     }
 
-    /// Deletes keys older than the retention, in the background, unless
-    /// that was done within the last hour (or the last retention, if shorter).
+    /// Keeps refusals for `retention`, at most `per_window` per window.
+    pub fn with_refusal_limits(mut self, retention: Duration, per_window: usize) -> Self {
+        self.refusal_retention = retention.min(self.retention);
+        self.refusals_per_window = per_window;
+        self
+    }
+
+    /// Whether one more refusal may be kept in this window.
+    fn keep_refusal(&self) -> bool {
+        let now = now_ms();
+        let mut w = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if now - w.0 >= self.refusal_retention.as_millis() as i64 {
+            *w = (now, 0);
+        }
+        if w.1 >= self.refusals_per_window {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+
+    /// Deletes keys older than the retention and refusals older than theirs,
+    /// in the background, unless that was done within the last ten minutes
+    /// (or the shorter retention).
     fn purge_if_due(&self) {
         let now = now_ms();
-        let every = PURGE_EVERY.min(self.retention).as_millis() as i64;
+        let every = PURGE_EVERY
+            .min(self.retention)
+            .min(self.refusal_retention)
+            .as_millis() as i64;
         let last = self.last_purge_ms.load(Ordering::Relaxed);
         if now - last < every
             || self
@@ -95,15 +136,20 @@ impl Idempotency {
             return;
         }
         let (db, before) = (self.db.clone(), now - self.retention.as_millis() as i64);
+        let refused_before = now - self.refusal_retention.as_millis() as i64;
         tokio::spawn(async move {
-            let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-                .bind(before)
-                .execute(db.pool())
-                .await;
+            let purged = sqlx::query(
+                "DELETE FROM idempotency_keys \
+                 WHERE created_at < ? OR (status >= 400 AND created_at < ?)",
+            )
+            .bind(before)
+            .bind(refused_before)
+            .execute(db.pool())
+            .await;
             match purged {
                 Ok(r) => tracing::debug!(keys = r.rows_affected(), "idempotency keys purged"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "idempotency keys not purged; next try in an hour")
+                    tracing::warn!(error = %e, "idempotency keys not purged; tried again later")
                 }
             }
         });
@@ -140,7 +186,8 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
                     .required(Required::False)
                     .description(Some(
                         "Repeating the call with the same key answers the first answer \
-                         (with `Idempotency-Replayed: true`) and changes nothing; kept 24 h.",
+                         (with `Idempotency-Replayed: true`) and changes nothing; kept 24 h \
+                         (refusals: 10 minutes).",
                     ))
                     .schema(Some(
                         ObjectBuilder::new()
@@ -161,13 +208,13 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
         return next.run(req).await;
     };
     idem.purge_if_due();
-    match claim_and_run(idem.db, key, req, next).await {
+    match claim_and_run(idem, key, req, next).await {
         Ok(r) | Err(r) => r,
     }
 }
 
 async fn claim_and_run(
-    db: Database,
+    idem: Idempotency,
     key: HeaderValue,
     req: Request,
     next: Next,
@@ -186,11 +233,11 @@ async fn claim_and_run(
     let req = Request::from_parts(parts, Body::from(body));
     // From here on the claim must end recorded or dropped: run it whole.
     to_completion(async move {
-        if let Some(answer) = claim(&db, &scope, &key, &hash).await? {
+        if let Some(answer) = claim(&idem.db, &scope, &key, &hash).await? {
             return Ok(answer);
         }
         let response = next.run(req).await;
-        Ok(record(&db, &scope, &key, response).await)
+        Ok(record(&idem, &scope, &key, response).await)
     })
     .await
 }
@@ -277,10 +324,11 @@ fn replay(status: StatusCode, body: String) -> Response {
 }
 
 /// Records `response` as the answer to (scope, key), or drops the claim
-/// for a 5xx; returns the response.
-async fn record(db: &Database, scope: &str, key: &str, response: Response) -> Response {
+/// for a 5xx and for a refusal past the window's budget; returns the response.
+async fn record(idem: &Idempotency, scope: &str, key: &str, response: Response) -> Response {
+    let db = &idem.db;
     let status = response.status();
-    if status.is_server_error() {
+    if status.is_server_error() || (status.is_client_error() && !idem.keep_refusal()) {
         let dropped = sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND idem_key = ?")
             .bind(scope)
             .bind(key)

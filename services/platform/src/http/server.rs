@@ -1,6 +1,9 @@
 //! Router assembly and the serve loop.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
@@ -104,15 +107,146 @@ pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, String> 
     })
 }
 
-/// Serves until `shutdown` is cancelled, then drains in-flight requests.
+/// What one process lets a client hold: connections, and how long a
+/// connection may dawdle. Every field is a flag ([`HttpArgs`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head, counted
+    /// from when the server is ready for it: bounds slowly sent headers and
+    /// idle keep-alive connections alike (hyper's header-read timer starts
+    /// as soon as the connection is idle).
+    pub idle_timeout: Duration,
+    /// How long a request body may pause between chunks before the request
+    /// fails (408) and the connection closes.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        HttpArgs::default().limits()
+    }
+}
+
+/// The connection limits as flags, for every serving binary.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Open connections at most; beyond it a new connection gets 503 and is closed.
+    #[arg(long, env = "PROMO_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Milliseconds a connection may take to send a request head, counted
+    /// from when it is idle: closes idle keep-alive and half-sent requests.
+    #[arg(long, env = "PROMO_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a request body may pause between chunks.
+    #[arg(long, env = "PROMO_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout_ms: 30_000,
+            body_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections.max(1),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
+        }
+    }
+}
+
+/// Serves with the default [`Limits`] until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve_with(listener, router, shutdown, Limits::default()).await
+}
+
+/// What a connection over the limit is told before it is closed: the same
+/// problem+json as every other error, written without parsing its request.
+static OVER_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = serde_json::json!({
+        "type": "https://promo.dev/problems/too_many_connections",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "the server's connection limit is reached; retry shortly",
+        "code": "too_many_connections",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Serves HTTP/1.1 until `shutdown` is cancelled, then stops accepting and
+/// drains in-flight requests (idle connections close at once).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_timeout,
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, not die.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(&OVER_CAPACITY).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM (what Kubernetes sends).
