@@ -38,8 +38,13 @@ test: lint infra-up
         cargo test --workspace --no-fail-fast; \
     fi
     scripts/faults.sh
+    scripts/api-check.sh
     scripts/chart-check.sh
     scripts/obs-check.sh
+
+# The OpenAPI document against the server: schemathesis, every check and phase, zero failures allowed.
+api-check:
+    scripts/api-check.sh
 
 # The fault suite: processes and backends killed mid-storm, then nothing lost, nothing oversold (FILTER: part of a name).
 faults *FILTER: infra-up

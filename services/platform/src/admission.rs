@@ -315,6 +315,25 @@ pub async fn drift(
     Ok(Some(remaining + in_flight - persisted_left))
 }
 
+/// How long an admission that found its pool missing waits for the rebuild
+/// it started before answering 503: with a consumer that keeps up, a
+/// rebuild takes milliseconds, and the request then goes through.
+pub const REBUILD_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits up to `within` for `pool` to exist again; returns whether it does.
+pub async fn wait_for_pool(counters: &dyn Counters, pool: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if matches!(counters.remaining(pool).await, Ok(Some(_))) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// At most one background rebuild per key in this process.
 #[derive(Default)]
 pub struct Rebuilds {

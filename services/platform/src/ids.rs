@@ -1,5 +1,5 @@
-//! Identifier rules shared by every route: ids are 1..=128 bytes of visible
-//! ASCII without `/`, so they are safe in paths, keys and logs.
+//! Identifier rules shared by every route: ids are 1..=128 bytes of ASCII
+//! letters, digits and `. _ - : @`, so they are safe in paths, keys and logs.
 
 pub const MAX_ID_BYTES: usize = 128;
 

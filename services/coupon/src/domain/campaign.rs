@@ -15,8 +15,10 @@ pub use promo_platform::strategy::Strategy;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CampaignSpec {
     /// Coupons to issue in total (> 0).
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub quota: i64,
     /// Coupons one user may hold (> 0).
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub per_user_limit: i64,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
@@ -24,6 +26,7 @@ pub struct CampaignSpec {
     pub discount: Discount,
     /// Days a coupon stays redeemable after issuance; default: until the campaign ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
     pub valid_for_days: Option<i64>,
     #[serde(default)]
     pub paused: bool,

@@ -34,12 +34,15 @@ impl DiscountKind {
 pub struct Discount {
     pub kind: DiscountKind,
     /// FIXED: the amount off; PERCENT: 1..=100.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub value: i64,
     /// Cap of a PERCENT discount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub max_amount: Option<i64>,
     /// Smallest order the coupon applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_f64)]
     pub min_order_amount: Option<i64>,
 }
 

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod openapi;
 pub mod page;
 pub mod problem;
 pub mod server;

@@ -8,10 +8,13 @@ use crate::ids::check_id;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// `nextCursor` of the previous page.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:@-]+$")]
     pub cursor: Option<String>,
     /// 1..=100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

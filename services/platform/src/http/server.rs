@@ -312,7 +312,8 @@ pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
         doc.info.description = Some("Coupons, time sales and points; see each tag.".into());
     }
     add_admin_security(&mut doc);
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api-docs/openapi.json", doc);
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .external_url_unchecked("/api-docs/openapi.json", super::openapi::complete(&doc));
     finish(router.merge(readiness.router()).merge(docs), metrics)
 }
 

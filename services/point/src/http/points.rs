@@ -41,6 +41,7 @@ pub fn router() -> Router<Arc<PointService>> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EarnBody {
     /// Points to add (> 0).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub amount: i64,
     pub reason: String,
     /// When these points stop being spendable; never when absent.
@@ -52,6 +53,7 @@ pub struct EarnBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UseBody {
     /// Points to spend (> 0), taken from the soonest-expiring first.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub amount: i64,
     pub reason: String,
     #[serde(default)]
@@ -173,16 +175,33 @@ pub async fn balance(
     Ok(Json(view::points(&svc, &user).await?))
 }
 
+/// `?cursor=&limit=` of the history: its cursors are entry sequence numbers.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// `nextCursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+    /// 1..=100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+}
+
 /// The ledger, newest first; stable while entries are added.
 #[utoipa::path(get, path = "/users/{userId}/points/history", tag = "point",
-    params(("userId" = String, Path), PageQuery),
+    params(("userId" = String, Path), HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 400, description = "invalid_query")))]
 pub async fn history(
     State(svc): State<Arc<PointService>>,
     ApiPath(user): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     check_id("userId", &user)?;
+    let q = PageQuery {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
     let (limit, cursor) = q.checked()?;
     let before = match cursor {
         Some(c) => Some(c.parse::<i64>().map_err(|_| {

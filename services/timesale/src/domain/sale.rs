@@ -17,6 +17,7 @@ pub struct Product {
     pub sku: String,
     pub name: String,
     /// Regular price, minor units.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub price: i64,
 }
 
@@ -26,10 +27,13 @@ pub struct Product {
 pub struct SaleSpec {
     pub product: Product,
     /// Price during the sale, minor units (> 0, at most the regular price).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_f64)]
     pub sale_price: i64,
     /// Units on sale in total (> 0).
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub stock: i64,
     /// Units one user may buy in total (> 0).
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub per_user_limit: i64,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,

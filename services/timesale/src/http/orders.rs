@@ -41,12 +41,15 @@ pub fn router() -> Router<Arc<TimesaleService>> {
 pub struct OrderBody {
     pub user_id: String,
     /// Units to buy (≥ 1, at most the per-user limit); all or nothing.
+    #[schema(minimum = 1)]
     pub quantity: i64,
 }
 
-/// A queued order, accepted.
+/// A queued order, accepted. (`OrderAccepted` in the document: the coupon
+/// service's `Accepted` carries a requestId.)
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = OrderAccepted)]
 pub struct Accepted {
     pub order_id: String,
     /// Always `PENDING`.

@@ -10,7 +10,10 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use promo_platform::{admission::admit_and_publish, ports::Admission};
+use promo_platform::{
+    admission::{self, admit_and_publish},
+    ports::Admission,
+};
 
 use crate::{
     domain::CouponError,
@@ -18,7 +21,29 @@ use crate::{
     CouponService,
 };
 
+/// [`admit_once`], and once more after waiting up to
+/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
 pub async fn admit(
+    svc: &Arc<CouponService>,
+    campaign: &str,
+    user_id: &str,
+) -> Result<String, CouponError> {
+    match admit_once(svc, campaign, user_id).await {
+        Err(CouponError::CountersRebuilding)
+            if admission::wait_for_pool(
+                &*svc.counters,
+                &CouponService::pool(campaign),
+                admission::REBUILD_WAIT,
+            )
+            .await =>
+        {
+            admit_once(svc, campaign, user_id).await
+        }
+        answer => answer,
+    }
+}
+
+async fn admit_once(
     svc: &Arc<CouponService>,
     campaign: &str,
     user_id: &str,

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use promo_platform::{admission::admit_and_publish, ports::Admission};
+use promo_platform::{
+    admission::{self, admit_and_publish},
+    ports::Admission,
+};
 
 use crate::{
     domain::TimesaleError,
@@ -16,7 +19,30 @@ use crate::{
     TimesaleService, SERVICE,
 };
 
+/// [`admit_once`], and once more after waiting up to
+/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
 pub async fn admit(
+    svc: &Arc<TimesaleService>,
+    sale_id: &str,
+    user_id: &str,
+    quantity: i64,
+) -> Result<String, TimesaleError> {
+    match admit_once(svc, sale_id, user_id, quantity).await {
+        Err(TimesaleError::CountersRebuilding)
+            if admission::wait_for_pool(
+                &*svc.counters,
+                &TimesaleService::pool(sale_id),
+                admission::REBUILD_WAIT,
+            )
+            .await =>
+        {
+            admit_once(svc, sale_id, user_id, quantity).await
+        }
+        answer => answer,
+    }
+}
+
+async fn admit_once(
     svc: &Arc<TimesaleService>,
     sale_id: &str,
     user_id: &str,

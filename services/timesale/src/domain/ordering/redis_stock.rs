@@ -10,8 +10,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use promo_platform::group_commit::{by_key, whole_or_one_by_one, Answers};
-use promo_platform::ports::{with_conflict_retry, Admission};
+use promo_platform::{
+    admission,
+    group_commit::{by_key, whole_or_one_by_one, Answers},
+    ports::{with_conflict_retry, Admission},
+};
 
 use super::{
     batch::{decide, Wanted},
@@ -29,7 +32,30 @@ pub struct Request {
     pub quantity: i64,
 }
 
+/// [`order_once`], and once more after waiting up to
+/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
 pub async fn order(
+    svc: &Arc<TimesaleService>,
+    sale_id: &str,
+    user_id: &str,
+    quantity: i64,
+) -> Result<Order, TimesaleError> {
+    match order_once(svc, sale_id, user_id, quantity).await {
+        Err(TimesaleError::CountersRebuilding)
+            if admission::wait_for_pool(
+                &*svc.counters,
+                &TimesaleService::pool(sale_id),
+                admission::REBUILD_WAIT,
+            )
+            .await =>
+        {
+            order_once(svc, sale_id, user_id, quantity).await
+        }
+        answer => answer,
+    }
+}
+
+async fn order_once(
     svc: &Arc<TimesaleService>,
     sale_id: &str,
     user_id: &str,
