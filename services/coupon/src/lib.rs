@@ -227,28 +227,17 @@ impl CouponService {
             let (remaining, pending) = self.figures(&c).await?;
             self.metrics.set_figures(SERVICE, &c.id, remaining, pending);
             if c.spec.strategy == Strategy::Queued {
-                self.audit_and_measure_drift(&c).await;
+                admission::audit_and_measure_drift(
+                    self,
+                    &c.id,
+                    c.spec.quota - c.issued,
+                    &self.metrics.counter_drift,
+                    SERVICE,
+                )
+                .await;
             }
         }
         Ok(())
-    }
-
-    /// Gives back admissions whose event was never queued (see
-    /// [`admission::audit`]) and sets `promo_counter_drift`.
-    async fn audit_and_measure_drift(&self, c: &Campaign) {
-        if let Err(e) = self.audit(&c.id).await {
-            tracing::warn!(campaign = %c.id, error = %e, "admission audit failed; retried next round");
-        }
-        let pool = Self::pool(&c.id);
-        match admission::drift(&*self.counters, &pool, c.spec.quota - c.issued).await {
-            Ok(Some(d)) => self
-                .metrics
-                .counter_drift
-                .with_label_values(&[SERVICE, &c.id])
-                .set(d),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "drift unavailable"),
-        }
     }
 
     /// Counts one issuance attempt in `promo_admissions_total`.

@@ -334,6 +334,46 @@ pub async fn wait_for_pool(counters: &dyn Counters, pool: &str, within: Duration
     }
 }
 
+/// Runs `attempt`; when it fails because `pool` is missing (`missing`
+/// says so — the attempt has started a rebuild), waits up to
+/// [`REBUILD_WAIT`] for the pool and runs it once more.
+pub async fn once_more_after_rebuild<T, E, Fut>(
+    counters: &dyn Counters,
+    pool: &str,
+    missing: impl Fn(&E) -> bool,
+    attempt: impl Fn() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match attempt().await {
+        Err(e) if missing(&e) && wait_for_pool(counters, pool, REBUILD_WAIT).await => {
+            attempt().await
+        }
+        answer => answer,
+    }
+}
+
+/// Gives back `key`'s admissions whose event was never queued ([`audit`];
+/// a failure is logged and retried next round) and sets its
+/// `promo_counter_drift` ([`drift`]); for a service's periodic tick.
+pub async fn audit_and_measure_drift<R: Rebuild + ?Sized>(
+    r: &R,
+    key: &str,
+    persisted_left: i64,
+    drift_gauge: &prometheus::IntGaugeVec,
+    service: &str,
+) {
+    if let Err(e) = audit(r, key).await {
+        tracing::warn!(key, error = %e, "admission audit failed; retried next round");
+    }
+    match drift(r.counters(), &r.pool(key), persisted_left).await {
+        Ok(Some(d)) => drift_gauge.with_label_values(&[service, key]).set(d),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "drift unavailable"),
+    }
+}
+
 /// At most one background rebuild per key in this process.
 #[derive(Default)]
 pub struct Rebuilds {

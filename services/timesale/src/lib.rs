@@ -224,28 +224,17 @@ impl TimesaleService {
             let (remaining, pending) = self.figures(&s).await?;
             self.metrics.set_figures(SERVICE, &s.id, remaining, pending);
             if s.spec.strategy == Strategy::Queued {
-                self.audit_and_measure_drift(&s).await;
+                admission::audit_and_measure_drift(
+                    self,
+                    &s.id,
+                    s.spec.stock - s.sold,
+                    &self.metrics.counter_drift,
+                    SERVICE,
+                )
+                .await;
             }
         }
         Ok(())
-    }
-
-    /// Gives back orders' units whose event was never queued (see
-    /// [`admission::audit`]) and sets `promo_counter_drift`.
-    async fn audit_and_measure_drift(&self, s: &Sale) {
-        if let Err(e) = self.audit(&s.id).await {
-            tracing::warn!(sale = %s.id, error = %e, "admission audit failed; retried next round");
-        }
-        let pool = Self::pool(&s.id);
-        match admission::drift(&*self.counters, &pool, s.spec.stock - s.sold).await {
-            Ok(Some(d)) => self
-                .metrics
-                .counter_drift
-                .with_label_values(&[SERVICE, &s.id])
-                .set(d),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "drift unavailable"),
-        }
     }
 
     /// Counts one ordering attempt in `promo_admissions_total`.

@@ -6,10 +6,13 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures::future::join_all;
 
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend, Options};
 
+/// Without a consumer the rebuild cannot pass its fence: after waiting its
+/// second for the rebuild, admission answers 503; once a consumer runs, the
+/// same request goes through.
 async fn flush_answers_503_then_recovers(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
     app.campaign("f", 10, 1, "QUEUED").await;
     let first = app.issue("v3", "f", "before").await;
     assert_eq!(first.status, 202);
@@ -26,6 +29,7 @@ async fn flush_answers_503_then_recovers(backend: Backend) {
         "Retry-After tells when to come back"
     );
     // Recovery: the same request succeeds once rebuilt.
+    promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let a = app.issue("v3", "f", "during").await;

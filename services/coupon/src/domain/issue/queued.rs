@@ -28,19 +28,13 @@ pub async fn admit(
     campaign: &str,
     user_id: &str,
 ) -> Result<String, CouponError> {
-    match admit_once(svc, campaign, user_id).await {
-        Err(CouponError::CountersRebuilding)
-            if admission::wait_for_pool(
-                &*svc.counters,
-                &CouponService::pool(campaign),
-                admission::REBUILD_WAIT,
-            )
-            .await =>
-        {
-            admit_once(svc, campaign, user_id).await
-        }
-        answer => answer,
-    }
+    admission::once_more_after_rebuild(
+        &*svc.counters,
+        &CouponService::pool(campaign),
+        |e| matches!(e, CouponError::CountersRebuilding),
+        || admit_once(svc, campaign, user_id),
+    )
+    .await
 }
 
 async fn admit_once(

@@ -27,19 +27,13 @@ pub async fn admit(
     user_id: &str,
     quantity: i64,
 ) -> Result<String, TimesaleError> {
-    match admit_once(svc, sale_id, user_id, quantity).await {
-        Err(TimesaleError::CountersRebuilding)
-            if admission::wait_for_pool(
-                &*svc.counters,
-                &TimesaleService::pool(sale_id),
-                admission::REBUILD_WAIT,
-            )
-            .await =>
-        {
-            admit_once(svc, sale_id, user_id, quantity).await
-        }
-        answer => answer,
-    }
+    admission::once_more_after_rebuild(
+        &*svc.counters,
+        &TimesaleService::pool(sale_id),
+        |e| matches!(e, TimesaleError::CountersRebuilding),
+        || admit_once(svc, sale_id, user_id, quantity),
+    )
+    .await
 }
 
 async fn admit_once(

@@ -40,19 +40,13 @@ pub async fn order(
     user_id: &str,
     quantity: i64,
 ) -> Result<Order, TimesaleError> {
-    match order_once(svc, sale_id, user_id, quantity).await {
-        Err(TimesaleError::CountersRebuilding)
-            if admission::wait_for_pool(
-                &*svc.counters,
-                &TimesaleService::pool(sale_id),
-                admission::REBUILD_WAIT,
-            )
-            .await =>
-        {
-            order_once(svc, sale_id, user_id, quantity).await
-        }
-        answer => answer,
-    }
+    admission::once_more_after_rebuild(
+        &*svc.counters,
+        &TimesaleService::pool(sale_id),
+        |e| matches!(e, TimesaleError::CountersRebuilding),
+        || order_once(svc, sale_id, user_id, quantity),
+    )
+    .await
 }
 
 async fn order_once(
