@@ -36,6 +36,12 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Sends the writer thread takes into one write + fdatasync at most.
 const MAX_GROUP: usize = 8192;
 
+/// Committed offsets reach the disk at most this often (a commit in memory
+/// is immediate). Offsets a crash loses only mean that many messages
+/// delivered again, which the consumer's idempotence absorbs; writing them
+/// on every batch cost a file write and rename per batch.
+const OFFSETS_EVERY: Duration = Duration::from_millis(200);
+
 #[derive(Default)]
 struct Log {
     /// Offset of `messages[0]`; older messages were committed by every group.
@@ -69,6 +75,8 @@ struct Shared {
     /// against the capacity).
     writing: AtomicUsize,
     durable: Option<DurableLog>,
+    /// When the committed offsets were last written to disk.
+    offsets_written: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -147,6 +155,7 @@ impl LocalQueue {
                     arrived: Notify::new(),
                     writing: AtomicUsize::new(0),
                     durable: None,
+                    offsets_written: Mutex::new(None),
                 }),
                 writer: None,
             },
@@ -184,6 +193,7 @@ impl LocalQueue {
             arrived: Notify::new(),
             writing: AtomicUsize::new(0),
             durable: Some(durable),
+            offsets_written: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -348,7 +358,20 @@ impl Consumer for LocalConsumer {
             log.trim();
             log.committed.clone()
         };
-        if self.topic.shared.durable.is_some() {
+        let due = {
+            let mut last = self
+                .topic
+                .shared
+                .offsets_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= OFFSETS_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due && self.topic.shared.durable.is_some() {
             let topic = self.topic.clone();
             tokio::task::spawn_blocking(move || match &topic.shared.durable {
                 Some(d) => d.committed(&committed),
