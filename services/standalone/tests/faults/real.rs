@@ -33,6 +33,9 @@ enum Victim {
     /// Redis (a private instance): admission fails closed with a fast 503,
     /// then the counters are rebuilt from the database behind a fence.
     Redis,
+    /// MariaDB (a private instance), killed mid-storm and restarted on its
+    /// data two seconds later: the consumer retries, nothing is skipped.
+    Database,
 }
 
 fn binary(kind: Kind) -> PathBuf {
@@ -70,6 +73,41 @@ fn redis(dir: &TempDir, port: u16) -> Proc {
     )
 }
 
+/// A private MariaDB on `port` with its data under `dir` (created on the
+/// first call), grant tables off: only this test talks to it.
+fn mariadb(dir: &TempDir, port: u16) -> Proc {
+    let data = dir.0.join("mariadb");
+    if !data.exists() {
+        let made = std::process::Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--user=root",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+            ])
+            .output()
+            .expect("mariadb-install-db");
+        assert!(made.status.success(), "mariadb-install-db: {made:?}");
+    }
+    Proc::start(
+        std::path::Path::new("/usr/sbin/mariadbd"),
+        &[
+            "--no-defaults".into(),
+            format!("--datadir={}", data.display()),
+            format!("--socket={}", dir.0.join("mariadb.sock").display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--user=root".into(),
+            "--skip-grant-tables".into(),
+            "--innodb-buffer-pool-size=64M".into(),
+        ],
+        &[],
+        port,
+        &dir.0.join("mariadb.log"),
+    )
+}
+
 async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -84,6 +122,7 @@ async fn wait_port(port: u16) {
 struct Deployment {
     kind: Kind,
     dir: TempDir,
+    mysql_url: String,
     redis_url: String,
     topic: String,
     group: String,
@@ -103,7 +142,7 @@ impl Deployment {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--mysql-url".into(),
-            testing::mysql_url(),
+            self.mysql_url.clone(),
             "--redis-url".into(),
             self.redis_url.clone(),
             "--kafka-brokers".into(),
@@ -154,15 +193,26 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     let dir = TempDir::new();
     let client = harness::client();
     let id = testing::unique("fault");
-    let redis_port = harness::free_port();
-    let mut private_redis = (victim == Victim::Redis).then(|| redis(&dir, redis_port));
-    if private_redis.is_some() {
-        wait_port(redis_port).await;
+    // A private backend on its own port when it is the victim.
+    let backend_port = harness::free_port();
+    let start_backend = |dir: &TempDir| match victim {
+        Victim::Redis => Some(redis(dir, backend_port)),
+        Victim::Database => Some(mariadb(dir, backend_port)),
+        _ => None,
+    };
+    let mut private_backend = start_backend(&dir);
+    if private_backend.is_some() {
+        wait_port(backend_port).await;
     }
     let d = Deployment {
         kind,
-        redis_url: if private_redis.is_some() {
-            format!("redis://127.0.0.1:{redis_port}")
+        mysql_url: if victim == Victim::Database {
+            format!("mysql://root@127.0.0.1:{backend_port}")
+        } else {
+            testing::mysql_url()
+        },
+        redis_url: if victim == Victim::Redis {
+            format!("redis://127.0.0.1:{backend_port}")
         } else {
             testing::redis_url()
         },
@@ -207,7 +257,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     let pid = match victim {
         Victim::Server => server.pid(),
         Victim::Consumer => consumer.pid(),
-        Victim::Redis => private_redis.as_ref().map_or(0, Proc::pid),
+        Victim::Redis | Victim::Database => private_backend.as_ref().map_or(0, Proc::pid),
     };
     let sent = AtomicBool::new(false);
     let attempt_url = format!(
@@ -224,37 +274,42 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
             "orders"
         }
     );
-    // Redis comes back while the storm goes on (its requests retry the 503s).
-    let redis_fault = async {
-        if victim != Victim::Redis {
+    // A killed backend comes back while the storm goes on (its requests
+    // retry the 503s); Redis must answer that 503 within a second.
+    let backend_fault = async {
+        if !matches!(victim, Victim::Redis | Victim::Database) {
             return None;
         }
         while !sent.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let started = Instant::now();
-        let r = client
-            .post(&attempt_url)
-            .json(&match kind {
-                Kind::Coupon => serde_json::json!({"userId": "probe"}),
-                Kind::TimeSale => serde_json::json!({"userId": "probe", "quantity": 1}),
-            })
-            .send()
-            .await
-            .expect("the server answers while Redis is down");
-        let took = started.elapsed();
-        assert_eq!(r.status().as_u16(), 503, "fail closed while Redis is down");
-        assert!(r.headers().contains_key("retry-after"));
-        assert!(took < Duration::from_secs(1), "the 503 took {took:?}");
-        if let Some(r) = private_redis.as_mut() {
-            r.kill9();
+        if victim == Victim::Redis {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            let r = client
+                .post(&attempt_url)
+                .json(&match kind {
+                    Kind::Coupon => serde_json::json!({"userId": "probe"}),
+                    Kind::TimeSale => serde_json::json!({"userId": "probe", "quantity": 1}),
+                })
+                .send()
+                .await
+                .expect("the server answers while Redis is down");
+            let took = started.elapsed();
+            assert_eq!(r.status().as_u16(), 503, "fail closed while Redis is down");
+            assert!(r.headers().contains_key("retry-after"));
+            assert!(took < Duration::from_secs(1), "the 503 took {took:?}");
+        } else {
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        private_redis = Some(redis(&d.dir, redis_port));
-        wait_port(redis_port).await;
+        if let Some(b) = private_backend.as_mut() {
+            b.kill9();
+        }
+        private_backend = start_backend(&d.dir);
+        wait_port(backend_port).await;
         Some(Instant::now())
     };
-    let (phase1, redis_back) = tokio::join!(
+    let (phase1, backend_back) = tokio::join!(
         storm(
             kind,
             &client,
@@ -270,7 +325,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
                 }
             },
         ),
-        redis_fault
+        backend_fault
     );
     assert!(
         sent.load(Ordering::Relaxed),
@@ -278,7 +333,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     );
 
     // Bring the victim back.
-    let mut restarted = redis_back.unwrap_or_else(Instant::now);
+    let mut restarted = backend_back.unwrap_or_else(Instant::now);
     match victim {
         Victim::Server => {
             server.kill9();
@@ -295,7 +350,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
             consumer = d.consume();
             consumer.ready(&client, Duration::from_secs(60)).await;
         }
-        Victim::Redis => {}
+        Victim::Redis | Victim::Database => {}
     }
     let phase2 = storm(
         kind,
@@ -312,8 +367,8 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
         "the service stopped answering"
     );
     let admits_again_after = match victim {
-        // The first acknowledgement after Redis returned.
-        Victim::Redis => phase1
+        // The first acknowledgement after the backend returned.
+        Victim::Redis | Victim::Database => phase1
             .ack_times
             .iter()
             .filter(|t| **t >= restarted)
@@ -365,6 +420,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
                 Victim::Server => "serve",
                 Victim::Consumer => "consume",
                 Victim::Redis => "redis",
+                Victim::Database => "mariadb",
             }
         ),
         acknowledged: acks.len(),
@@ -395,6 +451,12 @@ async fn real_timesale_serve_kill9() {
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn real_coupon_consume_kill9() {
     kill_mid_storm(Kind::Coupon, Victim::Consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_mariadb_kill9() {
+    kill_mid_storm(Kind::Coupon, Victim::Database).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
