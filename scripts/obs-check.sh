@@ -65,7 +65,7 @@ curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { cat "$work/promet
 log "load for ${LOAD_SECONDS}s"
 flush="redis-cli -u '$PROMO_REDIS_URL' --scan --pattern '${prefix}pool:*' | xargs -r redis-cli -u '$PROMO_REDIS_URL' del"
 python3 scripts/obs_check.py load "http://127.0.0.1:$APP_PORT" "$LOAD_SECONDS" "$flush"
-# One rebuild for certain: drop the counters, then ask until the V3 route answers again.
+# One rebuild for certain: drop the counters, then ask until the V3 route admits again.
 eval "$flush" >/dev/null
 rebuilt=
 for i in $(seq 1 300); do
@@ -76,7 +76,7 @@ for i in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$rebuilt" ] || { log "the counters were never rebuilt"; exit 1; }
-log "counters rebuilt after $i tries (503 meanwhile)"
+log "counters rebuilt after $i tries (a request waits up to 1 s for the rebuild, then answers 503)"
 sleep 8 # gauges refresh every 5 s; let Prometheus scrape them
 
 log "dashboard panels"
