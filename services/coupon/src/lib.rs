@@ -135,6 +135,18 @@ impl CouponService {
             .ensure_topic(&settings.topic, settings.topic_partitions)
             .await?;
         let producer = backends.queue.producer(&settings.topic)?;
+        admission::mark_replayed_pending(
+            &*backends.queue,
+            &*backends.counters,
+            &settings.topic,
+            &settings.group,
+            settings.ticket_ttl,
+            |e: events::CouponEvent| match e {
+                events::CouponEvent::Issue { request_id, .. } => Some(request_id),
+                events::CouponEvent::Fence { .. } => None,
+            },
+        )
+        .await?;
         Ok(Arc::new(Self {
             db,
             counters: backends.counters.clone(),

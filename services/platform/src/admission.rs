@@ -109,6 +109,37 @@ pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
     Ok(admission)
 }
 
+/// At start, with a queue that outlived the process (the local queue's
+/// durable log): marks the requests of its undelivered events pending again,
+/// so that their status reads PENDING — not unknown — until the consumer
+/// decides them. `request_of` names the request of an event (none for a
+/// fence). Returns how many it marked.
+pub async fn mark_replayed_pending<E: crate::consumer::Event>(
+    queue: &dyn crate::ports::Queue,
+    counters: &dyn Counters,
+    topic: &str,
+    group: &str,
+    ticket_ttl: Duration,
+    request_of: impl Fn(E) -> Option<String>,
+) -> Result<usize, crate::config::BackendError> {
+    let messages = queue.undelivered(topic, group).await?;
+    let ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| E::decode(&m.payload).ok())
+        .filter_map(request_of)
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    counters.mark_pending(&refs, ticket_ttl).await?;
+    if !ids.is_empty() {
+        tracing::info!(
+            topic,
+            requests = ids.len(),
+            "replayed requests marked pending"
+        );
+    }
+    Ok(ids.len())
+}
+
 /// After a consumer's commit: unmarks the tickets of the requests it decided
 /// (their status is in the database now, not in flight). Best effort: a
 /// ticket left behind lives out its TTL (a status read that misses both

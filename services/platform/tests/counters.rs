@@ -135,6 +135,14 @@ async fn tickets(c: &dyn Counters) {
     assert!(c.ticket_pending("t3").await.unwrap());
     assert!(!c.ticket_pending("t4").await.unwrap());
     c.clear_tickets("tix", &[]).await.unwrap();
+
+    // Marked pending without an admission (a replayed queue's requests).
+    c.mark_pending(&["r1", "r2"], long).await.unwrap();
+    assert!(c.ticket_pending("r1").await.unwrap());
+    assert!(c.ticket_pending("r2").await.unwrap());
+    assert_eq!(c.remaining("tix").await.unwrap(), Some(1), "nothing taken");
+    c.clear_tickets("tix", &["r1"]).await.unwrap();
+    assert!(!c.ticket_pending("r1").await.unwrap());
 }
 
 /// Tickets in flight: listed by age, given back at most once, forgotten

@@ -161,6 +161,10 @@ async fn durable_queue_delivers_what_was_not_committed_after_a_restart() {
     let err = second.ensure_topic("t", 1).await.expect_err("locked");
     assert!(err.to_string().contains("--data-dir"), "{err}");
 
+    // What the restarted process can list before consuming: the 60 owed.
+    let owed = q.undelivered("t", "g").await.unwrap();
+    assert_eq!(owed.len(), 60);
+    assert_eq!(owed[0].offset, 40);
     let mut c = q.consumer("t", "g").await.unwrap();
     let rest = take(&mut *c, 60).await;
     assert_eq!(payloads(&rest).first().map(String::as_str), Some("m40"));

@@ -149,6 +149,18 @@ impl TimesaleService {
             .ensure_topic(&settings.topic, settings.topic_partitions)
             .await?;
         let producer = backends.queue.producer(&settings.topic)?;
+        admission::mark_replayed_pending(
+            &*backends.queue,
+            &*backends.counters,
+            &settings.topic,
+            &settings.group,
+            settings.ticket_ttl,
+            |e: events::OrderEvent| match e {
+                events::OrderEvent::Order { order_id, .. } => Some(order_id),
+                events::OrderEvent::Fence { .. } => None,
+            },
+        )
+        .await?;
         Ok(Arc::new(Self {
             db,
             counters: backends.counters.clone(),

@@ -116,6 +116,10 @@ pub trait Counters: Send + Sync {
     /// Whether `ticket` is still marked pending.
     async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError>;
 
+    /// Marks `tickets` pending for `ttl` without admitting anything: the
+    /// requests of a queue replayed after a restart, admitted before it.
+    async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError>;
+
     /// Unmarks tickets of `pool` whose requests the consumer has decided and
     /// stored (committed): their status is in the database now, and they
     /// are no longer in flight. Without this every admission would hold a
@@ -555,6 +559,23 @@ impl Counters for RedisCounters {
         Ok(n == 1)
     }
 
+    async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        for chunk in tickets.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for t in chunk {
+                pipe.cmd("SET")
+                    .arg(self.ticket_key(t))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .ignore();
+            }
+            bounded(self.timeout, pipe.exec_async(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
     async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
         let (zset, hash) = self.in_flight_keys(pool);
@@ -826,6 +847,15 @@ impl Counters for MemoryCounters {
         Ok(s.tickets
             .get(ticket)
             .is_some_and(|exp| *exp > Instant::now()))
+    }
+
+    async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError> {
+        let mut s = self.lock();
+        let expiry = Instant::now() + ttl;
+        for t in tickets {
+            s.mark_ticket(t, expiry);
+        }
+        Ok(())
     }
 
     async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {

@@ -217,13 +217,24 @@ impl Kind {
     }
 
     /// The final status of acknowledged request `id`: `Some((granted, units))`
-    /// once decided (granted = ISSUED / CONFIRMED), `None` while PENDING or unknown.
-    async fn decided(self, client: &reqwest::Client, base: &str, id: &str) -> Option<(bool, i64)> {
+    /// once decided (granted = ISSUED / CONFIRMED), `None` while PENDING or
+    /// unreadable; a 404 (an acknowledged request the service does not
+    /// know) is counted in `not_found`.
+    async fn decided(
+        self,
+        client: &reqwest::Client,
+        base: &str,
+        id: &str,
+        not_found: &AtomicUsize,
+    ) -> Option<(bool, i64)> {
         let url = match self {
             Kind::Coupon => format!("{base}/issue-requests/{id}"),
             Kind::TimeSale => format!("{base}/orders/{id}"),
         };
         let r = client.get(url).send().await.ok()?;
+        if r.status().as_u16() == 404 {
+            not_found.fetch_add(1, Ordering::Relaxed);
+        }
         if !r.status().is_success() {
             return None;
         }
@@ -354,12 +365,25 @@ pub async fn settle(
     acks: &[Ack],
     within: Duration,
 ) -> (HashMap<String, i64>, Vec<Ack>) {
+    let not_found = AtomicUsize::new(0);
+    settle_counting(kind, client, base, acks, within, &not_found).await
+}
+
+/// [`settle`], counting the reads that answered 404 in `not_found`.
+pub async fn settle_counting(
+    kind: Kind,
+    client: &reqwest::Client,
+    base: &str,
+    acks: &[Ack],
+    within: Duration,
+    not_found: &AtomicUsize,
+) -> (HashMap<String, i64>, Vec<Ack>) {
     let deadline = Instant::now() + within;
     let mut open: Vec<Ack> = acks.to_vec();
     let mut granted: HashMap<String, i64> = HashMap::new();
     while !open.is_empty() {
         let checks: Vec<Option<(bool, i64)>> = futures::stream::iter(open.iter())
-            .map(|a| kind.decided(client, base, &a.id))
+            .map(|a| kind.decided(client, base, &a.id, not_found))
             .buffered(32)
             .collect()
             .await;

@@ -422,6 +422,14 @@ impl Queue for LocalQueue {
         self.topic(topic).map(|_| ())
     }
 
+    async fn undelivered(&self, topic: &str, group: &str) -> Result<Vec<Message>, QueueError> {
+        let topic = self.topic(topic)?;
+        let log = topic.shared.lock();
+        let from = log.committed.get(group).copied().unwrap_or(log.base);
+        let skip = (from - log.base).clamp(0, log.messages.len() as i64) as usize;
+        Ok(log.messages[skip..].to_vec())
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError> {
         let topic = self.topic(topic)?;
         let log = topic.shared.lock();

@@ -90,6 +90,13 @@ pub trait Queue: Send + Sync {
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, QueueError>;
     /// Whether `topic` can be sent to now, for `/readyz`.
     async fn ping(&self, topic: &str) -> Result<(), QueueError>;
+    /// The messages of `topic` that `group` has not committed, where the
+    /// queue can list them cheaply: the local queue's replayed backlog after
+    /// a restart. Kafka answers none (the broker keeps them; the counters
+    /// that mark their requests pending are not lost with the process).
+    async fn undelivered(&self, _topic: &str, _group: &str) -> Result<Vec<Message>, QueueError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The highest offset per partition in `batch`.
