@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 filter=${1:-}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-# The experiments start the service binaries themselves.
+# The experiments start the service binaries themselves, and the broker
+# experiment its own tansu on durable (SQLite) storage.
 cargo build -q --bins || exit 1
+PROMO_TEST_DURABLE_TANSU=$(scripts/infra.sh durable-broker) || exit 1
+export PROMO_TEST_DURABLE_TANSU
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run -p promo-standalone --test faults --run-ignored only --no-capture --no-fail-fast \
     ${filter:+-E "test(/$filter/)"} 2>&1 | tee "$out"

@@ -5,12 +5,18 @@
 # into a cache outside the checkout) and started. Only processes this script
 # started are stopped by `down`, by the PIDs it recorded.
 #
-#   scripts/infra.sh up | down | status | env
+#   scripts/infra.sh up | down | status | env | durable-broker
+#
+# durable-broker prints the path of the tansu binary (built once if missing),
+# whose storage can also be a SQLite file — durable across kill -9, which the
+# fault suite's broker experiment needs (it starts a broker of its own).
 set -euo pipefail
 
 STATE_DIR=${PROMO_INFRA_DIR:-$HOME/.cache/promo-tools}
 TANSU_VERSION=0.6.0
-TANSU_ROOT="$STATE_DIR/tansu-$TANSU_VERSION"
+# One build serves both: in-memory storage (dynostore) for the shared broker,
+# SQLite storage (libsql) for the fault suite's broker experiment.
+TANSU_ROOT="$STATE_DIR/tansu-$TANSU_VERSION-sqlite"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
 MYSQL_PORT=${PROMO_INFRA_MYSQL_PORT:-3306}
 REDIS_PORT=${PROMO_INFRA_REDIS_PORT:-6379}
@@ -67,7 +73,7 @@ up_redis() {
 build_tansu() {
   if [ -x "$TANSU_BIN" ]; then return; fi
   log "building tansu $TANSU_VERSION once into $TANSU_ROOT (several minutes on 2 cores)"
-  cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked \
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked \
     --root "$TANSU_ROOT" >"$STATE_DIR/tansu-build.log" 2>&1 || {
       tail -30 "$STATE_DIR/tansu-build.log" >&2; log "tansu build failed (log: $STATE_DIR/tansu-build.log)"; exit 1; }
 }
@@ -115,5 +121,6 @@ case "${1:-up}" in
       set -- $p; if port_open "$2"; then echo "$1: up (127.0.0.1:$2)"; else echo "$1: down"; fi
     done ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  durable-broker) build_tansu; echo "$TANSU_BIN" ;;
+  *) echo "usage: $0 up|down|status|env|durable-broker" >&2; exit 2 ;;
 esac

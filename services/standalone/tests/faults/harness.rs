@@ -32,6 +32,18 @@ impl Proc {
         port: u16,
         log: &Path,
     ) -> Proc {
+        Self::start_in(bin, args, env, None, port, log)
+    }
+
+    /// [`Proc::start`] in the working folder `cwd`.
+    pub fn start_in(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        cwd: Option<&Path>,
+        port: u16,
+        log: &Path,
+    ) -> Proc {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -45,6 +57,9 @@ impl Proc {
             .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
         }
         let child = cmd
             .spawn()

@@ -36,6 +36,9 @@ enum Victim {
     /// MariaDB (a private instance), killed mid-storm and restarted on its
     /// data two seconds later: the consumer retries, nothing is skipped.
     Database,
+    /// The broker (a private tansu on durable SQLite storage), killed
+    /// mid-storm and restarted on its data two seconds later.
+    Broker,
 }
 
 fn binary(kind: Kind) -> PathBuf {
@@ -108,6 +111,33 @@ fn mariadb(dir: &TempDir, port: u16) -> Proc {
     )
 }
 
+/// A private tansu on `port` whose storage is a SQLite file under `dir`
+/// (durable across kill -9, unlike its in-memory storage). The binary is
+/// the one `scripts/infra.sh durable-broker` builds; its path comes in
+/// PROMO_TEST_DURABLE_TANSU.
+fn tansu(dir: &TempDir, port: u16) -> Proc {
+    let bin = std::env::var("PROMO_TEST_DURABLE_TANSU").expect(
+        "PROMO_TEST_DURABLE_TANSU: the tansu built with durable storage (scripts/faults.sh sets it)",
+    );
+    // tansu reads a sqlite:// path relative to its working folder.
+    Proc::start_in(
+        std::path::Path::new(&bin),
+        &[
+            "broker".into(),
+            "--listener-url".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--storage-engine".into(),
+            "sqlite://tansu.db".into(),
+        ],
+        &[],
+        Some(&dir.0),
+        port,
+        &dir.0.join("tansu.log"),
+    )
+}
+
 async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -124,6 +154,7 @@ struct Deployment {
     dir: TempDir,
     mysql_url: String,
     redis_url: String,
+    kafka_brokers: String,
     topic: String,
     group: String,
     prefix: String,
@@ -146,7 +177,7 @@ impl Deployment {
             "--redis-url".into(),
             self.redis_url.clone(),
             "--kafka-brokers".into(),
-            testing::kafka_brokers(),
+            self.kafka_brokers.clone(),
             "--redis-prefix".into(),
             self.prefix.clone(),
             format!("--{p}-topic"),
@@ -198,6 +229,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     let start_backend = |dir: &TempDir| match victim {
         Victim::Redis => Some(redis(dir, backend_port)),
         Victim::Database => Some(mariadb(dir, backend_port)),
+        Victim::Broker => Some(tansu(dir, backend_port)),
         _ => None,
     };
     let mut private_backend = start_backend(&dir);
@@ -210,6 +242,11 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
             format!("mysql://root@127.0.0.1:{backend_port}")
         } else {
             testing::mysql_url()
+        },
+        kafka_brokers: if victim == Victim::Broker {
+            format!("127.0.0.1:{backend_port}")
+        } else {
+            testing::kafka_brokers()
         },
         redis_url: if victim == Victim::Redis {
             format!("redis://127.0.0.1:{backend_port}")
@@ -257,7 +294,9 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     let pid = match victim {
         Victim::Server => server.pid(),
         Victim::Consumer => consumer.pid(),
-        Victim::Redis | Victim::Database => private_backend.as_ref().map_or(0, Proc::pid),
+        Victim::Redis | Victim::Database | Victim::Broker => {
+            private_backend.as_ref().map_or(0, Proc::pid)
+        }
     };
     let sent = AtomicBool::new(false);
     let attempt_url = format!(
@@ -277,7 +316,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     // A killed backend comes back while the storm goes on (its requests
     // retry the 503s); Redis must answer that 503 within a second.
     let backend_fault = async {
-        if !matches!(victim, Victim::Redis | Victim::Database) {
+        if !matches!(victim, Victim::Redis | Victim::Database | Victim::Broker) {
             return None;
         }
         while !sent.load(Ordering::Relaxed) {
@@ -350,7 +389,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
             consumer = d.consume();
             consumer.ready(&client, Duration::from_secs(60)).await;
         }
-        Victim::Redis | Victim::Database => {}
+        Victim::Redis | Victim::Database | Victim::Broker => {}
     }
     let phase2 = storm(
         kind,
@@ -368,7 +407,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     );
     let admits_again_after = match victim {
         // The first acknowledgement after the backend returned.
-        Victim::Redis | Victim::Database => phase1
+        Victim::Redis | Victim::Database | Victim::Broker => phase1
             .ack_times
             .iter()
             .filter(|t| **t >= restarted)
@@ -421,6 +460,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
                 Victim::Consumer => "consume",
                 Victim::Redis => "redis",
                 Victim::Database => "mariadb",
+                Victim::Broker => "broker",
             }
         ),
         acknowledged: acks.len(),
@@ -451,6 +491,12 @@ async fn real_timesale_serve_kill9() {
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn real_coupon_consume_kill9() {
     kill_mid_storm(Kind::Coupon, Victim::Consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_broker_kill9() {
+    kill_mid_storm(Kind::Coupon, Victim::Broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
