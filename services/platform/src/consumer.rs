@@ -67,11 +67,9 @@ pub trait BatchHandler: Send + Sync {
     async fn persist(&self, batch: &[Message]) -> Result<(), PersistError>;
 }
 
-/// Seconds since the Unix epoch, for the consumer's heartbeat.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// Seconds since the Unix epoch: the consumer's heartbeat.
+pub(crate) fn now_secs() -> i64 {
+    crate::time::now_ms() / 1000
 }
 
 /// A consumer that has not gone round its loop for this long is reported

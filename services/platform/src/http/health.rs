@@ -67,10 +67,7 @@ impl Readiness {
                     .with_label_values(&[service])
                     .get();
                 Box::pin(async move {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
-                    let idle = now - beat;
+                    let idle = crate::consumer::now_secs() - beat;
                     if beat == 0 {
                         Err("not started".to_string())
                     } else if idle > crate::consumer::STALLED_AFTER_SECONDS {
