@@ -198,19 +198,31 @@ pub trait Rebuild: Send + Sync + 'static {
 /// (a counters lock); returns whether this call created it.
 pub async fn rebuild<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<bool, R::Error> {
     let pool = r.pool(key);
+    let created = with_pool_lock(r, "rebuild", &pool, rebuild_locked(r, key, &pool)).await?;
+    Ok(created.unwrap_or(false))
+}
+
+/// Runs `work` holding the counters lock `<what>:<pool>` (one replica at a
+/// time, for as long as a fence may take); `None` when another holds it.
+async fn with_pool_lock<R: Rebuild + ?Sized, T>(
+    r: &R,
+    what: &str,
+    pool: &str,
+    work: impl std::future::Future<Output = Result<T, R::Error>>,
+) -> Result<Option<T>, R::Error> {
     let lock_ttl = r.fence_timeout() + Duration::from_secs(5);
     let Some(lock) = r
         .counters()
-        .try_lock(&format!("rebuild:{pool}"), lock_ttl)
+        .try_lock(&format!("{what}:{pool}"), lock_ttl)
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
-    let result = rebuild_locked(r, key, &pool).await;
+    let result = work.await;
     if let Err(e) = r.counters().unlock(&lock).await {
-        tracing::warn!(error = %e, "rebuild lock release failed; it expires on its own");
+        tracing::warn!(error = %e, what, "lock release failed; it expires on its own");
     }
-    result
+    result.map(Some)
 }
 
 async fn rebuild_locked<R: Rebuild + ?Sized>(
@@ -283,19 +295,8 @@ pub async fn audit<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<u64, R::Erro
     if stale.is_empty() {
         return Ok(0);
     }
-    let lock_ttl = r.fence_timeout() + Duration::from_secs(5);
-    let Some(lock) = r
-        .counters()
-        .try_lock(&format!("audit:{pool}"), lock_ttl)
-        .await?
-    else {
-        return Ok(0);
-    };
-    let result = audit_locked(r, key, &pool, &stale).await;
-    if let Err(e) = r.counters().unlock(&lock).await {
-        tracing::warn!(error = %e, "audit lock release failed; it expires on its own");
-    }
-    result
+    let returned = with_pool_lock(r, "audit", &pool, audit_locked(r, key, &pool, &stale)).await?;
+    Ok(returned.unwrap_or(0))
 }
 
 async fn audit_locked<R: Rebuild + ?Sized>(
