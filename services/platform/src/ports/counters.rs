@@ -641,7 +641,38 @@ struct Pool {
     holders: HashMap<String, i64>,
     /// Tickets in flight: when admitted, for whom, how many units.
     in_flight: HashMap<String, (Instant, String, i64)>,
+    /// The same tickets by admission time, so the audit's look at the
+    /// oldest ones does not scan every ticket under the one lock.
+    in_flight_order: BTreeSet<(Instant, String)>,
     in_flight_units: i64,
+}
+
+impl Pool {
+    fn fly(&mut self, ticket: &str, at: Instant, holder: &str, units: i64) {
+        self.land(ticket);
+        self.in_flight
+            .insert(ticket.to_string(), (at, holder.to_string(), units));
+        self.in_flight_order.insert((at, ticket.to_string()));
+        self.in_flight_units += units;
+    }
+
+    /// Forgets an in-flight ticket; its holder and units when it was there.
+    fn land(&mut self, ticket: &str) -> Option<(String, i64)> {
+        let (at, holder, units) = self.in_flight.remove(ticket)?;
+        self.in_flight_order.remove(&(at, ticket.to_string()));
+        self.in_flight_units -= units;
+        Some((holder, units))
+    }
+
+    /// `units` back to the pool and off `holder`'s count.
+    fn give_back(&mut self, holder: &str, units: i64) {
+        self.remaining += units;
+        let held = self.holders.entry(holder.to_string()).or_default();
+        *held -= units;
+        if *held <= 0 {
+            self.holders.remove(holder);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -734,9 +765,7 @@ impl Counters for MemoryCounters {
         let remaining = p.remaining;
         if let Some((t, ttl)) = ticket {
             let now = Instant::now();
-            p.in_flight
-                .insert(t.to_string(), (now, holder.to_string(), units));
-            p.in_flight_units += units;
+            p.fly(t, now, holder, units);
             s.expire_tickets(now);
             s.mark_ticket(t, now + ttl);
         }
@@ -746,12 +775,7 @@ impl Counters for MemoryCounters {
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
         let mut s = self.lock();
         if let Some(p) = s.pools.get_mut(pool) {
-            p.remaining += units;
-            let held = p.holders.entry(holder.to_string()).or_default();
-            *held -= units;
-            if *held <= 0 {
-                p.holders.remove(holder);
-            }
+            p.give_back(holder, units);
         }
         Ok(())
     }
@@ -761,16 +785,10 @@ impl Counters for MemoryCounters {
         let Some(p) = s.pools.get_mut(pool) else {
             return Ok(false);
         };
-        let Some((_, holder, units)) = p.in_flight.remove(ticket) else {
+        let Some((holder, units)) = p.land(ticket) else {
             return Ok(false);
         };
-        p.in_flight_units -= units;
-        p.remaining += units;
-        let held = p.holders.entry(holder.clone()).or_default();
-        *held -= units;
-        if *held <= 0 {
-            p.holders.remove(&holder);
-        }
+        p.give_back(&holder, units);
         s.clear_ticket(ticket);
         Ok(true)
     }
@@ -786,15 +804,9 @@ impl Counters for MemoryCounters {
             return Ok(Vec::new());
         };
         let now = Instant::now();
-        let mut old: Vec<(Instant, &String)> = p
-            .in_flight
+        Ok(p.in_flight_order
             .iter()
-            .filter(|(_, (at, _, _))| now.duration_since(*at) >= age)
-            .map(|(t, (at, _, _))| (*at, t))
-            .collect();
-        old.sort();
-        Ok(old
-            .into_iter()
+            .take_while(|(at, _)| now.duration_since(*at) >= age)
             .take(limit)
             .map(|(_, t)| t.clone())
             .collect())
@@ -862,9 +874,7 @@ impl Counters for MemoryCounters {
         let mut s = self.lock();
         if let Some(p) = s.pools.get_mut(pool) {
             for t in tickets {
-                if let Some((_, _, units)) = p.in_flight.remove(*t) {
-                    p.in_flight_units -= units;
-                }
+                p.land(t);
             }
         }
         for t in tickets {
