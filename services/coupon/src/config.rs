@@ -35,6 +35,12 @@ pub struct CouponArgs {
     /// At least 11 (the queue's delivery timeout is 10 s).
     #[arg(long, env = "PROMO_COUPON_AUDIT_AGE_SECONDS", default_value_t = promo_platform::admission::AUDIT_AGE.as_secs())]
     pub coupon_audit_age_seconds: u64,
+    /// Seconds an `Idempotency-Key` whose first request never answered (its
+    /// process died) answers 409 before a retry may run it again; the retry
+    /// answers from the first request's effect if it happened. Keep it above
+    /// the longest a request can take; at least 5.
+    #[arg(long, env = "PROMO_COUPON_IDEMPOTENCY_LEASE_SECONDS", default_value_t = promo_platform::http::idempotency::LEASE.as_secs())]
+    pub coupon_idempotency_lease_seconds: u64,
 }
 
 impl ServiceArgs for CouponArgs {
@@ -51,6 +57,7 @@ impl ServiceArgs for CouponArgs {
                 self.coupon_audit_age_seconds
                     .max(promo_platform::ports::queue::DELIVERY_TIMEOUT.as_secs() + 1),
             ),
+            idempotency_lease: Duration::from_secs(self.coupon_idempotency_lease_seconds.max(5)),
             ..Settings::default()
         }
     }

@@ -63,6 +63,10 @@ pub struct Settings {
     /// How long an admission stays in flight before the audit may give it
     /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
     pub audit_age: Duration,
+    /// How long an `Idempotency-Key` claim without an answer blocks retries
+    /// before one may take it over
+    /// (`promo_platform::http::idempotency::LEASE` by default).
+    pub idempotency_lease: Duration,
     pub consumer_max_batch: usize,
     pub consumer_max_wait: Duration,
 }
@@ -79,6 +83,7 @@ impl Default for Settings {
             ticket_ttl: Duration::from_secs(24 * 3600),
             rebuild_timeout: Duration::from_secs(30),
             audit_age: admission::AUDIT_AGE,
+            idempotency_lease: promo_platform::http::idempotency::LEASE,
             consumer_max_batch: DEFAULT_CONSUMER_BATCH,
             consumer_max_wait: Duration::from_millis(20),
         }

@@ -209,6 +209,37 @@ impl TestBackends {
     }
 }
 
+/// Turns the recorded answer of Idempotency-Key `key` back into a claim
+/// without one, dated `claimed_at` (ms): what a process leaves that died
+/// after the request's effect and before recording its answer.
+pub async fn forget_idempotent_answer(db: &Database, key: &str, claimed_at: i64) {
+    let forgotten = sqlx::query(
+        "UPDATE idempotency_keys SET status = NULL, body = NULL, created_at = ? WHERE idem_key = ?",
+    )
+    .bind(claimed_at)
+    .bind(key)
+    .execute(db.pool())
+    .await
+    .expect("answer forgotten");
+    assert_eq!(forgotten.rows_affected(), 1, "key {key} was claimed");
+}
+
+/// Claims Idempotency-Key `key` for the same request as `like` (whose claim
+/// exists), without an answer and dated `claimed_at` (ms): what a process
+/// leaves that died after claiming and before any effect.
+pub async fn claim_like(db: &Database, like: &str, key: &str, claimed_at: i64) {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at) \
+         SELECT scope, ?, request_hash, NULL, NULL, ? FROM idempotency_keys WHERE idem_key = ?",
+    )
+    .bind(key)
+    .bind(claimed_at)
+    .bind(like)
+    .execute(db.pool())
+    .await
+    .expect("claimed");
+}
+
 /// Serves `app` on a random loopback port until `shutdown`; returns its base URL.
 pub async fn serve(app: axum::Router, shutdown: CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,9 +9,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{http::StatusCode, middleware, routing::post, Router};
+use axum::{
+    extract::Extension, http::StatusCode, middleware, response::IntoResponse, routing::post, Router,
+};
 use promo_platform::{
-    http::idempotency::{idempotent, Idempotency, MYSQL_TABLE, SQLITE_TABLE},
+    http::idempotency::{self, idempotent, Idempotency, Keyed, MYSQL_TABLE, SQLITE_TABLE},
     ports::{sql::Migrations, Database, Migration},
     testing::{fresh_mysql, fresh_sqlite, serve},
 };
@@ -172,6 +174,105 @@ async fn purges_after_retention(db: Database) {
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
+/// A handler whose first run never ends (its process "died" after claiming)
+/// and whose later runs answer what the middleware told them; a body of
+/// "unsettled" answers [`idempotency::unsettled`] on its retaken runs.
+async fn leased_app(db: Database, lease: Duration) -> (String, Arc<AtomicU32>) {
+    db.migrate(&TABLE).await.unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let router = Router::new()
+        .route(
+            "/things",
+            post(move |keyed: Extension<Keyed>, body: String| {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    if keyed.retaken && body == "unsettled" {
+                        return idempotency::unsettled();
+                    }
+                    let answer = format!(
+                        "{{\"effect\":\"{}\",\"retaken\":{}}}",
+                        keyed.effect_id, keyed.retaken
+                    );
+                    (StatusCode::CREATED, answer).into_response()
+                }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Idempotency::new(db).with_lease(lease),
+            idempotent,
+        ));
+    (serve(router, CancellationToken::new()).await, runs)
+}
+
+/// A claim whose run never answers blocks retries (409) for the lease;
+/// then exactly one of several concurrent retries takes it over, runs with
+/// the key's effect id and `retaken`, and its answer is the key's answer.
+/// An unsettled answer keeps the claim in progress.
+async fn claims_are_taken_over_after_the_lease(db: Database) {
+    let lease = Duration::from_millis(500);
+    let (base, runs) = leased_app(db.clone(), lease).await;
+    let stuck = {
+        let base = base.clone();
+        tokio::spawn(async move { call(&base, Some("k"), "a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the first run started");
+    let early = call(&base, Some("k"), "a").await;
+    assert_eq!(early.0, 409, "{}", early.1);
+    assert!(early.1.contains("idempotency_in_progress"));
+    stuck.abort();
+    tokio::time::sleep(lease).await;
+    let retries: Vec<_> = (0..4)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move { call(&base, Some("k"), "a").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in retries {
+        answers.push(r.await.unwrap());
+    }
+    let effect = Keyed::effect_id("POST /things", "k");
+    let expected = format!("{{\"effect\":\"{effect}\",\"retaken\":true}}");
+    let winners: Vec<_> = answers.iter().filter(|a| a.0 == 201 && !a.2).collect();
+    assert_eq!(winners.len(), 1, "one retry took over: {answers:?}");
+    assert_eq!(winners[0].1, expected);
+    for a in &answers {
+        assert!(
+            a.0 == 409 || a.0 == 201,
+            "{a:?}: in progress, or the answer"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the handler ran once more");
+    assert_eq!(call(&base, Some("k"), "a").await, (201, expected, true));
+    // A fresh key runs as new, with its own effect id.
+    let fresh = call(&base, Some("k2"), "a").await;
+    assert!(fresh.1.contains(&Keyed::effect_id("POST /things", "k2")));
+    assert!(fresh.1.contains("\"retaken\":false"));
+
+    // Unsettled: answered 409, the claim stays in progress for another lease.
+    // (A second app on the same table: its first run is stuck again.)
+    let (base, _) = leased_app(db, lease).await;
+    let stuck = {
+        let base = base.clone();
+        tokio::spawn(async move { call(&base, Some("u"), "unsettled").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100) + lease).await;
+    stuck.abort();
+    let retaken = call(&base, Some("u"), "unsettled").await;
+    assert_eq!(retaken.0, 409, "{}", retaken.1);
+    let again = call(&base, Some("u"), "unsettled").await;
+    assert_eq!(
+        (again.0, again.2),
+        (409, false),
+        "kept in progress, nothing recorded"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_conforms() {
     let (db, _dir) = fresh_sqlite("idem").await;
@@ -181,6 +282,17 @@ async fn sqlite_conforms() {
 #[tokio::test]
 async fn mysql_conforms() {
     conforms(fresh_mysql("idem").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_takes_claims_over_after_the_lease() {
+    let (db, _dir) = fresh_sqlite("idem_lease").await;
+    claims_are_taken_over_after_the_lease(db).await;
+}
+
+#[tokio::test]
+async fn mysql_takes_claims_over_after_the_lease() {
+    claims_are_taken_over_after_the_lease(fresh_mysql("idem_lease").await).await;
 }
 
 #[tokio::test]

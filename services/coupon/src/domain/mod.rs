@@ -50,6 +50,8 @@ pub enum CouponError {
     LockTimeout,
     #[error("{0}")]
     Stopped(String),
+    #[error("the first request with this Idempotency-Key is still being decided")]
+    Unsettled,
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error(transparent)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::State,
+    extract::{Extension, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -12,7 +12,10 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use promo_platform::{
-    http::{ApiError, ApiJson, ApiPath},
+    http::{
+        idempotency::{self, Keyed},
+        ApiError, ApiJson, ApiPath,
+    },
     ids::check_id,
     time::from_ms,
 };
@@ -56,20 +59,25 @@ async fn run(
     strategy: Option<Strategy>,
     campaign: String,
     body: IssueBody,
+    keyed: Option<Extension<Keyed>>,
 ) -> Result<Response, ApiError> {
     check_id("campaign", &campaign)?;
     check_id("userId", &body.user_id)?;
+    let keyed = keyed.map(|Extension(k)| k);
     Ok(
-        match issue::issue(&svc, strategy, &campaign, &body.user_id).await? {
-            Issued::Coupon(c) => (StatusCode::CREATED, Json(c)).into_response(),
-            Issued::Pending { request_id } => (
-                StatusCode::ACCEPTED,
-                Json(Accepted {
-                    request_id,
-                    status: "PENDING",
-                }),
-            )
-                .into_response(),
+        match issue::issue(&svc, strategy, &campaign, &body.user_id, keyed).await {
+            Err(CouponError::Unsettled) => idempotency::unsettled(),
+            answer => match answer? {
+                Issued::Coupon(c) => (StatusCode::CREATED, Json(c)).into_response(),
+                Issued::Pending { request_id } => (
+                    StatusCode::ACCEPTED,
+                    Json(Accepted {
+                        request_id,
+                        status: "PENDING",
+                    }),
+                )
+                    .into_response(),
+            },
         },
     )
 }
@@ -86,9 +94,10 @@ async fn run(
 pub async fn issue_default(
     State(svc): State<Arc<CouponService>>,
     ApiPath(campaign): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, None, campaign, body).await
+    run(svc, None, campaign, body, keyed).await
 }
 
 /// V1 Database: one transaction with the campaign row lock.
@@ -98,9 +107,10 @@ pub async fn issue_default(
 pub async fn issue_v1(
     State(svc): State<Arc<CouponService>>,
     ApiPath(campaign): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::Database), campaign, body).await
+    run(svc, Some(Strategy::Database), campaign, body, keyed).await
 }
 
 /// V2 RedisLock: a per-user Redis lock around the transaction.
@@ -110,9 +120,10 @@ pub async fn issue_v1(
 pub async fn issue_v2(
     State(svc): State<Arc<CouponService>>,
     ApiPath(campaign): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::RedisLock), campaign, body).await
+    run(svc, Some(Strategy::RedisLock), campaign, body, keyed).await
 }
 
 /// V3 Queued: atomic admission, 202 with a request id.
@@ -122,9 +133,10 @@ pub async fn issue_v2(
 pub async fn issue_v3(
     State(svc): State<Arc<CouponService>>,
     ApiPath(campaign): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::Queued), campaign, body).await
+    run(svc, Some(Strategy::Queued), campaign, body, keyed).await
 }
 
 /// The state of a queued issue request.

@@ -20,7 +20,10 @@ use crate::{domain::CouponError, CouponService};
 /// the process adds once).
 pub fn router(svc: Arc<CouponService>, admin_token: AdminToken) -> Router {
     // Idempotency-Key inside the admin check: a refused call claims nothing.
-    let idempotency = middleware::from_fn_with_state(Idempotency::new(svc.db.clone()), idempotent);
+    let idempotency = middleware::from_fn_with_state(
+        Idempotency::new(svc.db.clone()).with_lease(svc.settings.idempotency_lease),
+        idempotent,
+    );
     let admin = admin::router()
         .route_layer(idempotency.clone())
         .route_layer(middleware::from_fn_with_state(admin_token, require_admin));
@@ -80,6 +83,7 @@ impl From<CouponError> for ApiError {
             CouponError::CountersRebuilding => ApiError::unavailable("counters_unavailable", d, 1),
             CouponError::LockTimeout => ApiError::unavailable("lock_timeout", d, 1),
             CouponError::Stopped(_) => ApiError::unavailable("unavailable", d, 1),
+            CouponError::Unsettled => ApiError::conflict("idempotency_in_progress", d),
             CouponError::Sql(e) => e.into(),
             CouponError::Counters(e) => e.into(),
             CouponError::Queue(e) => e.into(),

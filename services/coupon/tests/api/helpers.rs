@@ -20,6 +20,9 @@ impl Deref for TestApp {
     }
 }
 
+/// The Idempotency-Key lease of test apps: short, so that tests can wait it out.
+pub const LEASE: Duration = Duration::from_secs(1);
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, Options::default()).await
 }
@@ -32,6 +35,7 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
         consumer_max_wait: Duration::from_millis(10),
         rebuild_timeout: Duration::from_secs(20),
         audit_age: Duration::from_millis(300),
+        idempotency_lease: LEASE,
         ..Settings::default()
     };
     let backends = TestBackends::migrated::<CouponService>(backend, "coupon").await;

@@ -17,7 +17,19 @@
 //!   units went back): the claim is dropped so that a retry runs again.
 //!
 //! A process that dies between a handler's effect and the record leaves the
-//! claim in progress: a retry then answers 409 and changes nothing.
+//! claim in progress. A retry answers 409 while the claim is younger than
+//! the lease ([`LEASE`]); after that one retry takes the claim over and runs
+//! the handler again — which never makes a second effect, because the
+//! effect carries the key: every keyed request reaches its handler with a
+//! [`Keyed`] extension whose `effect_id` is derived from (scope, key), and
+//! handlers that create something (a coupon, an order, a queued request)
+//! give it that id. A retaken run first looks for its effect under that id
+//! and answers from it (the first answer) when it happened; the database's
+//! unique key on the id refuses a second one. A handler that finds its
+//! effect still under way (a queued request in flight) marks its answer
+//! [`Unsettled`]: the claim stays in progress and a later retry looks
+//! again. Mutations that change state in place (redeem for an order,
+//! cancel, an admin PUT) answer a repeat from the state they left.
 //!
 //! Keys are kept for [`RETENTION`]. Refusals (4xx) — which anyone can cause
 //! without changing anything — are kept for [`REFUSAL_RETENTION`] only, and
@@ -59,6 +71,9 @@ pub const REPLAYED: &str = "idempotency-replayed";
 pub const MYSQL_TABLE: &str = include_str!("../../../../migrations/shared/mysql/idempotency.sql");
 pub const SQLITE_TABLE: &str = include_str!("../../../../migrations/shared/sqlite/idempotency.sql");
 
+/// How long a claim with no answer blocks retries (409) before one retry
+/// may take it over: longer than a live handler can take.
+pub const LEASE: Duration = Duration::from_secs(60);
 /// How long a key answers with its first answer.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long a refusal (4xx) is replayed.
@@ -73,6 +88,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub struct Idempotency {
     db: Database,
     retention: Duration,
+    lease: Duration,
     refusal_retention: Duration,
     refusals_per_window: usize,
     /// (start of the current refusal window in ms, refusals kept in it).
@@ -89,6 +105,7 @@ impl Idempotency {
         Self {
             db,
             retention,
+            lease: LEASE,
             refusal_retention: REFUSAL_RETENTION.min(retention),
             refusals_per_window: REFUSALS_PER_WINDOW,
             refusals: Arc::default(),
@@ -100,6 +117,12 @@ impl Idempotency {
     pub fn with_refusal_limits(mut self, retention: Duration, per_window: usize) -> Self {
         self.refusal_retention = retention.min(self.retention);
         self.refusals_per_window = per_window;
+        self
+    }
+
+    /// Lets a retry take over a claim left without an answer for `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -154,6 +177,54 @@ impl Idempotency {
             }
         });
     }
+}
+
+/// What a handler learns about a request that carries an `Idempotency-Key`
+/// (a request extension): the id its effect carries, and whether this run
+/// took over a claim whose first run never recorded an answer.
+#[derive(Clone, Debug)]
+pub struct Keyed {
+    /// A UUID derived from (method and path, key): the same for every retry.
+    pub effect_id: String,
+    /// The first run died (or outlived the lease) without recording an
+    /// answer: look for its effect under `effect_id` before making one.
+    pub retaken: bool,
+}
+
+impl Keyed {
+    /// The effect id of `key` under `scope` ("METHOD /path").
+    pub fn effect_id(scope: &str, key: &str) -> String {
+        let digest = Sha256::new()
+            .chain_update(b"effect\0")
+            .chain_update(scope.as_bytes())
+            .chain_update([0])
+            .chain_update(key.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Uuid::new_v8(bytes).to_string()
+    }
+}
+
+/// A response extension: the handler found the effect of the first run
+/// still under way, so the claim stays in progress and nothing is recorded.
+#[derive(Clone, Copy, Debug)]
+pub struct Unsettled;
+
+/// The answer of a retaken run that found the first run's effect still
+/// under way: 409 `idempotency_in_progress`, marked [`Unsettled`].
+pub fn unsettled() -> Response {
+    let mut r = in_progress();
+    r.extensions_mut().insert(Unsettled);
+    r
+}
+
+fn in_progress() -> Response {
+    ApiError::conflict(
+        "idempotency_in_progress",
+        "the first request with this Idempotency-Key has not finished; retry later",
+    )
+    .into_response()
 }
 
 /// Declares the optional `Idempotency-Key` header on every mutating
@@ -230,16 +301,33 @@ async fn claim_and_run(
         .map_err(|_| ApiError::body_too_large().into_response())?;
     let scope = format!("{} {}", parts.method, parts.uri.path());
     let hash = request_hash(&scope, &body);
-    let req = Request::from_parts(parts, Body::from(body));
+    let mut req = Request::from_parts(parts, Body::from(body));
     // From here on the claim must end recorded or dropped: run it whole.
     to_completion(async move {
-        if let Some(answer) = claim(&idem.db, &scope, &key, &hash).await? {
-            return Ok(answer);
-        }
+        let retaken = match claim(&idem, &scope, &key, &hash).await? {
+            Claimed::New => false,
+            Claimed::Retaken => true,
+            Claimed::Answered(answer) => return Ok(answer),
+        };
+        req.extensions_mut().insert(Keyed {
+            effect_id: Keyed::effect_id(&scope, &key),
+            retaken,
+        });
         let response = next.run(req).await;
         Ok(record(&idem, &scope, &key, response).await)
     })
     .await
+}
+
+/// What a claim found.
+enum Claimed {
+    /// The key is new: this request runs.
+    New,
+    /// The key's first run left no answer for longer than the lease: this
+    /// request took its claim over and runs again.
+    Retaken,
+    /// The first answer, replayed.
+    Answered(Response),
 }
 
 /// What identifies a request under a key: its method and path, and its body
@@ -264,13 +352,14 @@ fn bad_key(detail: &str) -> Response {
     ApiError::bad_request("invalid_idempotency_key", detail).into_response()
 }
 
-/// Claims (scope, key) for this request; `Some(answer)` when it was claimed before.
+/// Claims (scope, key) for this request.
 async fn claim(
-    db: &Database,
+    idem: &Idempotency,
     scope: &str,
     key: &str,
     hash: &str,
-) -> Result<Option<Response>, Response> {
+) -> Result<Claimed, Response> {
+    let db = &idem.db;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at) \
          VALUES (?, ?, ?, NULL, NULL, ?)",
@@ -282,18 +371,20 @@ async fn claim(
     .execute(db.pool())
     .await;
     match inserted {
-        Ok(_) => return Ok(None),
+        Ok(_) => return Ok(Claimed::New),
         Err(e) if is_unique_violation(&e) => {}
         Err(e) => return Err(ApiError::from(e).into_response()),
     }
-    let (first_hash, status, body): (String, Option<i64>, Option<String>) = sqlx::query_as(
-        "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND idem_key = ?",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_one(db.pool())
-    .await
-    .map_err(|e| ApiError::from(e).into_response())?;
+    let (first_hash, status, body, claimed_at): (String, Option<i64>, Option<String>, i64) =
+        sqlx::query_as(
+            "SELECT request_hash, status, body, created_at FROM idempotency_keys \
+             WHERE scope = ? AND idem_key = ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_one(db.pool())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     if first_hash != hash {
         return Err(ApiError::unprocessable(
             "idempotency_key_reused",
@@ -302,13 +393,40 @@ async fn claim(
         .into_response());
     }
     let Some(status) = status.and_then(|s| StatusCode::from_u16(s as u16).ok()) else {
-        return Err(ApiError::conflict(
-            "idempotency_in_progress",
-            "the first request with this Idempotency-Key has not finished; retry later",
-        )
-        .into_response());
+        if now_ms() - claimed_at >= idem.lease.as_millis() as i64
+            && take_over(db, scope, key, claimed_at).await?
+        {
+            tracing::info!(
+                scope,
+                "idempotency claim without an answer taken over after its lease"
+            );
+            return Ok(Claimed::Retaken);
+        }
+        return Err(in_progress());
     };
-    Ok(Some(replay(status, body.unwrap_or_default())))
+    Ok(Claimed::Answered(replay(status, body.unwrap_or_default())))
+}
+
+/// Takes over a claim still without an answer and still dated `claimed_at`
+/// (so of two retries only one wins), restarting its lease.
+async fn take_over(
+    db: &Database,
+    scope: &str,
+    key: &str,
+    claimed_at: i64,
+) -> Result<bool, Response> {
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET created_at = ? \
+         WHERE scope = ? AND idem_key = ? AND status IS NULL AND created_at = ?",
+    )
+    .bind(now_ms().max(claimed_at + 1))
+    .bind(scope)
+    .bind(key)
+    .bind(claimed_at)
+    .execute(db.pool())
+    .await
+    .map_err(|e| ApiError::from(e).into_response())?;
+    Ok(taken.rows_affected() == 1)
 }
 
 fn replay(status: StatusCode, body: String) -> Response {
@@ -324,10 +442,14 @@ fn replay(status: StatusCode, body: String) -> Response {
 }
 
 /// Records `response` as the answer to (scope, key), or drops the claim
-/// for a 5xx and for a refusal past the window's budget; returns the response.
+/// for a 5xx and for a refusal past the window's budget, or leaves it in
+/// progress for an [`Unsettled`] answer; returns the response.
 async fn record(idem: &Idempotency, scope: &str, key: &str, response: Response) -> Response {
     let db = &idem.db;
     let status = response.status();
+    if response.extensions().get::<Unsettled>().is_some() {
+        return response;
+    }
     if status.is_server_error() || (status.is_client_error() && !idem.keep_refusal()) {
         let dropped = sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND idem_key = ?")
             .bind(scope)

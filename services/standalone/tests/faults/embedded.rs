@@ -28,6 +28,11 @@ fn args(dir: &TempDir, port: u16, extra: &[&str]) -> Vec<String> {
         &dir.0.join("data").display().to_string(),
         "--promotions",
         &dir.0.join("no-promotions").display().to_string(),
+        // Retries of requests the kill left unanswered wait out this lease.
+        "--coupon-idempotency-lease-seconds",
+        "5",
+        "--timesale-idempotency-lease-seconds",
+        "5",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -111,6 +116,17 @@ async fn crash_mid_storm(kind: Kind, signal: &'static str, extra: &[&str]) {
     assert!(
         phase2.unanswered.is_empty(),
         "the restarted process stopped answering"
+    );
+    assert_eq!(
+        phase1.duplicates + phase2.duplicates,
+        0,
+        "a retry with its Idempotency-Key was taken for a second request"
+    );
+    println!(
+        "{} requests the fault left unanswered (or unsent) were sent again with their keys; \
+         {} of them waited for the lease of a claim the fault left behind",
+        phase1.unanswered.len(),
+        phase2.waited_for_lease
     );
     let admits_again_after = phase2
         .first_ack

@@ -279,14 +279,24 @@ pub struct Seen {
     /// Users whose request got no answer (the process died under it).
     pub unanswered: Vec<usize>,
     pub refused: usize,
+    /// Refusals because the user already holds what they may
+    /// (`already_issued`, `limit_exceeded`). Every user sends one request,
+    /// retried with its Idempotency-Key, so each of these is a retry that
+    /// was taken for a second request.
+    pub duplicates: usize,
+    /// Requests that met the claim of a run that died unanswered (409
+    /// `idempotency_in_progress`) before their answer.
+    pub waited_for_lease: usize,
     /// When the first request was acknowledged.
     pub first_ack: Option<Instant>,
     /// When each request was acknowledged.
     pub ack_times: Vec<Instant>,
 }
 
-/// Sends one admission per user in `users` (`concurrency` at a time),
-/// retrying 503s; stops sending once a connection fails (the process is
+/// Sends one admission per user in `users` (`concurrency` at a time), each
+/// with an Idempotency-Key of its own (the same in every phase), retrying
+/// 503s and 409 `idempotency_in_progress` (a claim of a run that died, until
+/// its lease ends); stops sending once a connection fails (the process is
 /// down) and lists the users left. `on_ack` sees the running count of
 /// acknowledgements.
 pub async fn storm(
@@ -311,13 +321,20 @@ pub async fn storm(
                     Kind::Coupon => json!({"userId": user}),
                     Kind::TimeSale => json!({"userId": user, "quantity": kind.units(i)}),
                 };
+                let key = format!("{id}-{user}");
                 let deadline = Instant::now() + Duration::from_secs(60);
+                let mut waited = false;
                 loop {
                     if down.load(Ordering::Relaxed) {
                         lock(seen).unanswered.push(i);
                         return;
                     }
-                    let answer = client.post(url).json(&body).send().await;
+                    let answer = client
+                        .post(url)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .send()
+                        .await;
                     let r = match answer {
                         Ok(r) => r,
                         Err(_) => {
@@ -340,6 +357,14 @@ pub async fn storm(
                             return;
                         }
                     };
+                    let code = v["code"].as_str().unwrap_or_default();
+                    if code == "idempotency_in_progress" && Instant::now() < deadline {
+                        if !std::mem::replace(&mut waited, true) {
+                            lock(seen).waited_for_lease += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                     let mut s = lock(seen);
                     if status == 202 {
                         let ack_id = v["requestId"].as_str().or(v["orderId"].as_str());
@@ -358,6 +383,9 @@ pub async fn storm(
                             "unexpected answer {status}: {v}"
                         );
                         s.refused += 1;
+                        if matches!(code, "already_issued" | "limit_exceeded") {
+                            s.duplicates += 1;
+                        }
                     }
                     return;
                 }

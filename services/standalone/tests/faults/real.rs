@@ -184,6 +184,9 @@ impl Deployment {
             self.topic.clone(),
             format!("--{p}-consumer-group"),
             self.group.clone(),
+            // Retries of requests a kill left unanswered wait out this lease.
+            format!("--{p}-idempotency-lease-seconds"),
+            "5".into(),
         ]
     }
 
@@ -404,6 +407,17 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     assert!(
         phase2.unanswered.is_empty(),
         "the service stopped answering"
+    );
+    assert_eq!(
+        phase1.duplicates + phase2.duplicates,
+        0,
+        "a retry with its Idempotency-Key was taken for a second request"
+    );
+    println!(
+        "{} requests the fault left unanswered (or unsent) were sent again with their keys; \
+         {} of them waited for the lease of a claim the fault left behind",
+        phase1.unanswered.len(),
+        phase2.waited_for_lease
     );
     let admits_again_after = match victim {
         // The first acknowledgement after the backend returned.

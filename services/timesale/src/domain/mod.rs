@@ -38,6 +38,8 @@ pub enum TimesaleError {
     CountersRebuilding,
     #[error("{0}")]
     Stopped(String),
+    #[error("the first request with this Idempotency-Key is still being decided")]
+    Unsettled,
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error(transparent)]

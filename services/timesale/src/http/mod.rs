@@ -22,7 +22,10 @@ pub use sales::SaleView;
 /// the process adds once).
 pub fn router(svc: Arc<TimesaleService>, admin_token: AdminToken) -> Router {
     // Idempotency-Key inside the admin check: a refused call claims nothing.
-    let idempotency = middleware::from_fn_with_state(Idempotency::new(svc.db.clone()), idempotent);
+    let idempotency = middleware::from_fn_with_state(
+        Idempotency::new(svc.db.clone()).with_lease(svc.settings.idempotency_lease),
+        idempotent,
+    );
     let admin = admin::router()
         .route_layer(idempotency.clone())
         .route_layer(middleware::from_fn_with_state(admin_token, require_admin));
@@ -77,6 +80,7 @@ impl From<TimesaleError> for ApiError {
                 ApiError::unavailable("counters_unavailable", d, 1)
             }
             TimesaleError::Stopped(_) => ApiError::unavailable("unavailable", d, 1),
+            TimesaleError::Unsettled => ApiError::conflict("idempotency_in_progress", d),
             TimesaleError::Sql(e) => e.into(),
             TimesaleError::Counters(e) => e.into(),
             TimesaleError::Queue(e) => e.into(),

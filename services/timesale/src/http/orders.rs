@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::State,
+    extract::{Extension, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use promo_platform::{
-    http::{ApiError, ApiJson, ApiPath},
+    http::{
+        idempotency::{self, Keyed},
+        ApiError, ApiJson, ApiPath,
+    },
     ids::check_id,
 };
 use serde::{Deserialize, Serialize};
@@ -61,14 +64,18 @@ async fn run(
     strategy: Option<Strategy>,
     sale: String,
     body: OrderBody,
+    keyed: Option<Extension<Keyed>>,
 ) -> Result<Response, ApiError> {
     check_id("sale", &sale)?;
     check_id("userId", &body.user_id)?;
     if body.quantity < 1 {
         return Err(TimesaleError::InvalidQuantity("quantity must be at least 1".into()).into());
     }
-    Ok(
-        match ordering::place(&svc, strategy, &sale, &body.user_id, body.quantity).await? {
+    let keyed = keyed.map(|Extension(k)| k);
+    let placed = ordering::place(&svc, strategy, &sale, &body.user_id, body.quantity, keyed).await;
+    Ok(match placed {
+        Err(TimesaleError::Unsettled) => return Ok(idempotency::unsettled()),
+        answer => match answer? {
             Placed::Confirmed(o) => (StatusCode::CREATED, Json(o)).into_response(),
             Placed::Pending { order_id } => (
                 StatusCode::ACCEPTED,
@@ -79,7 +86,7 @@ async fn run(
             )
                 .into_response(),
         },
-    )
+    })
 }
 
 /// Order with the sale's own strategy (201 order, or 202 for QUEUED).
@@ -94,9 +101,10 @@ async fn run(
 pub async fn order_default(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(sale): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, None, sale, body).await
+    run(svc, None, sale, body, keyed).await
 }
 
 /// V1 Database with optimistic locking (conditional updates).
@@ -106,9 +114,10 @@ pub async fn order_default(
 pub async fn order_v1(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(sale): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::Database), sale, body).await
+    run(svc, Some(Strategy::Database), sale, body, keyed).await
 }
 
 /// V2 Redis stock: one atomic counters step, then the database transaction.
@@ -118,9 +127,10 @@ pub async fn order_v1(
 pub async fn order_v2(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(sale): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::RedisLock), sale, body).await
+    run(svc, Some(Strategy::RedisLock), sale, body, keyed).await
 }
 
 /// V3 Queued: atomic admission, 202 with an order id.
@@ -130,9 +140,10 @@ pub async fn order_v2(
 pub async fn order_v3(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(sale): ApiPath<String>,
+    keyed: Option<Extension<Keyed>>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
-    run(svc, Some(Strategy::Queued), sale, body).await
+    run(svc, Some(Strategy::Queued), sale, body, keyed).await
 }
 
 /// An order: PENDING until the V3 consumer decided it, then CONFIRMED or

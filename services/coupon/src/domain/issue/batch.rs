@@ -19,7 +19,8 @@ use crate::{
 /// One request of a batch.
 pub(crate) struct Wanted<'a> {
     pub user_id: &'a str,
-    /// V3's request id, stored with the coupon; none for V2.
+    /// The request id stored with the coupon: V3's, or an idempotency
+    /// key's effect id (V2); none for a V2 request without a key.
     pub request_id: Option<&'a str>,
     /// When the request was admitted: the coupon's issue time.
     pub at: DateTime<Utc>,

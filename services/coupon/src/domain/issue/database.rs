@@ -17,12 +17,15 @@ use crate::{
     CouponService,
 };
 
+/// Issues one coupon; `request_id` (an idempotency key's effect id) is
+/// stored with it, so that no second coupon can carry the same one.
 pub async fn issue(
     svc: &CouponService,
     campaign: &str,
     user_id: &str,
+    request_id: Option<&str>,
 ) -> Result<Coupon, CouponError> {
-    with_deadlock_retry(|| issue_in_transaction(svc, campaign, user_id)).await
+    with_deadlock_retry(|| issue_in_transaction(svc, campaign, user_id, request_id)).await
 }
 
 /// One request's transaction, V1's and V2's when its batch failed. The
@@ -32,6 +35,7 @@ pub(crate) async fn issue_in_transaction(
     svc: &CouponService,
     campaign: &str,
     user_id: &str,
+    request_id: Option<&str>,
 ) -> Result<Coupon, CouponError> {
     let dialect = svc.db.dialect();
     let mut tx = svc.db.pool().begin().await?;
@@ -51,11 +55,12 @@ pub(crate) async fn issue_in_transaction(
     let row = NewCoupon {
         coupon: &coupon,
         seq: held + 1,
-        request_id: None,
+        request_id,
     };
     if let Err(e) = store::insert_coupons(&mut tx, std::slice::from_ref(&row)).await {
         if is_unique_violation(&e) {
-            // The same user's concurrent request took this seq first.
+            // The same user's concurrent request took this seq first (or a
+            // request with the same effect id issued already).
             return Err(CouponError::AlreadyIssued(held + 1));
         }
         return Err(e.into());

@@ -22,17 +22,21 @@ use crate::{
 };
 
 /// [`admit_once`], and once more after waiting up to
-/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
+/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt
+/// meanwhile. The request id is `request_id` (an idempotency key's effect
+/// id) or a new one.
 pub async fn admit(
     svc: &Arc<CouponService>,
     campaign: &str,
     user_id: &str,
+    request_id: Option<&str>,
 ) -> Result<String, CouponError> {
+    let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     admission::once_more_after_rebuild(
         &*svc.counters,
         &CouponService::pool(campaign),
         |e| matches!(e, CouponError::CountersRebuilding),
-        || admit_once(svc, campaign, user_id),
+        || admit_once(svc, campaign, user_id, &request_id),
     )
     .await
 }
@@ -41,11 +45,12 @@ async fn admit_once(
     svc: &Arc<CouponService>,
     campaign: &str,
     user_id: &str,
+    request_id: &str,
 ) -> Result<String, CouponError> {
     let c = svc.campaign(campaign).await?;
     let now = Utc::now();
     c.check_active(now)?;
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = request_id.to_string();
     let event = CouponEvent::Issue {
         request_id: request_id.clone(),
         campaign: campaign.to_string(),

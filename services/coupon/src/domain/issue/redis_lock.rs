@@ -33,12 +33,15 @@ use crate::{
 pub struct Request {
     pub campaign: String,
     pub user_id: String,
+    /// An idempotency key's effect id, stored with the coupon.
+    pub request_id: Option<String>,
 }
 
 pub async fn issue(
     svc: &Arc<CouponService>,
     campaign: &str,
     user_id: &str,
+    request_id: Option<&str>,
 ) -> Result<Coupon, CouponError> {
     let key = format!("coupon:{campaign}:{user_id}");
     let deadline = tokio::time::Instant::now() + svc.settings.lock_wait;
@@ -58,6 +61,7 @@ pub async fn issue(
     let request = Request {
         campaign: campaign.to_string(),
         user_id: user_id.to_string(),
+        request_id: request_id.map(str::to_string),
     };
     let result = match svc.v2_group_commit().submit(request).await {
         Ok(answer) => answer,
@@ -80,7 +84,11 @@ pub async fn issue_batch(
     whole_or_one_by_one(
         &batch,
         with_deadlock_retry(|| batch_transaction(svc, &batch)),
-        |r| with_deadlock_retry(|| issue_in_transaction(svc, &r.campaign, &r.user_id)),
+        |r| {
+            with_deadlock_retry(|| {
+                issue_in_transaction(svc, &r.campaign, &r.user_id, r.request_id.as_deref())
+            })
+        },
     )
     .await
 }
@@ -107,7 +115,7 @@ async fn batch_transaction(
             .iter()
             .map(|&i| Wanted {
                 user_id: &batch[i].user_id,
-                request_id: None,
+                request_id: batch[i].request_id.as_deref(),
                 at: now,
             })
             .collect();

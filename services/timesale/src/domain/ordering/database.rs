@@ -35,12 +35,13 @@ use crate::{
 
 pub async fn order(
     svc: &TimesaleService,
+    order_id: &str,
     sale: &str,
     user_id: &str,
     quantity: i64,
 ) -> Result<Order, TimesaleError> {
     with_conflict_retry(svc.settings.tx_attempts, || {
-        order_in_transaction(svc, sale, user_id, quantity, Strategy::Database)
+        order_in_transaction(svc, order_id, sale, user_id, quantity, Strategy::Database)
     })
     .await
 }
@@ -49,6 +50,7 @@ pub async fn order(
 /// database still decides).
 pub(crate) async fn order_in_transaction(
     svc: &TimesaleService,
+    order_id: &str,
     sale_id: &str,
     user_id: &str,
     quantity: i64,
@@ -72,7 +74,7 @@ pub(crate) async fn order_in_transaction(
     // The sale row's lock comes last (see above); a refusal rolls back
     // whatever came before it.
     let order = Order::decided(
-        uuid::Uuid::now_v7().to_string(),
+        order_id.to_string(),
         &sale,
         user_id,
         quantity,

@@ -23,6 +23,7 @@ use crate::{
 /// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
 pub async fn admit(
     svc: &Arc<TimesaleService>,
+    order_id: &str,
     sale_id: &str,
     user_id: &str,
     quantity: i64,
@@ -31,13 +32,14 @@ pub async fn admit(
         &*svc.counters,
         &TimesaleService::pool(sale_id),
         |e| matches!(e, TimesaleError::CountersRebuilding),
-        || admit_once(svc, sale_id, user_id, quantity),
+        || admit_once(svc, order_id, sale_id, user_id, quantity),
     )
     .await
 }
 
 async fn admit_once(
     svc: &Arc<TimesaleService>,
+    order_id: &str,
     sale_id: &str,
     user_id: &str,
     quantity: i64,
@@ -46,7 +48,7 @@ async fn admit_once(
     let now = Utc::now();
     sale.check_active(now)?;
     sale.check_quantity(quantity)?;
-    let order_id = uuid::Uuid::now_v7().to_string();
+    let order_id = order_id.to_string();
     let event = OrderEvent::Order {
         order_id: order_id.clone(),
         sale: sale_id.to_string(),

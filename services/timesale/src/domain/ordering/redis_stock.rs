@@ -27,6 +27,7 @@ use crate::{
 
 /// One admitted V2 order waiting for its batch.
 pub struct Request {
+    pub order_id: String,
     pub sale: String,
     pub user_id: String,
     pub quantity: i64,
@@ -36,6 +37,7 @@ pub struct Request {
 /// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt meanwhile.
 pub async fn order(
     svc: &Arc<TimesaleService>,
+    order_id: &str,
     sale_id: &str,
     user_id: &str,
     quantity: i64,
@@ -44,13 +46,14 @@ pub async fn order(
         &*svc.counters,
         &TimesaleService::pool(sale_id),
         |e| matches!(e, TimesaleError::CountersRebuilding),
-        || order_once(svc, sale_id, user_id, quantity),
+        || order_once(svc, order_id, sale_id, user_id, quantity),
     )
     .await
 }
 
 async fn order_once(
     svc: &Arc<TimesaleService>,
+    order_id: &str,
     sale_id: &str,
     user_id: &str,
     quantity: i64,
@@ -79,6 +82,7 @@ async fn order_once(
         }
     }
     let request = Request {
+        order_id: order_id.to_string(),
         sale: sale_id.to_string(),
         user_id: user_id.to_string(),
         quantity,
@@ -108,7 +112,14 @@ pub async fn order_batch(
         with_conflict_retry(attempts, || batch_transaction(svc, &batch)),
         |r| {
             with_conflict_retry(attempts, || {
-                order_in_transaction(svc, &r.sale, &r.user_id, r.quantity, Strategy::RedisLock)
+                order_in_transaction(
+                    svc,
+                    &r.order_id,
+                    &r.sale,
+                    &r.user_id,
+                    r.quantity,
+                    Strategy::RedisLock,
+                )
             })
         },
     )
@@ -137,7 +148,7 @@ async fn batch_transaction(
         let wanted = indices
             .iter()
             .map(|&i| Wanted {
-                order_id: uuid::Uuid::now_v7().to_string(),
+                order_id: batch[i].order_id.clone(),
                 user_id: &batch[i].user_id,
                 quantity: batch[i].quantity,
                 at: now,
