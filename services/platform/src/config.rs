@@ -53,6 +53,24 @@ pub struct BackendArgs {
         default_value_t = 1_000_000
     )]
     pub embedded_queue_capacity: usize,
+
+    /// What an answer of the embedded backends survives. `process`: the
+    /// process being killed (kill -9, a crash) — the embedded queue's record
+    /// and SQLite's commit have reached the operating system before the
+    /// answer. `power`: the machine losing power too — the queue waits for an
+    /// fdatasync of every group of records and SQLite commits with
+    /// synchronous=FULL; slower (bench/bounds.md). MySQL and Kafka keep
+    /// their own settings.
+    #[arg(long, env = "PROMO_EMBEDDED_DURABILITY", value_enum, default_value_t = Durability::Process)]
+    pub embedded_durability: Durability,
+}
+
+/// See [`BackendArgs::embedded_durability`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Process,
+    Power,
 }
 
 impl BackendArgs {
@@ -67,6 +85,7 @@ impl BackendArgs {
             redis_timeout_ms: 500,
             db_max_connections: 16,
             embedded_queue_capacity: 1_000_000,
+            embedded_durability: Durability::Process,
         }
     }
 }
@@ -109,10 +128,10 @@ impl Backends {
         };
         let queue: Arc<dyn Queue> = match &args.kafka_brokers {
             Some(brokers) => Arc::new(KafkaQueue::new(brokers)?),
-            None => Arc::new(LocalQueue::durable(
-                args.data_dir.join("queue"),
-                args.embedded_queue_capacity,
-            )),
+            None => Arc::new(
+                LocalQueue::durable(args.data_dir.join("queue"), args.embedded_queue_capacity)
+                    .with_fdatasync(args.embedded_durability == Durability::Power),
+            ),
         };
         Ok(Self {
             args: args.clone(),
@@ -137,7 +156,12 @@ impl Backends {
 
     /// Connects to (creating if needed) database `name`.
     pub async fn database(&self, name: &str) -> Result<Database, SqlError> {
-        Database::connect(&self.database_url(name)?, self.args.db_max_connections).await
+        Database::connect_with_sync(
+            &self.database_url(name)?,
+            self.args.db_max_connections,
+            self.args.embedded_durability == Durability::Power,
+        )
+        .await
     }
 
     /// One line per backend, for start-up logs.

@@ -115,13 +115,26 @@ async fn durable_local_queue_conforms() {
     suite(Arc::new(LocalQueue::durable(&dir.0, 10_000)), "t", true).await;
 }
 
+#[tokio::test]
+async fn durable_local_queue_with_fdatasync_conforms() {
+    let dir = testing::TempDir::new();
+    let q = LocalQueue::durable(&dir.0, 10_000).with_fdatasync(true);
+    suite(Arc::new(q), "t", true).await;
+}
+
 /// Opens the durable queue in `dir` again, as a restarted process would.
-/// The previous one's writer thread lets go of the folder's lock once its
+/// The previous one lets go of the folder's lock once its
 /// topic is dropped; wait for that.
 async fn reopen(dir: &std::path::Path, topic: &str) -> LocalQueue {
+    reopen_syncing(dir, topic, false).await
+}
+
+async fn reopen_syncing(dir: &std::path::Path, topic: &str, fdatasync: bool) -> LocalQueue {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let q = LocalQueue::durable(dir, 10_000).with_segment_bytes(1024);
+        let q = LocalQueue::durable(dir, 10_000)
+            .with_segment_bytes(1024)
+            .with_fdatasync(fdatasync);
         match q.ensure_topic(topic, 1).await {
             Ok(()) => return q,
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -142,9 +155,18 @@ fn payloads(batch: &[promo_platform::ports::Message]) -> Vec<String> {
 
 #[tokio::test]
 async fn durable_queue_delivers_what_was_not_committed_after_a_restart() {
+    delivers_what_was_not_committed_after_a_restart(false).await;
+}
+
+#[tokio::test]
+async fn syncing_durable_queue_delivers_what_was_not_committed_after_a_restart() {
+    delivers_what_was_not_committed_after_a_restart(true).await;
+}
+
+async fn delivers_what_was_not_committed_after_a_restart(fdatasync: bool) {
     let dir = testing::TempDir::new();
     {
-        let q = reopen(&dir.0, "t").await;
+        let q = reopen_syncing(&dir.0, "t", fdatasync).await;
         let p = q.producer("t").unwrap();
         for i in 0..100 {
             p.send("k", format!("m{i}").into_bytes()).await.unwrap();
@@ -156,7 +178,7 @@ async fn durable_queue_delivers_what_was_not_committed_after_a_restart() {
         assert!(q.segment_count("t").unwrap() > 2);
     }
     // A second process cannot open the same folder while the first holds it.
-    let q = reopen(&dir.0, "t").await;
+    let q = reopen_syncing(&dir.0, "t", fdatasync).await;
     let second = LocalQueue::durable(&dir.0, 10);
     let err = second.ensure_topic("t", 1).await.expect_err("locked");
     assert!(err.to_string().contains("--data-dir"), "{err}");

@@ -127,3 +127,26 @@ async fn sqlite_conforms() {
 async fn mariadb_conforms() {
     suite(testing::fresh_mysql("conformance").await).await;
 }
+
+async fn sqlite_synchronous(durability: promo_platform::config::Durability) -> i64 {
+    use promo_platform::config::{BackendArgs, Backends};
+    let dir = promo_platform::testing::TempDir::new();
+    let args = BackendArgs {
+        embedded_durability: durability,
+        ..BackendArgs::embedded(&dir.0)
+    };
+    let backends = Backends::connect(&args).await.unwrap();
+    let db = backends.database("d").await.unwrap();
+    sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn power_durability_makes_sqlite_commits_wait_for_the_disk() {
+    use promo_platform::config::Durability;
+    // SQLite's levels: 1 = NORMAL, 2 = FULL.
+    assert_eq!(sqlite_synchronous(Durability::Process).await, 1);
+    assert_eq!(sqlite_synchronous(Durability::Power).await, 2);
+}

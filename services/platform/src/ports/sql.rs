@@ -189,6 +189,18 @@ impl Database {
     /// database named in the URL is created when missing; a SQLite file and
     /// its folder likewise.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, SqlError> {
+        Self::connect_with_sync(url, max_connections, false).await
+    }
+
+    /// [`Database::connect`]; a SQLite database commits with
+    /// `synchronous = FULL` when `full_sync` (a commit is on the disk before
+    /// it returns: survives power loss), else `NORMAL` (a commit reaches the
+    /// operating system: survives the process being killed).
+    pub async fn connect_with_sync(
+        url: &str,
+        max_connections: u32,
+        full_sync: bool,
+    ) -> Result<Self, SqlError> {
         sqlx::any::install_default_drivers();
         let parsed = Url::parse(url).map_err(|e| SqlError::Url {
             url: redact(url),
@@ -235,7 +247,12 @@ impl Database {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute(if full_sync {
+                            "PRAGMA synchronous = FULL"
+                        } else {
+                            "PRAGMA synchronous = NORMAL"
+                        })
+                        .await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
                         // A batch insert's statement journal stays in memory,
                         // a batch's pages fit the cache (64 MiB) instead of

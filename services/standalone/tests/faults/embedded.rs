@@ -188,6 +188,16 @@ async fn embedded_coupon_kill9_batch_of_one() {
     crash_mid_storm(Kind::Coupon, "KILL", &["--coupon-consumer-batch", "1"]).await;
 }
 
+/// The same with every answer waiting for the disk (fdatasync, SQLite
+/// synchronous=FULL). A kill -9 cannot tell the two apart — only a power
+/// cut could, which this machine cannot stage — but it proves the syncing
+/// path keeps every promise the default keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn embedded_coupon_kill9_power_durability() {
+    crash_mid_storm(Kind::Coupon, "KILL", &["--embedded-durability", "power"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn embedded_coupon_sigterm() {

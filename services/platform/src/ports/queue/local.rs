@@ -1,26 +1,33 @@
 //! The embedded queue: one partition per topic, consumed in this process,
 //! with per-group committed offsets.
 //!
-//! Durable (the embedded default, [`LocalQueue::durable`]): a send returns
-//! only once its record is on disk ([`super::log`]); one writer thread per
-//! topic appends whatever sends queued meanwhile in one write and one
-//! fdatasync (group commit), then hands the records to the consumers. After
-//! a crash or restart the records not committed by every group are read
-//! back and delivered again. In memory ([`LocalQueue::in_memory`], for
-//! tests that need no disk): the same, without the file.
+//! Durable (the embedded default, [`LocalQueue::durable`]): a send writes
+//! its record into the topic's segment file ([`super::log`]) itself, under
+//! the topic's write lock, and returns once the write did — the record is
+//! then in the operating system's cache and survives the process being
+//! killed (kill -9, a panic, the OOM killer), not the machine losing power.
+//! With [`LocalQueue::with_fdatasync`] a send also waits until the record is
+//! on the disk itself (group commit): one sync thread per topic makes
+//! everything written so far durable with one fdatasync — not holding the
+//! write lock, so the next group is written meanwhile — then hands those
+//! records to the consumers and answers their sends at once. After a crash
+//! or restart the records not committed by every group are read back and
+//! delivered again. In memory ([`LocalQueue::in_memory`], for tests that
+//! need no disk): the same, without the file.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        mpsc, Arc, Mutex,
+        Arc, Condvar, Mutex,
     },
+    thread::JoinHandle,
     time::Duration,
 };
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{watch, Notify};
 
 use super::{
     last_offsets,
@@ -32,9 +39,6 @@ use super::{
 /// group has committed past it, so this bounds the disk held by consumed
 /// records.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-
-/// Sends the writer thread takes into one write + fdatasync at most.
-const MAX_GROUP: usize = 8192;
 
 /// Committed offsets reach the disk at most this often (a commit in memory
 /// is immediate). Offsets a crash loses only mean that many messages
@@ -67,35 +71,84 @@ impl Log {
     }
 }
 
-/// What the producers, consumers and the writer thread of a topic share.
+/// What the producers, consumers and the sync thread of a topic share.
 struct Shared {
     log: Mutex<Log>,
     arrived: Notify,
-    /// Sends handed to the writer thread and not yet answered (they count
-    /// against the capacity).
+    /// Sends written and not yet durable (they count against the capacity).
     writing: AtomicUsize,
-    durable: Option<DurableLog>,
+    durable: Option<Durable>,
     /// When the committed offsets were last written to disk.
     offsets_written: Mutex<Option<std::time::Instant>>,
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        // Critical sections are plain pushes and index moves: safe after a panic.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A durable topic's write side.
+struct Durable {
+    log: DurableLog,
+    /// Sends wait for an fdatasync (else for the write only).
+    fdatasync: bool,
+    /// The write lock: the segment being written and what was written to it
+    /// since the last sync.
+    writer: Mutex<Writer>,
+    /// Offsets below `upto` are durable; `failed` once a sync failed.
+    synced: watch::Sender<Synced>,
+    /// Wakes the sync thread.
+    wake: (Mutex<Wake>, Condvar),
 }
 
-struct Append {
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    done: oneshot::Sender<Result<(), QueueError>>,
+#[derive(Default)]
+struct Wake {
+    /// Records were written since the sync thread last looked.
+    written: bool,
+    /// The sync thread waits for `written` (else it is syncing and looks
+    /// again when done: no wake-up needed, which spares a syscall per send).
+    idle: bool,
+    /// The topic was dropped.
+    closed: bool,
+}
+
+struct Writer {
+    appender: Appender,
+    buf: Vec<u8>,
+    /// Written, not yet durable; the consumers get them once they are.
+    unsynced: Vec<Message>,
+}
+
+#[derive(Clone, Default)]
+struct Synced {
+    upto: i64,
+    failed: Option<Arc<str>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are plain pushes, index moves and whole writes:
+    // safe after a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        locked(&self.log)
+    }
 }
 
 struct Topic {
     shared: Arc<Shared>,
-    /// To the writer thread (durable topics); dropping it ends the thread.
-    writer: Option<mpsc::Sender<Append>>,
+    /// The sync thread (durable topics); ended and joined on drop, so the
+    /// folder's lock is free once the queue is dropped.
+    sync_thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        if let Some(d) = &self.shared.durable {
+            locked(&d.wake.0).closed = true;
+            d.wake.1.notify_one();
+        }
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The in-process queue; see the module documentation.
@@ -105,6 +158,7 @@ pub struct LocalQueue {
     capacity: usize,
     dir: Option<PathBuf>,
     segment_bytes: u64,
+    fdatasync: bool,
 }
 
 impl LocalQueue {
@@ -116,16 +170,25 @@ impl LocalQueue {
             capacity,
             dir: None,
             segment_bytes: SEGMENT_BYTES,
+            fdatasync: false,
         }
     }
 
     /// A queue kept durable under `dir` (one folder per topic), whose topics
-    /// take new messages while fewer than `capacity` are uncommitted.
+    /// take new messages while fewer than `capacity` are uncommitted; see
+    /// the module documentation for what a send waits for.
     pub fn durable(dir: impl Into<PathBuf>, capacity: usize) -> Self {
         Self {
             dir: Some(dir.into()),
             ..Self::in_memory(capacity)
         }
+    }
+
+    /// Sends also wait until their record is on the disk (fdatasync, one per
+    /// group of sends): acknowledged messages then survive power loss too.
+    pub fn with_fdatasync(mut self, on: bool) -> Self {
+        self.fdatasync = on;
+        self
     }
 
     /// Closes segments at `bytes` instead of [`SEGMENT_BYTES`] (tests of retention).
@@ -140,7 +203,7 @@ impl LocalQueue {
         Ok(t.shared
             .durable
             .as_ref()
-            .map_or(0, DurableLog::segment_count))
+            .map_or(0, |d| d.log.segment_count()))
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, QueueError> {
@@ -157,7 +220,7 @@ impl LocalQueue {
                     durable: None,
                     offsets_written: Mutex::new(None),
                 }),
-                writer: None,
+                sync_thread: None,
             },
             Some(dir) => self.open_durable(dir, name)?,
         });
@@ -192,72 +255,83 @@ impl LocalQueue {
             }),
             arrived: Notify::new(),
             writing: AtomicUsize::new(0),
-            durable: Some(durable),
+            durable: Some(Durable {
+                log: durable,
+                fdatasync: self.fdatasync,
+                synced: watch::Sender::new(Synced {
+                    upto: appender.next_offset(),
+                    failed: None,
+                }),
+                writer: Mutex::new(Writer {
+                    appender,
+                    buf: Vec::new(),
+                    unsynced: Vec::new(),
+                }),
+                wake: (Mutex::default(), Condvar::new()),
+            }),
             offsets_written: Mutex::new(None),
         });
-        let (tx, rx) = mpsc::channel();
-        let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name(format!("queue-{name}"))
-            .spawn(move || write_loop(&thread_shared, appender, rx))
-            .map_err(|e| QueueError::Task(e.to_string()))?;
+        let sync_thread = if self.fdatasync {
+            let thread_shared = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("queue-{name}"))
+                .spawn(move || sync_loop(&thread_shared))
+                .map_err(|e| QueueError::Task(e.to_string()))?;
+            Some(t)
+        } else {
+            None
+        };
         Ok(Topic {
             shared,
-            writer: Some(tx),
+            sync_thread,
         })
     }
 }
 
-/// The writer thread of a durable topic: group commit. Ends when the topic
-/// is dropped (its sender closes).
-fn write_loop(shared: &Shared, mut appender: Appender, rx: mpsc::Receiver<Append>) {
-    let Some(durable) = shared.durable.as_ref() else {
+/// The sync thread of a durable topic: whenever records were written, one
+/// fdatasync for all of them, then they go to the consumers and their sends
+/// are answered. Ends when the topic is dropped.
+fn sync_loop(shared: &Shared) {
+    let Some(d) = shared.durable.as_ref() else {
         return;
     };
-    let mut buf = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(a) => group.push(a),
-                Err(_) => break,
+    loop {
+        {
+            let mut wake = locked(&d.wake.0);
+            while !wake.written && !wake.closed {
+                wake.idle = true;
+                wake = d.wake.1.wait(wake).unwrap_or_else(|p| p.into_inner());
             }
+            wake.idle = false;
+            if !wake.written {
+                return;
+            }
+            wake.written = false;
         }
-        buf.clear();
-        let start = appender.next_offset;
-        for (i, a) in group.iter().enumerate() {
-            log::encode(&mut buf, start + i as i64, &a.key, &a.payload);
+        let (file, upto, records) = {
+            let mut w = locked(&d.writer);
+            let records = std::mem::take(&mut w.unsynced);
+            (w.appender.file(), w.appender.next_offset(), records)
+        };
+        if records.is_empty() {
+            continue;
         }
-        let written = durable.append(&mut appender, &buf, group.len() as i64);
-        let n = group.len();
-        match written {
+        let n = records.len();
+        match file.sync_data() {
             Ok(()) => {
-                let mut answers = Vec::with_capacity(n);
-                {
-                    let mut log = shared.lock();
-                    for (i, a) in group.into_iter().enumerate() {
-                        log.messages.push(Message {
-                            partition: 0,
-                            offset: start + i as i64,
-                            key: a.key,
-                            payload: a.payload,
-                        });
-                        answers.push(a.done);
-                    }
-                }
+                shared.lock().messages.extend(records);
                 shared.writing.fetch_sub(n, Ordering::Relaxed);
                 shared.arrived.notify_waiters();
-                for done in answers {
-                    let _ = done.send(Ok(()));
-                }
+                d.synced.send_modify(|s| s.upto = upto);
             }
             Err(e) => {
-                tracing::error!(error = %e, count = n, "queue log write failed; the sends are refused");
+                // What the failed sync covered is in an unknown state: refuse
+                // these sends and every later one (a restart recovers what
+                // the file holds).
+                tracing::error!(error = %e, count = n, "queue log sync failed; the queue refuses sends until restarted");
                 shared.writing.fetch_sub(n, Ordering::Relaxed);
-                let message = e.to_string();
-                for a in group {
-                    let _ = a.done.send(Err(QueueError::Task(message.clone())));
-                }
+                let message: Arc<str> = format!("queue log sync failed: {e}").into();
+                d.synced.send_modify(|s| s.failed = Some(message));
             }
         }
     }
@@ -270,11 +344,11 @@ struct LocalProducer {
 
 #[async_trait]
 impl Producer for LocalProducer {
-    /// Returns once the message is durable on disk (a durable topic) or in
-    /// the log (in memory).
+    /// Returns once the message is written to its segment (a durable topic;
+    /// with fdatasync once it is on the disk) or in the log (in memory).
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         let shared = &self.topic.shared;
-        {
+        let d = {
             let mut log = shared.lock();
             let waiting = log.messages.len() + shared.writing.load(Ordering::Relaxed);
             if waiting >= self.capacity {
@@ -284,7 +358,7 @@ impl Producer for LocalProducer {
                     return Err(QueueError::Full(waiting));
                 }
             }
-            if self.topic.writer.is_none() {
+            let Some(d) = shared.durable.as_ref() else {
                 let offset = log.end();
                 log.messages.push(Message {
                     partition: 0,
@@ -295,24 +369,58 @@ impl Producer for LocalProducer {
                 drop(log);
                 shared.arrived.notify_waiters();
                 return Ok(());
-            }
+            };
             shared.writing.fetch_add(1, Ordering::Relaxed);
-        }
-        let (done, answer) = oneshot::channel();
-        let sent = self.topic.writer.as_ref().map(|w| {
-            w.send(Append {
+            d
+        };
+        let mut synced = d.synced.subscribe();
+        let offset = {
+            let mut guard = locked(&d.writer);
+            let w = &mut *guard;
+            let failed = synced.borrow().failed.clone();
+            let offset = w.appender.next_offset();
+            w.buf.clear();
+            log::encode(&mut w.buf, offset, key.as_bytes(), &payload);
+            let written = match failed {
+                Some(f) => Err(QueueError::Task(f.to_string())),
+                None => d.log.write(&mut w.appender, &w.buf, 1),
+            };
+            if let Err(e) = written {
+                shared.writing.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            let m = Message {
+                partition: 0,
+                offset,
                 key: key.as_bytes().to_vec(),
                 payload,
-                done,
-            })
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            shared.writing.fetch_sub(1, Ordering::Relaxed);
-            return Err(QueueError::Task("the queue's writer thread stopped".into()));
+            };
+            if !d.fdatasync {
+                shared.lock().messages.push(m);
+                shared.writing.fetch_sub(1, Ordering::Relaxed);
+                drop(guard);
+                shared.arrived.notify_waiters();
+                return Ok(());
+            }
+            w.unsynced.push(m);
+            offset
+        };
+        let idle = {
+            let mut wake = locked(&d.wake.0);
+            wake.written = true;
+            wake.idle
+        };
+        if idle {
+            d.wake.1.notify_one();
         }
-        answer
+        let state = synced
+            .wait_for(|s| s.upto > offset || s.failed.is_some())
             .await
-            .map_err(|_| QueueError::Task("the queue's writer thread stopped".into()))?
+            .map_err(|_| QueueError::Task("the queue's sync thread stopped".into()))?;
+        match &state.failed {
+            Some(f) if state.upto <= offset => Err(QueueError::Task(f.to_string())),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -374,7 +482,7 @@ impl Consumer for LocalConsumer {
         if due && self.topic.shared.durable.is_some() {
             let topic = self.topic.clone();
             tokio::task::spawn_blocking(move || match &topic.shared.durable {
-                Some(d) => d.committed(&committed),
+                Some(d) => d.log.committed(&committed),
                 None => Ok(()),
             })
             .await

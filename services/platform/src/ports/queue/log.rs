@@ -9,16 +9,18 @@
 //! every group has committed past its last record.
 //!
 //! Recovery reads every segment. A record cut short or failing its checksum
-//! at the end of the newest segment is a write that was never made durable
-//! — so never acknowledged — and is cut off; anywhere else it is corruption
-//! and opening fails with the file and byte named.
+//! at the end of the newest segment is a write that never completed — the
+//! process died inside it (never acknowledged), or the machine lost power
+//! before the write reached the disk (acknowledged only without
+//! fdatasync: see `super::local`) — and is cut off; anywhere else it is
+//! corruption and opening fails with the file and byte named.
 
 use std::{
     collections::HashMap,
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use super::{Message, QueueError};
@@ -92,12 +94,13 @@ pub(super) struct Recovered {
     pub committed: HashMap<String, i64>,
 }
 
-/// The segment being appended to; owned by the topic's writer thread.
+/// The segment being appended to; owned by whoever holds the topic's
+/// write lock.
 pub(super) struct Appender {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     len: u64,
-    pub next_offset: i64,
+    next_offset: i64,
 }
 
 /// A topic's folder: its segments and committed offsets.
@@ -200,7 +203,7 @@ impl DurableLog {
             _lock: lock,
         };
         let appender = Appender {
-            file,
+            file: Arc::new(file),
             path: active_path,
             len: active_len,
             next_offset,
@@ -216,14 +219,15 @@ impl DurableLog {
         ))
     }
 
-    /// Writes `records` (already encoded, `count` of them) and makes them
-    /// durable (fdatasync) before returning; closes the segment first when
-    /// it is full. On error nothing of `records` may be assumed written.
-    pub fn append(&self, a: &mut Appender, records: &[u8], count: i64) -> Result<(), QueueError> {
+    /// Writes `records` (already encoded, `count` of them) into the OS
+    /// cache, not yet durable: [`Appender::file`] then needs an fdatasync.
+    /// Closes the segment first when it is full (making it durable). On
+    /// error nothing of `records` is left in the file.
+    pub fn write(&self, a: &mut Appender, records: &[u8], count: i64) -> Result<(), QueueError> {
         if a.len >= self.segment_bytes {
             self.roll(a)?;
         }
-        let written = a.file.write_all(records).and_then(|()| a.file.sync_data());
+        let written = (&*a.file).write_all(records);
         if let Err(e) = written {
             // Leave no half-written record behind a later, good one.
             if let Err(te) = a.file.set_len(a.len) {
@@ -236,7 +240,10 @@ impl DurableLog {
         Ok(())
     }
 
+    /// Closes the segment (durably: a sync of the current file may already
+    /// have been taken without what was written since) and starts the next.
     fn roll(&self, a: &mut Appender) -> Result<(), QueueError> {
+        a.file.sync_data().map_err(|e| err(&a.path, e))?;
         let path = self.dir.join(segment_name(a.next_offset));
         let file = OpenOptions::new()
             .create(true)
@@ -248,7 +255,7 @@ impl DurableLog {
             .and_then(|d| d.sync_all())
             .map_err(|e| err(&self.dir, e))?;
         self.lock_segments().push(a.next_offset);
-        a.file = file;
+        a.file = Arc::new(file);
         a.path = path;
         a.len = 0;
         Ok(())
@@ -286,6 +293,20 @@ impl DurableLog {
     /// Number of segment files, for tests of the retention.
     pub fn segment_count(&self) -> usize {
         self.lock_segments().len()
+    }
+}
+
+impl Appender {
+    /// The segment being written, to make what was written durable
+    /// (`sync_data`) without holding the write lock; a segment closed
+    /// meanwhile was made durable when it was closed.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// The offset the next record gets.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
     }
 }
 
