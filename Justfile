@@ -25,10 +25,16 @@ infra-down:
 fmt:
     cargo fmt --all
 
-# Formatting check and clippy with warnings as errors.
+# Formatting check and clippy with warnings as errors; the operator also on
+# its own (the platform without its `service` feature), and it links no
+# service, no sqlx, no utoipa.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p promotion-operator --all-targets -- -D warnings
+    if cargo tree -p promotion-operator -e normal,dev | grep -E 'sqlx|utoipa|(coupon|timesale|point)-service'; then \
+        echo "the operator depends on a service crate, sqlx or utoipa" >&2; exit 1; \
+    fi
 
 # Lint, bring up the real backends, run every test (embedded and real).
 test: lint infra-up

@@ -25,8 +25,8 @@ pub trait Admin: Send + Sync {
 
 fn service_name(kind: PromotionType) -> &'static str {
     match kind {
-        PromotionType::Coupon => "coupon",
-        PromotionType::TimeSale => "timesale",
+        PromotionType::Coupon => promo_contracts::coupon::SERVICE,
+        PromotionType::TimeSale => promo_contracts::timesale::SERVICE,
     }
 }
 

@@ -87,7 +87,7 @@ impl Context {
 
 /// The Redis pool of a promotion (the services' naming).
 pub fn pool(kind: PromotionType, name: &str) -> String {
-    promo_platform::admission::pool_name(Component::api_for(kind).service(), name)
+    promo_contracts::pool_name(Component::api_for(kind).service(), name)
 }
 
 /// Entry point for the controller: finalizer handling around apply/cleanup.

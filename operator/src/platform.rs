@@ -40,9 +40,11 @@ impl Component {
     /// The service this workload belongs to (`app.kubernetes.io/name`).
     pub fn service(self) -> &'static str {
         match self {
-            Component::CouponApi | Component::CouponConsumer => "coupon",
-            Component::TimesaleApi | Component::TimesaleConsumer => "timesale",
-            Component::PointApi => "point",
+            Component::CouponApi | Component::CouponConsumer => promo_contracts::coupon::SERVICE,
+            Component::TimesaleApi | Component::TimesaleConsumer => {
+                promo_contracts::timesale::SERVICE
+            }
+            Component::PointApi => promo_contracts::point::SERVICE,
         }
     }
 
@@ -156,12 +158,12 @@ impl Default for Topics {
     fn default() -> Self {
         Topics {
             coupon: TopicGroup {
-                topic: coupon_service::DEFAULT_TOPIC.into(),
-                group: coupon_service::DEFAULT_GROUP.into(),
+                topic: promo_contracts::coupon::TOPIC.into(),
+                group: promo_contracts::coupon::GROUP.into(),
             },
             timesale: TopicGroup {
-                topic: "promo.timesale.order".into(),
-                group: "timesale-consumer".into(),
+                topic: promo_contracts::timesale::TOPIC.into(),
+                group: promo_contracts::timesale::GROUP.into(),
             },
         }
     }
@@ -187,7 +189,7 @@ fn admin_url() -> String {
     "http://{service}.{namespace}.svc:8080".into()
 }
 fn partitions() -> i32 {
-    coupon_service::DEFAULT_PARTITIONS
+    promo_contracts::coupon::PARTITIONS.max(promo_contracts::timesale::PARTITIONS)
 }
 
 impl PlatformConfig {
@@ -197,8 +199,8 @@ impl PlatformConfig {
 
     pub fn image(&self, c: Component) -> &str {
         match c.service() {
-            "coupon" => &self.images.coupon,
-            "timesale" => &self.images.timesale,
+            promo_contracts::coupon::SERVICE => &self.images.coupon,
+            promo_contracts::timesale::SERVICE => &self.images.timesale,
             _ => &self.images.point,
         }
     }
@@ -206,8 +208,8 @@ impl PlatformConfig {
     /// Replicas of an API Deployment (consumers are scaled from lag).
     pub fn api_replicas(&self, c: Component) -> i32 {
         match c.service() {
-            "coupon" => self.replicas.coupon,
-            "timesale" => self.replicas.timesale,
+            promo_contracts::coupon::SERVICE => self.replicas.coupon,
+            promo_contracts::timesale::SERVICE => self.replicas.timesale,
             _ => self.replicas.point,
         }
     }

@@ -596,7 +596,7 @@ async fn a_failing_service_is_reported_counted_and_retried_with_backoff() {
 async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
     // 2,500 events on the coupon topic that nobody consumed: the group's lag.
     let mock = MockCluster::new(1).expect("mock cluster");
-    let topic = coupon_service::DEFAULT_TOPIC;
+    let topic = promo_contracts::coupon::TOPIC;
     mock.create_topic(topic, 8, 1).unwrap();
     let kafka = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
     let producer = kafka.producer(topic).unwrap();

@@ -30,14 +30,14 @@ use promo_platform::{
 use domain::{issue::redis_lock, Campaign, CampaignSpec, Coupon, CouponError, Strategy};
 
 /// The `service` metric label and the log target.
-pub const SERVICE: &str = "coupon";
+pub const SERVICE: &str = promo_contracts::coupon::SERVICE;
 /// The service's own database (on the shared MySQL server, or `coupon.db`).
 pub const DATABASE: &str = "promo_coupon";
 
 /// Defaults shared by [`Settings::default`] and the flags in [`config`].
-pub const DEFAULT_TOPIC: &str = "promo.coupon.issue";
-pub const DEFAULT_GROUP: &str = "coupon-consumer";
-pub const DEFAULT_PARTITIONS: i32 = 8;
+pub const DEFAULT_TOPIC: &str = promo_contracts::coupon::TOPIC;
+pub const DEFAULT_GROUP: &str = promo_contracts::coupon::GROUP;
+pub const DEFAULT_PARTITIONS: i32 = promo_contracts::coupon::PARTITIONS;
 pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
 pub const DEFAULT_LOCK_WAIT_MS: u64 = 5000;
 

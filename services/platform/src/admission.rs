@@ -13,11 +13,7 @@ use async_trait::async_trait;
 
 use crate::ports::{counters::CountersError, Admission, Counters, Producer, QueueError};
 
-/// The counters pool of a campaign or sale: `<service>:<id>`. The services
-/// and the operator (pre-warm, cleanup) name pools through this alone.
-pub fn pool_name(service: &str, id: &str) -> String {
-    format!("{service}:{id}")
-}
+pub use promo_contracts::pool_name;
 
 /// What a pool is sized from: the quota or stock, and whether the strategy
 /// admits through the counters at all.

@@ -12,25 +12,24 @@
 //! - [`strategy`], [`admission`], [`cache`]: what the coupon and time-sale
 //!   services share around admission (strategies, pools, V3 step, rebuild).
 
+#[cfg(feature = "service")]
 pub mod admission;
 pub mod cache;
+#[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
 pub mod consumer;
 pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod ports;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod shield;
+#[cfg(feature = "service")]
 pub mod strategy;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
-
-/// Every binary built on the platform allocates with mimalloc: in a V3
-/// admission's profile glibc's malloc/free were the largest items (≈ 10 %);
-/// see bench/bounds.md for the before and after.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -27,7 +27,7 @@ use promo_platform::{
 use domain::{ledger, PointError};
 
 /// The `service` metric label and the log target.
-pub const SERVICE: &str = "point";
+pub const SERVICE: &str = promo_contracts::point::SERVICE;
 /// The service's own database (on the shared MySQL server, or `promo_point.db`).
 pub const DATABASE: &str = "promo_point";
 

@@ -1,6 +1,11 @@
 use clap::{Parser, Subcommand};
 use promo_standalone::{standalone, StandaloneArgs};
 
+/// Allocates with mimalloc: in a V3 admission's profile glibc's malloc/free
+/// were the largest items (≈ 10 %); see bench/bounds.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "promo",

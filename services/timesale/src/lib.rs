@@ -34,14 +34,14 @@ use promo_platform::{
 use domain::{ordering::redis_stock, Order, Sale, SaleSpec, Strategy, TimesaleError};
 
 /// The `service` metric label and the log target.
-pub const SERVICE: &str = "timesale";
+pub const SERVICE: &str = promo_contracts::timesale::SERVICE;
 /// The service's own database (on the shared MySQL server, or `promo_timesale.db`).
 pub const DATABASE: &str = "promo_timesale";
 
 /// Defaults shared by [`Settings::default`] and the flags in [`config`].
-pub const DEFAULT_TOPIC: &str = "promo.timesale.order";
-pub const DEFAULT_GROUP: &str = "timesale-consumer";
-pub const DEFAULT_PARTITIONS: i32 = 8;
+pub const DEFAULT_TOPIC: &str = promo_contracts::timesale::TOPIC;
+pub const DEFAULT_GROUP: &str = promo_contracts::timesale::GROUP;
+pub const DEFAULT_PARTITIONS: i32 = promo_contracts::timesale::PARTITIONS;
 pub const DEFAULT_CONSUMER_BATCH: usize = 1000;
 /// Attempts of a V1 transaction that lost a lock conflict.
 pub const DEFAULT_TX_ATTEMPTS: u32 = 6;

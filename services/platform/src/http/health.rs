@@ -6,10 +6,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use crate::{
-    metrics::Metrics,
-    ports::{Counters, Database, Queue},
-};
+use crate::ports::{Counters, Queue};
 
 /// One named readiness probe.
 pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -25,7 +22,8 @@ impl Readiness {
         self
     }
 
-    pub fn database(self, name: &str, db: Database) -> Self {
+    #[cfg(feature = "service")]
+    pub fn database(self, name: &str, db: crate::ports::Database) -> Self {
         self.with(
             name,
             Arc::new(move || {
@@ -58,7 +56,8 @@ impl Readiness {
 
     /// The consumer running in this process goes round its loop (see
     /// [`crate::consumer::STALLED_AFTER_SECONDS`]).
-    pub fn consumer(self, metrics: Arc<Metrics>, service: &'static str) -> Self {
+    #[cfg(feature = "service")]
+    pub fn consumer(self, metrics: Arc<crate::metrics::Metrics>, service: &'static str) -> Self {
         self.with(
             format!("{service}_consumer"),
             Arc::new(move || {

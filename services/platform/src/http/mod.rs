@@ -3,8 +3,11 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+#[cfg(feature = "service")]
 pub mod idempotency;
+#[cfg(feature = "service")]
 pub mod openapi;
+#[cfg(feature = "service")]
 pub mod page;
 pub mod problem;
 pub mod server;

@@ -8,7 +8,9 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::ports::{counters::CountersError, QueueError, SqlError};
+#[cfg(feature = "service")]
+use crate::ports::SqlError;
+use crate::ports::{counters::CountersError, QueueError};
 
 /// An error answer. Internal causes are logged here and never sent.
 #[derive(Debug)]
@@ -118,6 +120,7 @@ impl IntoResponse for ApiError {
 // Backend failures are transient from the client's point of view: 503 with a
 // retry hint, the cause in the log. A database constraint violation that
 // reaches this point is a bug in the caller's mapping, hence 500.
+#[cfg(feature = "service")]
 impl From<SqlError> for ApiError {
     fn from(e: SqlError) -> Self {
         match &e {
@@ -130,6 +133,7 @@ impl From<SqlError> for ApiError {
     }
 }
 
+#[cfg(feature = "service")]
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         SqlError::Query(e).into()

@@ -279,6 +279,7 @@ pub fn cancel_on_signal(token: CancellationToken) {
 
 /// One service's contribution to a process: its routes, its OpenAPI
 /// document and its readiness checks.
+#[cfg(feature = "service")]
 pub struct ServiceParts {
     pub name: &'static str,
     pub router: Router,
@@ -290,6 +291,7 @@ pub struct ServiceParts {
 /// (tracked per service), `/healthz`, `/readyz`, `/metrics`, the merged
 /// OpenAPI document at `/api-docs/openapi.json` and Swagger UI at
 /// `/api/docs` (assets compiled in from the crate, nothing downloaded).
+#[cfg(feature = "service")]
 pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
     let mut router = Router::new();
     let mut readiness = super::health::Readiness::default();
@@ -318,6 +320,7 @@ pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
 }
 
 /// Declares the `admin_token` bearer scheme the admin routes refer to.
+#[cfg(feature = "service")]
 fn add_admin_security(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     let components = doc.components.get_or_insert_with(Default::default);

@@ -5,9 +5,11 @@
 pub mod cache;
 pub mod counters;
 pub mod queue;
+#[cfg(feature = "service")]
 pub mod sql;
 
 pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
 pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
 pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError};
+#[cfg(feature = "service")]
 pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};
