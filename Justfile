@@ -48,6 +48,17 @@ test: lint infra-up
     scripts/chart-check.sh
     scripts/obs-check.sh
 
+# Every test that needs no real backend (no MariaDB, Redis or broker; no lint): the quick loop.
+# Tests against the real backends are named `…::real`, `mysql_…`, `mariadb_…`, `redis_…`, `…_on_tansu`.
+test-fast:
+    if command -v cargo-nextest >/dev/null; then \
+        cargo nextest run --workspace --no-fail-fast \
+            -E 'not (test(/::real$/) | test(/^(mysql|mariadb|redis)_|_on_tansu$/))'; \
+    else \
+        cargo test --workspace --no-fail-fast -- --skip ::real --skip mysql_ --skip mariadb_ \
+            --skip redis_cache --skip redis_counters --skip _on_tansu; \
+    fi
+
 # The OpenAPI document against the server: schemathesis, every check and phase, zero failures allowed.
 api-check:
     scripts/api-check.sh
@@ -83,10 +94,9 @@ kind-up:
 
 # Build the images and load them into the kind cluster.
 images:
-    docker build -f operator/Dockerfile -t promo-dev/promotion-operator:dev .
-    docker build -f services/coupon/Dockerfile -t promo-dev/coupon-service:dev .
-    docker build -f services/timesale/Dockerfile -t promo-dev/timesale-service:dev .
-    docker build -f services/point/Dockerfile -t promo-dev/point-service:dev .
+    for bin in promotion-operator coupon-service timesale-service point-service; do \
+        docker build --build-arg BIN=$bin -t promo-dev/$bin:dev . ; \
+    done
     kind load docker-image --name promo promo-dev/promotion-operator:dev promo-dev/coupon-service:dev promo-dev/timesale-service:dev promo-dev/point-service:dev
 
 # helm install the chart and apply the example Promotions into namespace shop.

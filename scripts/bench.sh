@@ -33,10 +33,11 @@ for mode in $MODES; do
   args=(--listen "127.0.0.1:$port" --data-dir "$data" --promotions /nonexistent)
   if [ "$mode" = real ]; then
     tag=bench$(date +%s)
+    # Databases of its own (a prefix), never the ones `just run-real` uses.
     for db in promo_coupon promo_timesale promo_point; do
-      mariadb -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || mysql -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+      mariadb -uroot -e "DROP DATABASE IF EXISTS bench_$db" 2>/dev/null || mysql -uroot -e "DROP DATABASE IF EXISTS bench_$db" 2>/dev/null || true
     done
-    args+=(--mysql-url "$PROMO_MYSQL_URL" --redis-url "$PROMO_REDIS_URL" --kafka-brokers "$PROMO_KAFKA_BROKERS"
+    args+=(--database-prefix bench_ --mysql-url "$PROMO_MYSQL_URL" --redis-url "$PROMO_REDIS_URL" --kafka-brokers "$PROMO_KAFKA_BROKERS"
            --redis-prefix "$tag:" --coupon-topic "$tag.coupon" --coupon-consumer-group "$tag-c"
            --timesale-topic "$tag.timesale" --timesale-consumer-group "$tag-t")
   fi
@@ -46,7 +47,12 @@ for mode in $MODES; do
   env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
     target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+  ready=
+  for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && { ready=1; break; }; sleep 0.2; done
+  if [ -z "$ready" ]; then
+    log "$mode: promo standalone never became ready (30 s); its log:"; tail -20 "$out/standalone-$mode.log" >&2
+    exit 1
+  fi
   for s in $SCENARIOS $VARIANTS; do
     load=(--connections "$CONNECTIONS")
     case $s in

@@ -8,7 +8,7 @@ use clap::Parser;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use promo_platform::{
-    http::server,
+    http::{health::Readiness, server},
     ports::{counters::RedisCounters, queue::KafkaQueue},
     telemetry,
 };
@@ -83,9 +83,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     server::cancel_on_signal(shutdown.clone());
 
     let m = metrics.clone();
+    // Ready while Redis (pools are seeded and cleaned there) answers; the
+    // Kubernetes API is the client's own affair (it retries).
+    let readiness = Readiness::default().counters(Arc::new(counters.clone()));
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(move || async move { m.render() }));
+        .route("/metrics", get(move || async move { m.render() }))
+        .merge(readiness.router());
     let listener = server::bind(args.listen)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -1,7 +1,7 @@
 //! Reconcile scenarios against kube's tower-test mock API server: each
 //! expected exchange is asserted by method, path and body, and a call that
 //! never comes fails the test after a timeout. The services' admin API is
-//! a recording fake; counters are a real Redis; consumer lag comes from
+//! a recording fake; counters are in-process; consumer lag comes from
 //! librdkafka's mock cluster.
 
 use std::{
@@ -18,10 +18,7 @@ use kube::{
     runtime::{controller::Action, reflector},
     Client,
 };
-use promo_platform::{
-    ports::{Counters, KafkaQueue, Queue},
-    testing,
-};
+use promo_platform::ports::{Counters, KafkaQueue, MemoryCounters, Queue};
 use promotion_crd::{AdminRequest, Promotion, PromotionType};
 use promotion_operator::{
     admin::Admin,
@@ -154,7 +151,9 @@ async fn harness(admin: FakeAdmin, lag: Option<Arc<dyn Queue>>) -> Harness {
     let (service, api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let admin = Arc::new(admin);
-    let counters: Arc<dyn Counters> = Arc::new(testing::fresh_redis("operator").await);
+    // In-process counters: the operator only calls the port, whose Redis
+    // implementation has its own conformance suite (platform/tests/counters.rs).
+    let counters: Arc<dyn Counters> = Arc::new(MemoryCounters::new());
     let (store, writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client,

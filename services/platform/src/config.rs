@@ -38,6 +38,12 @@ pub struct BackendArgs {
     #[arg(long, env = "PROMO_REDIS_TIMEOUT_MS", default_value_t = 500)]
     pub redis_timeout_ms: u64,
 
+    /// Prefix of the service databases' names on the MySQL server
+    /// (`<prefix>promo_coupon`, …), so that several deployments — a
+    /// benchmark beside `just run-real` — can share one server.
+    #[arg(long, env = "PROMO_DATABASE_PREFIX", default_value = "")]
+    pub database_prefix: String,
+
     /// Prefix of every Redis key this deployment owns.
     #[arg(long, env = "PROMO_REDIS_PREFIX", default_value = "promo:")]
     pub redis_prefix: String,
@@ -82,6 +88,7 @@ impl BackendArgs {
             kafka_brokers: None,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
+            database_prefix: String::new(),
             redis_timeout_ms: 500,
             db_max_connections: 16,
             embedded_queue_capacity: 1_000_000,
@@ -149,7 +156,9 @@ impl Backends {
     /// The URL of database `name` (`promo_coupon`, …) on the configured backend.
     pub fn database_url(&self, name: &str) -> Result<String, SqlError> {
         match &self.args.mysql_url {
-            Some(server) => sql::mysql_database_url(server, name),
+            Some(server) => {
+                sql::mysql_database_url(server, &format!("{}{name}", self.args.database_prefix))
+            }
             None => Ok(sql::sqlite_file_url(&self.args.data_dir, name)),
         }
     }
