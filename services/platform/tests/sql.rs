@@ -150,3 +150,17 @@ async fn power_durability_makes_sqlite_commits_wait_for_the_disk() {
     assert_eq!(sqlite_synchronous(Durability::Process).await, 1);
     assert_eq!(sqlite_synchronous(Durability::Power).await, 2);
 }
+
+#[tokio::test]
+async fn database_names_carry_the_deployment_prefix() {
+    use promo_platform::config::{BackendArgs, Backends};
+    let dir = promo_platform::testing::TempDir::new();
+    let args = BackendArgs {
+        mysql_url: Some("mysql://u:p@db:3306".into()),
+        database_prefix: "bench_".into(),
+        ..BackendArgs::embedded(&dir.0)
+    };
+    let backends = Backends::connect(&args).await.unwrap();
+    let url = backends.database_url("promo_coupon").unwrap();
+    assert!(url.ends_with("/bench_promo_coupon"), "{url}");
+}
