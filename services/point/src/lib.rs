@@ -31,7 +31,8 @@ pub const SERVICE: &str = promo_contracts::point::SERVICE;
 /// The service's own database (on the shared MySQL server, or `promo_point.db`).
 pub const DATABASE: &str = "promo_point";
 
-/// Tunables; every one has a flag in [`config`].
+/// Tunables. `attempts`, `cache_ttl` and `expiring_soon` have a flag in
+/// [`config`]; the others keep these defaults in production.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Tries of a mutation that lost its optimistic version check.

@@ -25,7 +25,7 @@ use promo_platform::{
 use crate::{
     domain::{
         ordering::batch::{decide, Wanted},
-        Strategy, TimesaleError,
+        Order, Strategy, TimesaleError,
     },
     events::OrderEvent,
     store, TimesaleService, SERVICE,
@@ -104,25 +104,23 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
         if fresh.is_empty() {
             continue;
         }
-        let Some(sale) = store::read_sale(&mut tx, dialect, sale_id, true).await? else {
-            // The sale is gone: nothing to decide against. Skip, counted.
-            tracing::warn!(sale = %sale_id, orders = fresh.len(), "orders for an unknown sale skipped");
-            svc.metrics
-                .consumer_messages
-                .with_label_values(&[SERVICE, "unknown_sale"])
-                .inc_by(fresh.len() as u64);
-            continue;
+        let orders = match store::read_sale(&mut tx, dialect, sale_id, true).await? {
+            // The sale is gone: its orders are refused, as a coupon request
+            // for an unknown campaign is (and readable as such).
+            None => fresh
+                .iter()
+                .map(|a| {
+                    Order::for_unknown_sale(
+                        a.order_id.clone(),
+                        sale_id,
+                        &a.user_id,
+                        a.quantity,
+                        from_ms(a.admitted_at),
+                    )
+                })
+                .collect(),
+            Some(sale) => decide(&mut tx, dialect, &sale, wanted(&fresh), Strategy::Queued).await?,
         };
-        let wanted = fresh
-            .iter()
-            .map(|a| Wanted {
-                order_id: a.order_id.clone(),
-                user_id: &a.user_id,
-                quantity: a.quantity,
-                at: from_ms(a.admitted_at),
-            })
-            .collect();
-        let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::Queued).await?;
         store::insert_orders(&mut tx, &orders).await?;
         decided_ids
             .entry(sale_id)
@@ -148,4 +146,17 @@ pub async fn persist_batch(svc: &TimesaleService, batch: &[Message]) -> Result<(
     m.with_label_values(&[SERVICE, "redelivered"])
         .inc_by(redelivered);
     Ok(())
+}
+
+/// What the batch decision needs of each fresh order.
+fn wanted<'a>(fresh: &[&'a Admitted]) -> Vec<Wanted<'a>> {
+    fresh
+        .iter()
+        .map(|a| Wanted {
+            order_id: a.order_id.clone(),
+            user_id: &a.user_id,
+            quantity: a.quantity,
+            at: from_ms(a.admitted_at),
+        })
+        .collect()
 }

@@ -92,6 +92,28 @@ impl Order {
         }
     }
 
+    /// A V3 order whose sale no longer exists when the consumer decides it:
+    /// REJECTED `unknown_sale`, like a coupon request for an unknown campaign.
+    pub fn for_unknown_sale(
+        order_id: String,
+        sale: &str,
+        user_id: &str,
+        quantity: i64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Order {
+            order_id,
+            sale: Some(sale.to_string()),
+            user_id: Some(user_id.to_string()),
+            quantity: Some(quantity),
+            amount: Some(0),
+            status: OrderStatus::Rejected,
+            reason: Some("unknown_sale".into()),
+            strategy: Some(Strategy::Queued),
+            created_at: Some(at),
+        }
+    }
+
     pub fn pending(order_id: String) -> Self {
         Order {
             order_id,

@@ -103,3 +103,48 @@ async fn batch_units_upsert_and_lookup(backend: Backend) {
 }
 
 promo_platform::on_both_backends!(batch_units_upsert_and_lookup);
+
+/// An order event for a sale that no longer exists is decided, not skipped:
+/// REJECTED `unknown_sale` (as a coupon request for an unknown campaign is
+/// REJECTED `unknown_campaign`), readable, its ticket cleared, stored once
+/// when the batch comes again.
+async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
+    use promo_platform::ports::Message;
+    use timesale_service::events::{Event, OrderEvent};
+
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
+    let id = "0190d2c4-0000-7000-8000-000000000001";
+    app.svc
+        .counters
+        .mark_pending(&[id], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let batch = vec![Message {
+        partition: 0,
+        offset: 0,
+        key: b"gone".to_vec(),
+        payload: OrderEvent::Order {
+            order_id: id.into(),
+            sale: "gone".into(),
+            user_id: "dan".into(),
+            quantity: 2,
+            admitted_at: chrono::Utc::now().timestamp_millis(),
+        }
+        .encode(),
+    }];
+    for round in 0..2 {
+        persist_batch(&app.svc, &batch).await.expect("persisted");
+        let a = app.get(&format!("/orders/{id}")).await;
+        assert_eq!(a.status, 200, "round {round}: {}", a.body);
+        assert_eq!(
+            (a.body["status"].as_str(), a.body["reason"].as_str()),
+            (Some("REJECTED"), Some("unknown_sale")),
+            "round {round}: {}",
+            a.body
+        );
+        assert_eq!(app.stored_orders("gone").await.len(), 1, "round {round}");
+    }
+    assert!(!app.svc.counters.ticket_pending(id).await.unwrap());
+}
+
+promo_platform::on_both_backends!(an_order_for_an_unknown_sale_is_rejected);
