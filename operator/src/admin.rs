@@ -1,4 +1,4 @@
-//! The services' admin APIs (API.md), as the operator uses them: read a
+//! The services' admin APIs (docs/api.md), as the operator uses them: read a
 //! promotion's figures, register (PUT) it. A trait, so reconcile tests can
 //! count calls without a service.
 

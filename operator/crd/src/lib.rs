@@ -322,7 +322,7 @@ pub struct AdminRequest {
 
 impl Checked {
     /// The admin call that registers this promotion with its service
-    /// (API.md): `PUT /admin/campaigns/{name}` or `PUT /admin/time-sales/{name}`.
+    /// (docs/api.md): `PUT /admin/campaigns/{name}` or `PUT /admin/time-sales/{name}`.
     pub fn admin_request(&self) -> AdminRequest {
         let s = &self.spec;
         let window = (

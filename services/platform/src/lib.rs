@@ -5,7 +5,7 @@
 //! - [`metrics`]: the Prometheus registry and the metric families shared by services;
 //! - [`http`]: problem+json errors, JSON extraction with body limits, health,
 //!   `/metrics`, admin authentication and the server loop;
-//! - [`ports`]: the three backend ports of DESIGN.md (SQL store, counters + locks,
+//! - [`ports`]: the three backend ports (docs/architecture.md) (SQL store, counters + locks,
 //!   queue), each with its production and its embedded implementation;
 //! - [`consumer`]: the batch consumer loop shared by the queued strategies;
 //! - [`group_commit`]: many requests decided in one transaction (V2);

@@ -1,5 +1,5 @@
 //! The three admission strategies shared by coupon issuance and time-sale
-//! ordering (DESIGN.md "The three strategies").
+//! ordering (docs/architecture.md).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,4 +1,4 @@
-//! The coupon service's HTTP API (../shared/API.md, "Coupon service").
+//! The coupon service's HTTP API (docs/api.md, "Coupon service").
 
 mod admin;
 mod coupons;

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on coupon mutations (API.md): the same call with the
+//! `Idempotency-Key` on coupon mutations (docs/api.md): the same call with the
 //! same key answers the first answer and changes nothing.
 
 use promo_platform::{

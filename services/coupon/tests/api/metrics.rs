@@ -1,4 +1,4 @@
-//! The metrics DESIGN.md promises are exported after real traffic.
+//! The metrics the dashboards and alerts use (docs/operations.md) are exported after real traffic.
 
 use crate::helpers::{spawn_app, Backend};
 

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on every mutating call of a service (API.md: repeating a
+//! `Idempotency-Key` on every mutating call of a service (docs/api.md: repeating a
 //! call with the same key returns the first answer and changes nothing), for
 //! services whose mutations do not store the key in their own transaction —
 //! coupon and time sale. (Points store it with the ledger entry.)

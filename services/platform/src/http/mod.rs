@@ -15,5 +15,5 @@ pub mod server;
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use problem::ApiError;
 
-/// Request bodies larger than this are refused with 413 (API.md).
+/// Request bodies larger than this are refused with 413 (docs/api.md).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;

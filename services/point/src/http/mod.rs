@@ -1,4 +1,4 @@
-//! The point service's HTTP API (../shared/API.md, "Point service").
+//! The point service's HTTP API (docs/api.md, "Point service").
 
 mod points;
 

@@ -1,4 +1,4 @@
-//! The time-sale service's HTTP API (../shared/API.md, "Time-sale service").
+//! The time-sale service's HTTP API (docs/api.md, "Time-sale service").
 
 mod admin;
 mod orders;

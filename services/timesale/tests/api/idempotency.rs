@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on time-sale mutations (API.md): a retried order with
+//! `Idempotency-Key` on time-sale mutations (docs/api.md): a retried order with
 //! the same key is the first order, not a second one.
 
 use promo_platform::{
