@@ -7,20 +7,23 @@ pub const MAX_ID_BYTES: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("{field} must not be empty")]
-    Empty { field: &'static str },
+    Empty { field: String },
     #[error("{field} is {len} bytes; at most {MAX_ID_BYTES} are allowed")]
-    TooLong { field: &'static str, len: usize },
+    TooLong { field: String, len: usize },
     #[error("{field} may hold only letters, digits and . _ - : @")]
-    BadChar { field: &'static str },
+    BadChar { field: String },
 }
 
-pub fn check_id(field: &'static str, id: &str) -> Result<(), IdError> {
+/// Checks `id`, named `field` in the error (the API's name: `userId`, …).
+pub fn check_id(field: &str, id: &str) -> Result<(), IdError> {
     if id.is_empty() {
-        return Err(IdError::Empty { field });
+        return Err(IdError::Empty {
+            field: field.into(),
+        });
     }
     if id.len() > MAX_ID_BYTES {
         return Err(IdError::TooLong {
-            field,
+            field: field.into(),
             len: id.len(),
         });
     }
@@ -28,7 +31,9 @@ pub fn check_id(field: &'static str, id: &str) -> Result<(), IdError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
     {
-        return Err(IdError::BadChar { field });
+        return Err(IdError::BadChar {
+            field: field.into(),
+        });
     }
     Ok(())
 }
@@ -42,7 +47,9 @@ mod tests {
         assert!(check_id("userId", "user-1@shop.example").is_ok());
         assert_eq!(
             check_id("userId", ""),
-            Err(IdError::Empty { field: "userId" })
+            Err(IdError::Empty {
+                field: "userId".into()
+            })
         );
         assert!(matches!(
             check_id("userId", &"x".repeat(129)),

@@ -3,10 +3,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, routing::put, Json, Router};
-use promo_platform::{
-    http::{ApiError, ApiJson, ApiPath},
-    ids::check_id,
-};
+use promo_platform::http::{ApiError, ApiJson, ApiPath};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -64,7 +61,6 @@ pub async fn put_campaign(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<CampaignSpec>,
 ) -> Result<(StatusCode, Json<CampaignView>), ApiError> {
-    check_id("campaign", &id)?;
     let (stored, created) = svc.upsert_campaign(&id, &spec).await?;
     let status = if created {
         StatusCode::CREATED
@@ -83,7 +79,6 @@ pub async fn get_campaign(
     State(svc): State<Arc<CouponService>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    check_id("campaign", &id)?;
     let c = crate::store::get_campaign(svc.db.pool(), &id)
         .await?
         .ok_or_else(|| crate::domain::CouponError::UnknownCampaign(id.clone()))?;

@@ -25,7 +25,7 @@ use crate::{
 
 pub fn router() -> Router<Arc<CouponService>> {
     Router::new()
-        .route("/users/{user_id}/coupons", get(user_coupons))
+        .route("/users/{userId}/coupons", get(user_coupons))
         .route("/coupons/{code}/redeem", post(redeem))
         .route("/coupons/{code}/cancel-redemption", post(cancel_redemption))
 }
@@ -47,7 +47,6 @@ pub async fn user_coupons(
     ApiPath(user_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
-    check_id("userId", &user_id)?;
     let (limit, cursor) = q.checked()?;
     let fetched = store::user_coupons(svc.db.pool(), &user_id, cursor, limit + 1).await?;
     let (items, next_cursor) = page(fetched, limit, |c| c.coupon_id.clone());
@@ -78,7 +77,6 @@ pub async fn redeem(
     ApiPath(code): ApiPath<String>,
     ApiJson(body): ApiJson<RedeemBody>,
 ) -> Result<Json<Redemption>, ApiError> {
-    check_id("code", &code)?;
     check_id("userId", &body.user_id)?;
     check_id("orderId", &body.order_id)?;
     if !(1..=MAX_AMOUNT).contains(&body.order_amount) {
@@ -108,7 +106,6 @@ pub async fn cancel_redemption(
     ApiPath(code): ApiPath<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> Result<Json<Coupon>, ApiError> {
-    check_id("code", &code)?;
     check_id("orderId", &body.order_id)?;
     Ok(Json(svc.cancel_redemption(&code, &body.order_id).await?))
 }

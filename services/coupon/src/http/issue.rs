@@ -36,7 +36,7 @@ pub fn router() -> Router<Arc<CouponService>> {
         .route("/v1/campaigns/{campaign}/issue", post(issue_v1))
         .route("/v2/campaigns/{campaign}/issue", post(issue_v2))
         .route("/v3/campaigns/{campaign}/issue", post(issue_v3))
-        .route("/issue-requests/{request_id}", get(request_status))
+        .route("/issue-requests/{requestId}", get(request_status))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,7 +61,6 @@ async fn run(
     body: IssueBody,
     keyed: Option<Extension<Keyed>>,
 ) -> Result<Response, ApiError> {
-    check_id("campaign", &campaign)?;
     check_id("userId", &body.user_id)?;
     let keyed = keyed.map(|Extension(k)| k);
     Ok(
@@ -163,7 +162,6 @@ pub async fn request_status(
     State(svc): State<Arc<CouponService>>,
     ApiPath(request_id): ApiPath<String>,
 ) -> Result<Json<RequestStatus>, ApiError> {
-    check_id("requestId", &request_id)?;
     let pool = svc.db.pool();
     let decided = match store::get_request(pool, &request_id).await? {
         Some(o) => Some(o),

@@ -4,13 +4,14 @@
 use axum::{
     extract::{
         rejection::{JsonRejection, PathRejection, QueryRejection},
-        FromRequest, FromRequestParts, Request,
+        FromRequest, FromRequestParts, RawPathParams, Request,
     },
     http::{request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use crate::ids::check_id;
 
 /// JSON body: malformed → 400 `malformed_json`; wrong shape or type →
 /// 422 `invalid_body`; over the limit → 413 `body_too_large`; not JSON →
@@ -46,7 +47,10 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
-/// Path parameters: a parse failure is 400 `invalid_path`.
+/// Path parameters. Every one is an id (a campaign, sale, code, request,
+/// order or user): each is checked by the id rules first (400 `invalid_id`,
+/// naming the parameter as the route does: `{userId}` → `userId`), so no
+/// handler checks its own; then a parse failure is 400 `invalid_path`.
 pub struct ApiPath<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiPath<T>
@@ -57,6 +61,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::bad_request("invalid_path", r.body_text()))?;
+        for (name, value) in &raw {
+            check_id(name, value)?;
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Self(p.0))

@@ -30,11 +30,11 @@ use crate::{
 
 pub fn router() -> Router<Arc<PointService>> {
     Router::new()
-        .route("/users/{user_id}/points", get(balance))
-        .route("/users/{user_id}/points/earn", post(earn))
-        .route("/users/{user_id}/points/use", post(spend))
-        .route("/users/{user_id}/points/refund", post(refund))
-        .route("/users/{user_id}/points/history", get(history))
+        .route("/users/{userId}/points", get(balance))
+        .route("/users/{userId}/points/earn", post(earn))
+        .route("/users/{userId}/points/use", post(spend))
+        .route("/users/{userId}/points/refund", post(refund))
+        .route("/users/{userId}/points/history", get(history))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -90,7 +90,6 @@ async fn mutate(
     headers: &HeaderMap,
     op: Op,
 ) -> Result<Json<Applied>, ApiError> {
-    check_id("userId", user)?;
     let key = idempotency_key(headers)?;
     Ok(Json(ledger::apply(svc, user, &key, op).await?))
 }
@@ -171,7 +170,6 @@ pub async fn balance(
     State(svc): State<Arc<PointService>>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<Points>, ApiError> {
-    check_id("userId", &user)?;
     Ok(Json(view::points(&svc, &user).await?))
 }
 
@@ -197,7 +195,6 @@ pub async fn history(
     ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    check_id("userId", &user)?;
     let q = PageQuery {
         cursor: q.cursor,
         limit: q.limit,

@@ -3,10 +3,7 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, routing::put, Json, Router};
-use promo_platform::{
-    http::{ApiError, ApiJson, ApiPath},
-    ids::check_id,
-};
+use promo_platform::http::{ApiError, ApiJson, ApiPath};
 
 use super::sales::{view, SaleView};
 use crate::{domain::SaleSpec, TimesaleService};
@@ -31,7 +28,6 @@ pub async fn put_sale(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<SaleSpec>,
 ) -> Result<(StatusCode, Json<SaleView>), ApiError> {
-    check_id("sale", &id)?;
     let (stored, created) = svc.upsert_sale(&id, &spec).await?;
     let status = if created {
         StatusCode::CREATED

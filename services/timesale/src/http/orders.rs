@@ -35,8 +35,8 @@ pub fn router() -> Router<Arc<TimesaleService>> {
         .route("/v1/time-sales/{sale}/orders", post(order_v1))
         .route("/v2/time-sales/{sale}/orders", post(order_v2))
         .route("/v3/time-sales/{sale}/orders", post(order_v3))
-        .route("/orders/{order_id}", get(get_order))
-        .route("/orders/{order_id}/cancel", post(cancel_order))
+        .route("/orders/{orderId}", get(get_order))
+        .route("/orders/{orderId}/cancel", post(cancel_order))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,7 +66,6 @@ async fn run(
     body: OrderBody,
     keyed: Option<Extension<Keyed>>,
 ) -> Result<Response, ApiError> {
-    check_id("sale", &sale)?;
     check_id("userId", &body.user_id)?;
     if body.quantity < 1 {
         return Err(TimesaleError::InvalidQuantity("quantity must be at least 1".into()).into());
@@ -155,7 +154,6 @@ pub async fn get_order(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
-    check_id("orderId", &order_id)?;
     let pool = svc.db.pool();
     let decided = match store::get_order(pool, &order_id).await? {
         Some(o) => Some(o),
@@ -181,6 +179,5 @@ pub async fn cancel_order(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
-    check_id("orderId", &order_id)?;
     Ok(Json(cancel::cancel(&svc, &order_id).await?))
 }

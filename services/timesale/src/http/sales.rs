@@ -6,7 +6,6 @@ use axum::{extract::State, routing::get, Json, Router};
 use chrono::Utc;
 use promo_platform::{
     http::{ApiError, ApiPath},
-    ids::check_id,
     time::to_ms,
 };
 use serde::Serialize;
@@ -70,7 +69,6 @@ pub async fn get_sale(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SaleView>, ApiError> {
-    check_id("sale", &id)?;
     let s = store::get_sale(svc.db.pool(), &id)
         .await?
         .ok_or_else(|| TimesaleError::UnknownSale(id.clone()))?;

@@ -80,6 +80,17 @@ async fn malformed_and_mistyped(backend: Backend) {
         400,
         "invalid_id",
     );
+    // Path ids are checked by the extractor, named as the API names them.
+    let spaced = app.get("/orders/a%20b").await;
+    assert_problem(&spaced, 400, "invalid_id");
+    assert!(
+        spaced.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("orderId"),
+        "{}",
+        spaced.body
+    );
 
     // Sale specifications.
     for (field, value) in [
