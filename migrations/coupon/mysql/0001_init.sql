@@ -55,11 +55,3 @@ CREATE TABLE IF NOT EXISTS issue_requests (
   admitted_at      BIGINT NOT NULL,
   decided_at       BIGINT NOT NULL
 ) ENGINE=InnoDB;
-
--- Fences the consumer has passed; a counter rebuild waits for its fence so
--- that everything admitted before it is persisted (see domain/rebuild.rs).
-CREATE TABLE IF NOT EXISTS counter_fences (
-  fence_id         VARCHAR(36) NOT NULL PRIMARY KEY,
-  campaign_id      VARCHAR(128) NOT NULL,
-  seen_at          BIGINT NOT NULL
-) ENGINE=InnoDB;

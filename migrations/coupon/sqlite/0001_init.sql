@@ -50,9 +50,3 @@ CREATE TABLE IF NOT EXISTS issue_requests (
   admitted_at      INTEGER NOT NULL,
   decided_at       INTEGER NOT NULL
 );
-
-CREATE TABLE IF NOT EXISTS counter_fences (
-  fence_id         TEXT NOT NULL PRIMARY KEY,
-  campaign_id      TEXT NOT NULL,
-  seen_at          INTEGER NOT NULL
-);

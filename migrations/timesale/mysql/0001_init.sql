@@ -47,10 +47,3 @@ CREATE TABLE IF NOT EXISTS orders (
   KEY ix_orders_sale (sale_id, status),
   KEY ix_orders_user (user_id, order_id)
 ) ENGINE=InnoDB;
-
--- Fences the consumer has passed (counter rebuild); campaign_id holds the sale.
-CREATE TABLE IF NOT EXISTS counter_fences (
-  fence_id         VARCHAR(36) NOT NULL PRIMARY KEY,
-  campaign_id      VARCHAR(128) NOT NULL,
-  seen_at          BIGINT NOT NULL
-) ENGINE=InnoDB;

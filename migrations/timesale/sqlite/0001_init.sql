@@ -42,9 +42,3 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS ix_orders_sale ON orders (sale_id, status);
 CREATE INDEX IF NOT EXISTS ix_orders_user ON orders (user_id, order_id);
-
-CREATE TABLE IF NOT EXISTS counter_fences (
-  fence_id         TEXT NOT NULL PRIMARY KEY,
-  campaign_id      TEXT NOT NULL,
-  seen_at          INTEGER NOT NULL
-);

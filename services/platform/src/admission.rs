@@ -15,6 +15,12 @@ use crate::ports::{counters::CountersError, Admission, Counters, Producer, Queue
 
 pub use promo_contracts::pool_name;
 
+/// The fences table, per dialect (`migrations/shared/*/counter_fences.sql`):
+/// every queued service lists it among its migrations.
+pub const FENCES_MYSQL: &str = include_str!("../../../migrations/shared/mysql/counter_fences.sql");
+pub const FENCES_SQLITE: &str =
+    include_str!("../../../migrations/shared/sqlite/counter_fences.sql");
+
 /// What a pool is sized from: the quota or stock, and whether the strategy
 /// admits through the counters at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,26 @@ use std::{
 use async_trait::async_trait;
 use redis::{aio::ConnectionManager, Script};
 
-use super::counters::{CountersError, RedisCounters};
+use super::counters::{RedisCounters, Unanswered};
+
+/// Why the cache did not answer. A cache is an optimisation: callers read
+/// the database instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache: redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cache: redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<Unanswered> for CacheError {
+    fn from(u: Unanswered) -> Self {
+        match u {
+            Unanswered::Redis(e) => CacheError::Redis(e),
+            Unanswered::Timeout(d) => CacheError::Timeout(d),
+        }
+    }
+}
 
 /// What a key holds: the version it was filled or invalidated at, and the
 /// value (`None` for a tombstone).
@@ -30,7 +49,7 @@ pub struct Versioned {
 
 #[async_trait]
 pub trait VersionedCache: Send + Sync {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError>;
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CacheError>;
     /// Stores `value` read at `version` for `ttl`, unless the key holds a
     /// newer version or a value of the same one. Returns whether it stored.
     async fn fill(
@@ -39,11 +58,10 @@ pub trait VersionedCache: Send + Sync {
         version: i64,
         value: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError>;
+    ) -> Result<bool, CacheError>;
     /// Replaces the key by a tombstone at `version` (unless it holds a newer
     /// one), so fills read before `version` are refused for `ttl`.
-    async fn invalidate(&self, key: &str, version: i64, ttl: Duration)
-        -> Result<(), CountersError>;
+    async fn invalidate(&self, key: &str, version: i64, ttl: Duration) -> Result<(), CacheError>;
 }
 
 // KEYS[1] = key; ARGV = version, payload ("v<value>" or "t"), ttl ms.
@@ -93,7 +111,7 @@ impl RedisCache {
         version: i64,
         payload: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError> {
+    ) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
         let stored: i64 = super::counters::bounded(
             self.timeout,
@@ -118,7 +136,7 @@ fn parse(raw: &str) -> Option<Versioned> {
 
 #[async_trait]
 impl VersionedCache for RedisCache {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CacheError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = super::counters::bounded(
             self.timeout,
@@ -134,16 +152,11 @@ impl VersionedCache for RedisCache {
         version: i64,
         value: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError> {
+    ) -> Result<bool, CacheError> {
         self.put(key, version, &format!("v{value}"), ttl).await
     }
 
-    async fn invalidate(
-        &self,
-        key: &str,
-        version: i64,
-        ttl: Duration,
-    ) -> Result<(), CountersError> {
+    async fn invalidate(&self, key: &str, version: i64, ttl: Duration) -> Result<(), CacheError> {
         self.put(key, version, "t", ttl).await.map(|_| ())
     }
 }
@@ -176,7 +189,7 @@ impl MemoryCache {
 
 #[async_trait]
 impl VersionedCache for MemoryCache {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, CountersError> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, CacheError> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         Ok(entries
             .get(key)
@@ -190,7 +203,7 @@ impl VersionedCache for MemoryCache {
         version: i64,
         value: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError> {
+    ) -> Result<bool, CacheError> {
         Ok(self.put(
             key,
             Versioned {
@@ -201,12 +214,7 @@ impl VersionedCache for MemoryCache {
         ))
     }
 
-    async fn invalidate(
-        &self,
-        key: &str,
-        version: i64,
-        ttl: Duration,
-    ) -> Result<(), CountersError> {
+    async fn invalidate(&self, key: &str, version: i64, ttl: Duration) -> Result<(), CacheError> {
         self.put(
             key,
             Versioned {

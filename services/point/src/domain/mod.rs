@@ -5,7 +5,7 @@ pub mod ledger;
 pub mod view;
 
 use chrono::{DateTime, Utc};
-use promo_platform::ports::{counters::CountersError, LockConflict, SqlError};
+use promo_platform::ports::{LockConflict, SqlError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -106,8 +106,6 @@ pub enum PointError {
     Stale,
     #[error(transparent)]
     Sql(#[from] SqlError),
-    #[error(transparent)]
-    Cache(#[from] CountersError),
 }
 
 impl From<sqlx::Error> for PointError {

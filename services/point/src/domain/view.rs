@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use promo_platform::{
-    ports::counters::CountersError,
+    ports::cache::CacheError,
     time::{from_ms, to_ms},
 };
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,7 @@ pub async fn points(svc: &PointService, user: &str) -> Result<Points, PointError
 /// A cache call that gives up after `settings.cache_timeout`.
 async fn bounded<T>(
     svc: &PointService,
-    call: impl std::future::Future<Output = Result<T, CountersError>>,
+    call: impl std::future::Future<Output = Result<T, CacheError>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(svc.settings.cache_timeout, call).await {
         Ok(r) => r.map_err(|e| e.to_string()),

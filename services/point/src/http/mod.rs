@@ -59,7 +59,6 @@ impl From<PointError> for ApiError {
                 retry_after_secs: None,
             },
             PointError::Sql(e) => e.into(),
-            PointError::Cache(e) => e.into(),
         }
     }
 }

@@ -23,24 +23,34 @@ pub const MIGRATIONS: Migrations = Migrations {
         Migration {
             version: 1,
             name: "init",
-            sql: include_str!("../../../../migrations/coupon/mysql/0001_init.sql"),
+            sql: include_str!("../../../migrations/coupon/mysql/0001_init.sql"),
         },
         Migration {
             version: 2,
             name: "idempotency",
             sql: idempotency::MYSQL_TABLE,
         },
+        Migration {
+            version: 3,
+            name: "counter_fences",
+            sql: promo_platform::admission::FENCES_MYSQL,
+        },
     ],
     sqlite: &[
         Migration {
             version: 1,
             name: "init",
-            sql: include_str!("../../../../migrations/coupon/sqlite/0001_init.sql"),
+            sql: include_str!("../../../migrations/coupon/sqlite/0001_init.sql"),
         },
         Migration {
             version: 2,
             name: "idempotency",
             sql: idempotency::SQLITE_TABLE,
+        },
+        Migration {
+            version: 3,
+            name: "counter_fences",
+            sql: promo_platform::admission::FENCES_SQLITE,
         },
     ],
 };

@@ -15,12 +15,12 @@ pub const MIGRATIONS: Migrations = Migrations {
     mysql: &[Migration {
         version: 1,
         name: "init",
-        sql: include_str!("../../../../migrations/point/mysql/0001_init.sql"),
+        sql: include_str!("../../../migrations/point/mysql/0001_init.sql"),
     }],
     sqlite: &[Migration {
         version: 1,
         name: "init",
-        sql: include_str!("../../../../migrations/point/sqlite/0001_init.sql"),
+        sql: include_str!("../../../migrations/point/sqlite/0001_init.sql"),
     }],
 };
 

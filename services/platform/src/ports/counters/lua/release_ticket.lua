@@ -1,0 +1,14 @@
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+if not v then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
+local sep = string.find(v, ':', 1, true)
+local units = tonumber(string.sub(v, 1, sep - 1))
+local holder = 'u:' .. string.sub(v, sep + 1)
+redis.call('HINCRBY', KEYS[1], ARGV[2], units)
+redis.call('HINCRBY', KEYS[1], ARGV[3], -units)
+local held = redis.call('HINCRBY', KEYS[1], holder, -units)
+if held <= 0 then redis.call('HDEL', KEYS[1], holder) end
+return 1

@@ -1,0 +1,143 @@
+//! Counters + locks port: Redis in production, in-process embedded.
+//!
+//! A *pool* is one campaign's (or sale's) admission state: the units still
+//! remaining and the units each holder (user) was admitted. It lives in one
+//! Redis hash so that losing it (restart, FLUSHALL, eviction) is all or
+//! nothing: admission then answers [`Admission::Missing`] and the service
+//! rebuilds the pool from the database before admitting again.
+//!
+//! Every operation that reads and writes is one atomic step (a Lua script in
+//! Redis, one critical section in memory).
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::memory::MemoryCounters;
+pub(crate) use self::redis::{bounded, Unanswered};
+pub use self::redis::{RedisCounters, COMMAND_TIMEOUT};
+
+/// Field of the pool hash that holds the remaining units. Holder fields are
+/// prefixed with `u:` so no user id can collide with it.
+const REMAINING: &str = "~remaining";
+/// Field of the pool hash that holds the units of the tickets in flight.
+const IN_FLIGHT: &str = "~inflight";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to redis at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+}
+
+/// The answer of one admission step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; `remaining` units are left after this one.
+    Admitted { remaining: i64 },
+    /// The holder would exceed their limit.
+    LimitReached,
+    /// Fewer units remain than were asked for (nothing was taken).
+    SoldOut,
+    /// The pool does not exist: never seeded, or lost. Rebuild before admitting.
+    Missing,
+}
+
+/// Proof of holding a lock; only its holder can release it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockToken {
+    pub key: String,
+    pub token: String,
+}
+
+#[async_trait]
+pub trait Counters: Send + Sync {
+    /// One atomic admission step: pool present, `holder`'s units + `units` ≤
+    /// `limit`, `units` ≤ remaining; then take the units and, when `ticket`
+    /// is given, mark it pending for `ticket_ttl` and record it *in flight*
+    /// in the pool (admitted now, for `holder`, `units`) until it is cleared
+    /// ([`Counters::clear_tickets`]) or given back ([`Counters::release_ticket`]).
+    async fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+    ) -> Result<Admission, CountersError>;
+
+    /// Gives `units` back to the pool and to `holder` (a cancel, or a
+    /// synchronous order the database refused). No-op when the pool is missing.
+    async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError>;
+
+    /// Gives an in-flight ticket's units back to the pool and its holder and
+    /// forgets the ticket, in one step — only if it is still in flight, so a
+    /// ticket is given back at most once whoever tries. Returns whether it was.
+    async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError>;
+
+    /// Tickets of `pool` in flight for at least `age`, oldest first, at most `limit`.
+    async fn in_flight_older_than(
+        &self,
+        pool: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, CountersError>;
+
+    /// Units of `pool`'s tickets in flight (0 when the pool is missing).
+    async fn in_flight(&self, pool: &str) -> Result<i64, CountersError>;
+
+    /// Creates the pool with `remaining` units and the given holder counts,
+    /// unless it already exists. Returns whether it created it.
+    async fn seed(
+        &self,
+        pool: &str,
+        remaining: i64,
+        holders: &[(String, i64)],
+    ) -> Result<bool, CountersError>;
+
+    /// Adds `delta` (may be negative) to the remaining units of an existing
+    /// pool; returns the new value, or `None` when the pool is missing.
+    async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError>;
+
+    /// Remaining units, or `None` when the pool is missing.
+    async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError>;
+
+    /// Deletes the pool (campaign closed or moved off the queued strategy).
+    async fn remove(&self, pool: &str) -> Result<(), CountersError>;
+
+    /// Whether `ticket` is still marked pending.
+    async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError>;
+
+    /// Marks `tickets` pending for `ttl` without admitting anything: the
+    /// requests of a queue replayed after a restart, admitted before it.
+    async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError>;
+
+    /// Unmarks tickets of `pool` whose requests the consumer has decided and
+    /// stored (committed): their status is in the database now, and they
+    /// are no longer in flight. Without this every admission would hold a
+    /// key for the whole ticket TTL.
+    async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError>;
+
+    /// Takes the lock `key` for `ttl` if free (SET NX PX with a random token).
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError>;
+
+    /// Releases the lock only if `token` still owns it; returns whether it did.
+    async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError>;
+
+    /// Round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), CountersError>;
+}
+
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,445 @@
+//! The counters port on Redis: one hash per pool, every read-and-write one
+//! Lua step (the scripts are in `lua/`), commands bounded by a timeout.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use redis::{aio::ConnectionManager, Script};
+
+use super::{random_token, Admission, Counters, CountersError, LockToken, IN_FLIGHT, REMAINING};
+
+const ADMIT_LUA: &str = include_str!("lua/admit.lua");
+
+// KEYS: pool, in-flight zset, in-flight hash, ticket key.
+// ARGV: ticket, REMAINING, IN_FLIGHT.
+const RELEASE_TICKET_LUA: &str = include_str!("lua/release_ticket.lua");
+
+// KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, tickets...
+const CLEAR_LUA: &str = include_str!("lua/clear.lua");
+
+// KEYS: in-flight zset. ARGV: age in ms, limit.
+const OLDER_LUA: &str = include_str!("lua/older.lua");
+
+const RELEASE_LUA: &str = include_str!("lua/release.lua");
+
+// KEYS[1] = pool, KEYS[2] = staging hash already holding the holder counts,
+// KEYS[3], KEYS[4] = the pool's in-flight zset and hash (a new pool starts
+// with nothing in flight: it is seeded from the database after a fence).
+const SEED_LUA: &str = include_str!("lua/seed.lua");
+
+const ADJUST_LUA: &str = include_str!("lua/adjust.lua");
+
+const UNLOCK_LUA: &str = include_str!("lua/unlock.lua");
+
+/// How long one Redis command may take by default, reconnecting included,
+/// before it fails with [`CountersError::Timeout`]: admission then answers
+/// 503 at once instead of hanging while Redis is away (`--redis-timeout-ms`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a bounded Redis call failed; each port turns it into its own error.
+pub(crate) enum Unanswered {
+    Redis(redis::RedisError),
+    Timeout(Duration),
+}
+
+impl From<Unanswered> for CountersError {
+    fn from(u: Unanswered) -> Self {
+        match u {
+            Unanswered::Redis(e) => CountersError::Redis(e),
+            Unanswered::Timeout(d) => CountersError::Timeout(d),
+        }
+    }
+}
+
+/// Runs one Redis call with a deadline.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Unanswered> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map_err(Unanswered::Redis),
+        Err(_) => Err(Unanswered::Timeout(timeout)),
+    }
+}
+
+/// Redis implementation: one multiplexed connection (reconnecting), scripts
+/// loaded once and run by SHA (`redis::Script` reloads them after a restart).
+#[derive(Clone)]
+pub struct RedisCounters {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    admit: Arc<Script>,
+    release: Arc<Script>,
+    release_ticket: Arc<Script>,
+    clear: Arc<Script>,
+    older: Arc<Script>,
+    seed: Arc<Script>,
+    adjust: Arc<Script>,
+    unlock: Arc<Script>,
+}
+
+impl RedisCounters {
+    /// Connects to `url`; every key is put under `prefix` (e.g. `promo:`);
+    /// commands time out after [`COMMAND_TIMEOUT`].
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, CountersError> {
+        Self::connect_with_timeout(url, prefix, COMMAND_TIMEOUT).await
+    }
+
+    /// [`RedisCounters::connect`] with commands timing out after `timeout`.
+    pub async fn connect_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, CountersError> {
+        let client = redis::Client::open(url).map_err(|source| CountersError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+        // Reconnect attempts 1 s apart at most (the defaults grow the pause
+        // to a minute, and every command waits on the reconnect meanwhile).
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_factor(1)
+            .set_exponent_base(2)
+            .set_max_delay(1000)
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| CountersError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            timeout,
+            admit: Arc::new(Script::new(ADMIT_LUA)),
+            release: Arc::new(Script::new(RELEASE_LUA)),
+            release_ticket: Arc::new(Script::new(RELEASE_TICKET_LUA)),
+            clear: Arc::new(Script::new(CLEAR_LUA)),
+            older: Arc::new(Script::new(OLDER_LUA)),
+            seed: Arc::new(Script::new(SEED_LUA)),
+            adjust: Arc::new(Script::new(ADJUST_LUA)),
+            unlock: Arc::new(Script::new(UNLOCK_LUA)),
+        })
+    }
+
+    fn pool_key(&self, pool: &str) -> String {
+        format!("{}pool:{{{pool}}}", self.prefix)
+    }
+
+    /// The pool's in-flight tickets by admission time, and their holder and
+    /// units; in the pool's hash slot (same hash tag).
+    fn in_flight_keys(&self, pool: &str) -> (String, String) {
+        (
+            format!("{}inflight:{{{pool}}}", self.prefix),
+            format!("{}inflight-units:{{{pool}}}", self.prefix),
+        )
+    }
+
+    fn ticket_key(&self, ticket: &str) -> String {
+        format!("{}ticket:{ticket}", self.prefix)
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}lock:{key}", self.prefix)
+    }
+
+    /// The connection, for tests that simulate data loss.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How long one command may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+fn holder_field(holder: &str) -> String {
+    format!("u:{holder}")
+}
+
+#[async_trait]
+impl Counters for RedisCounters {
+    async fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+    ) -> Result<Admission, CountersError> {
+        let mut conn = self.conn.clone();
+        let (ticket_key, flag, ttl, id) = match ticket {
+            Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64, t),
+            None => (self.ticket_key("-"), "0", 0, ""),
+        };
+        let (zset, hash) = self.in_flight_keys(pool);
+        let (code, left): (i64, i64) = bounded(
+            self.timeout,
+            self.admit
+                .key(self.pool_key(pool))
+                .key(ticket_key)
+                .key(zset)
+                .key(hash)
+                .arg(REMAINING)
+                .arg(holder_field(holder))
+                .arg(units)
+                .arg(limit)
+                .arg(flag)
+                .arg(ttl.max(1))
+                .arg(id)
+                .arg(holder)
+                .arg(IN_FLIGHT)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(match code {
+            0 => Admission::Admitted { remaining: left },
+            1 => Admission::LimitReached,
+            2 => Admission::SoldOut,
+            _ => Admission::Missing,
+        })
+    }
+
+    async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded(
+            self.timeout,
+            self.release
+                .key(self.pool_key(pool))
+                .arg(REMAINING)
+                .arg(holder_field(holder))
+                .arg(units)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
+        let done: i64 = bounded(
+            self.timeout,
+            self.release_ticket
+                .key(self.pool_key(pool))
+                .key(zset)
+                .key(hash)
+                .key(self.ticket_key(ticket))
+                .arg(ticket)
+                .arg(REMAINING)
+                .arg(IN_FLIGHT)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(done == 1)
+    }
+
+    async fn in_flight_older_than(
+        &self,
+        pool: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, _) = self.in_flight_keys(pool);
+        bounded(
+            self.timeout,
+            self.older
+                .key(zset)
+                .arg(age.as_millis() as u64)
+                .arg(limit)
+                .invoke_async(&mut conn),
+        )
+        .await
+        .map_err(CountersError::from)
+    }
+
+    async fn in_flight(&self, pool: &str) -> Result<i64, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = bounded(
+            self.timeout,
+            redis::cmd("HGET")
+                .arg(self.pool_key(pool))
+                .arg(IN_FLIGHT)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn seed(
+        &self,
+        pool: &str,
+        remaining: i64,
+        holders: &[(String, i64)],
+    ) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let key = self.pool_key(pool);
+        // The holders go to a staging hash first (in chunks, since a big
+        // campaign has many) and the pool appears in one RENAME, so a
+        // half-written pool is never visible to admission.
+        let staging = format!("{key}:staging:{}", random_token());
+        let (zset, hash) = self.in_flight_keys(pool);
+        for chunk in holders.chunks(1000) {
+            let fields: Vec<(String, i64)> =
+                chunk.iter().map(|(h, n)| (holder_field(h), *n)).collect();
+            bounded(
+                self.timeout,
+                redis::cmd("HSET")
+                    .arg(&staging)
+                    .arg(&fields)
+                    .exec_async(&mut conn),
+            )
+            .await?;
+        }
+        let created: i64 = bounded(
+            self.timeout,
+            self.seed
+                .key(&key)
+                .key(&staging)
+                .key(zset)
+                .key(hash)
+                .arg(REMAINING)
+                .arg(remaining)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(created == 1)
+    }
+
+    async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = bounded(
+            self.timeout,
+            self.adjust
+                .key(self.pool_key(pool))
+                .arg(REMAINING)
+                .arg(delta)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(v)
+    }
+
+    async fn remaining(&self, pool: &str) -> Result<Option<i64>, CountersError> {
+        let mut conn = self.conn.clone();
+        let v: Option<i64> = bounded(
+            self.timeout,
+            redis::cmd("HGET")
+                .arg(self.pool_key(pool))
+                .arg(REMAINING)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(v)
+    }
+
+    async fn remove(&self, pool: &str) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
+        bounded(
+            self.timeout,
+            redis::cmd("DEL")
+                .arg(self.pool_key(pool))
+                .arg(zset)
+                .arg(hash)
+                .exec_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn ticket_pending(&self, ticket: &str) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = bounded(
+            self.timeout,
+            redis::cmd("EXISTS")
+                .arg(self.ticket_key(ticket))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(n == 1)
+    }
+
+    async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        for chunk in tickets.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for t in chunk {
+                pipe.cmd("SET")
+                    .arg(self.ticket_key(t))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .ignore();
+            }
+            bounded(self.timeout, pipe.exec_async(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
+    async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
+        for chunk in tickets.chunks(1000) {
+            let mut clear = self.clear.key(self.pool_key(pool));
+            clear.key(&zset).key(&hash).arg(IN_FLIGHT);
+            for t in chunk {
+                clear.arg(*t);
+            }
+            let _: i64 = bounded(self.timeout, clear.invoke_async(&mut conn)).await?;
+            let mut unlink = redis::cmd("UNLINK");
+            for t in chunk {
+                unlink.arg(self.ticket_key(t));
+            }
+            bounded(self.timeout, unlink.exec_async(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, CountersError> {
+        let mut conn = self.conn.clone();
+        let token = random_token();
+        let key = self.lock_key(key);
+        let ok: Option<String> = bounded(
+            self.timeout,
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(ok.map(|_| LockToken { key, token }))
+    }
+
+    async fn unlock(&self, token: &LockToken) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = bounded(
+            self.timeout,
+            self.unlock
+                .key(&token.key)
+                .arg(&token.token)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(n == 1)
+    }
+
+    async fn ping(&self) -> Result<(), CountersError> {
+        let mut conn = self.conn.clone();
+        let _: String = bounded(self.timeout, redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+}
