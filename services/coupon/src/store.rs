@@ -499,8 +499,10 @@ pub async fn decided_requests(
     tx: &mut AnyConnection,
     ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let mut decided = sql::existing_ids(tx, "issue_requests", "request_id", ids).await?;
-    decided.extend(sql::existing_ids(tx, "coupons", "request_id", ids).await?);
+    let mut decided =
+        promo_platform::admission::existing_ids(tx, "issue_requests", "request_id", ids).await?;
+    decided
+        .extend(promo_platform::admission::existing_ids(tx, "coupons", "request_id", ids).await?);
     Ok(decided)
 }
 
@@ -530,4 +532,4 @@ pub async fn insert_refusals(
     Ok(())
 }
 
-pub use promo_platform::ports::sql::{fence_seen, record_fence};
+pub use promo_platform::admission::{fence_seen, record_fence};

@@ -21,6 +21,57 @@ pub const FENCES_MYSQL: &str = include_str!("../../../migrations/shared/mysql/co
 pub const FENCES_SQLITE: &str =
     include_str!("../../../migrations/shared/sqlite/counter_fences.sql");
 
+/// The ids among `ids` that `table.column` already holds (a consumer's
+/// "already decided" check on a redelivered batch).
+pub async fn existing_ids(
+    tx: &mut sqlx::AnyConnection,
+    table: &str,
+    column: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in crate::ports::sql::lookup_chunks(ids, 512) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT {column} FROM {table} WHERE {column} IN ({marks})");
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        found.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(found)
+}
+
+/// Records that the consumer passed a counter-rebuild fence. Every queued
+/// service's schema has `counter_fences (fence_id, campaign_id, seen_at)`;
+/// `campaign_id` holds the campaign or sale the fence was sent for.
+pub async fn record_fence(
+    tx: &mut sqlx::AnyConnection,
+    dialect: crate::ports::Dialect,
+    fence_id: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "{} INTO counter_fences (fence_id, campaign_id, seen_at) VALUES (?, ?, ?)",
+        dialect.insert_ignore()
+    ))
+    .bind(fence_id)
+    .bind(key)
+    .bind(crate::time::now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether the consumer has passed the fence.
+pub async fn fence_seen(pool: &sqlx::AnyPool, fence_id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter_fences WHERE fence_id = ?")
+        .bind(fence_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(n > 0)
+}
+
 /// What a pool is sized from: the quota or stock, and whether the strategy
 /// admits through the counters at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

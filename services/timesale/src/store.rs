@@ -16,7 +16,7 @@ use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{Order, OrderStatus, Product, Sale, SaleSpec, Strategy, TimesaleError};
 
-pub use promo_platform::ports::sql::{fence_seen, record_fence};
+pub use promo_platform::admission::{fence_seen, record_fence};
 
 pub const MIGRATIONS: Migrations = Migrations {
     mysql: &[
@@ -442,5 +442,5 @@ pub async fn decided_orders(
     tx: &mut AnyConnection,
     ids: &[&str],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    sql::existing_ids(tx, "orders", "order_id", ids).await
+    promo_platform::admission::existing_ids(tx, "orders", "order_id", ids).await
 }
