@@ -1,5 +1,7 @@
 //! Coupon rules: campaigns, windows, discounts, and the issuance strategies.
-//! Nothing here knows about HTTP; errors are [`CouponError`], which the HTTP
+//! Nothing here knows about HTTP, but the strategies do their own I/O through
+//! the ports (database, counters, queue) — see docs/architecture.md, "A
+//! request's path". Errors are [`CouponError`], which the HTTP
 //! layer maps to problem+json.
 
 pub mod campaign;

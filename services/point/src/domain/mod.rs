@@ -1,5 +1,6 @@
 //! Point rules: the ledger's entries, the operations and their errors.
-//! Nothing here knows about HTTP.
+//! Nothing here knows about HTTP; the ledger does its own I/O through the
+//! ports (database, cache) — see docs/architecture.md.
 
 pub mod ledger;
 pub mod view;

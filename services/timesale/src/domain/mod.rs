@@ -1,5 +1,7 @@
 //! Time-sale rules: sales, windows, orders and the ordering strategies.
-//! Nothing here knows about HTTP; errors are [`TimesaleError`], which the
+//! Nothing here knows about HTTP, but the strategies do their own I/O through
+//! the ports (database, counters, queue) — see docs/architecture.md, "A
+//! request's path". Errors are [`TimesaleError`], which the
 //! HTTP layer maps to problem+json.
 
 pub mod cancel;
