@@ -67,8 +67,20 @@ pub async fn flush_redis_prefix(counters: &RedisCounters) {
     }
 }
 
+/// A client of the test broker; panics naming `just infra-up` when nothing
+/// listens at its first address (a Kafka client would otherwise retry
+/// quietly until some later timeout).
 pub fn kafka() -> KafkaQueue {
-    KafkaQueue::new(&kafka_brokers()).expect("kafka client config")
+    let brokers = kafka_brokers();
+    let first = brokers.split(',').next().unwrap_or_default().to_string();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(first.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if !reachable {
+        panic!("no Kafka broker at {first}; {HINT}");
+    }
+    KafkaQueue::new(&brokers).expect("kafka client config")
 }
 
 /// A temporary folder removed on drop.
