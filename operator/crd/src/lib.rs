@@ -248,11 +248,21 @@ pub enum InvalidPromotion {
     Replicas,
 }
 
-/// A Promotion that passed validation.
+/// A Promotion that passed validation: its name, its whole spec (window,
+/// strategy, consumers…) and the one block its type needs, as a value of
+/// that kind — so nothing downstream has to handle a missing block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
     pub name: String,
     pub spec: PromotionSpec,
+    pub offer: Offer,
+}
+
+/// What a checked Promotion offers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Offer {
+    Coupon(CouponBlock),
+    TimeSale(TimeSaleBlock),
 }
 
 impl Promotion {
@@ -269,7 +279,7 @@ impl Promotion {
                 Err(InvalidPromotion::NotPositive(what))
             }
         };
-        match (s.kind, &s.coupon, &s.time_sale) {
+        let offer = match (s.kind, &s.coupon, &s.time_sale) {
             (PromotionType::Coupon, Some(c), None) => {
                 positive(c.quota, "coupon.quota")?;
                 positive(c.per_user_limit, "coupon.perUserLimit")?;
@@ -277,18 +287,20 @@ impl Promotion {
                 if c.discount.kind == DiscountKind::Percent && c.discount.value > 100 {
                     return Err(InvalidPromotion::Percent);
                 }
+                Offer::Coupon(c.clone())
             }
             (PromotionType::TimeSale, None, Some(t)) => {
                 positive(t.stock, "timeSale.stock")?;
                 positive(t.sale_price, "timeSale.salePrice")?;
                 positive(t.product.price, "timeSale.product.price")?;
                 positive(t.per_user_limit, "timeSale.perUserLimit")?;
+                Offer::TimeSale(t.clone())
             }
             (PromotionType::Coupon, ..) => return Err(InvalidPromotion::Block("Coupon", "coupon")),
             (PromotionType::TimeSale, ..) => {
                 return Err(InvalidPromotion::Block("TimeSale", "timeSale"))
             }
-        }
+        };
         if let Some(c) = &s.consumers {
             if c.min_replicas > c.max_replicas {
                 return Err(InvalidPromotion::Replicas);
@@ -297,6 +309,7 @@ impl Promotion {
         Ok(Checked {
             name,
             spec: s.clone(),
+            offer,
         })
     }
 }
@@ -304,10 +317,9 @@ impl Promotion {
 impl Checked {
     /// The quota (coupons) or stock (time sale).
     pub fn limit(&self) -> i64 {
-        match (&self.spec.coupon, &self.spec.time_sale) {
-            (Some(c), _) => c.quota,
-            (None, Some(t)) => t.stock,
-            (None, None) => unreachable!("validate() guarantees the matching block"),
+        match &self.offer {
+            Offer::Coupon(c) => c.quota,
+            Offer::TimeSale(t) => t.stock,
         }
     }
 }
@@ -329,8 +341,8 @@ impl Checked {
             s.window.starts_at.to_rfc3339(),
             s.window.ends_at.to_rfc3339(),
         );
-        match (&s.coupon, &s.time_sale) {
-            (Some(c), _) => {
+        match &self.offer {
+            Offer::Coupon(c) => {
                 let mut discount = json!({
                     "kind": match c.discount.kind { DiscountKind::Fixed => "FIXED", DiscountKind::Percent => "PERCENT" },
                     "value": c.discount.value,
@@ -359,7 +371,7 @@ impl Checked {
                     body,
                 }
             }
-            (None, Some(t)) => AdminRequest {
+            Offer::TimeSale(t) => AdminRequest {
                 service: PromotionType::TimeSale,
                 path: format!("/admin/time-sales/{}", self.name),
                 body: json!({
@@ -373,7 +385,6 @@ impl Checked {
                     "paused": s.paused,
                 }),
             },
-            (None, None) => unreachable!("validate() guarantees the matching block"),
         }
     }
 }
@@ -415,7 +426,13 @@ spec:
     #[test]
     fn coupon_promotion_becomes_the_admin_request() {
         let p = &parse_manifests(COUPON).unwrap()[0];
-        let req = p.validate().unwrap().admin_request();
+        let checked = p.validate().unwrap();
+        assert!(
+            matches!(&checked.offer, super::Offer::Coupon(c) if Some(c) == p.spec.coupon.as_ref()),
+            "the checked value carries the coupon block"
+        );
+        assert_eq!(checked.limit(), p.spec.coupon.as_ref().unwrap().quota);
+        let req = checked.admin_request();
         assert_eq!(req.path, "/admin/campaigns/bf");
         assert_eq!(req.body["strategy"], "QUEUED");
         assert_eq!(req.body["perUserLimit"], 1, "defaulted");
