@@ -33,7 +33,7 @@ use crate::{
     metrics::Metrics,
     platform::{Component, PlatformConfig},
     scaling::{self, Demand},
-    status::{self, Figures, Observation},
+    status::{self, ConditionType, Figures, Observation, Reason},
     Error, Result,
 };
 
@@ -226,9 +226,9 @@ impl Reconciler<'_> {
             Ok(f) => f,
             Err(e) => {
                 observed.push(Observation::new(
-                    "Registered",
+                    ConditionType::Registered,
                     false,
-                    "ServiceUnavailable",
+                    Reason::ServiceUnavailable,
                     e.to_string(),
                 ));
                 let mut st = self.previous_status();
@@ -251,14 +251,19 @@ impl Reconciler<'_> {
                     if kind == PromotionType::Coupon { "quota" } else { "stock" },
                     f.issued + f.pending
                 );
-                if !self.has_condition_reason("Registered", "QuotaBelowIssued") {
-                    self.publish(ctx, EventType::Warning, "QuotaBelowIssued", message.clone())
-                        .await?;
+                if !self.has_condition_reason(ConditionType::Registered, Reason::QuotaBelowIssued) {
+                    self.publish(
+                        ctx,
+                        EventType::Warning,
+                        Reason::QuotaBelowIssued.as_str(),
+                        message.clone(),
+                    )
+                    .await?;
                 }
                 observed.push(Observation::new(
-                    "Registered",
+                    ConditionType::Registered,
                     false,
-                    "QuotaBelowIssued",
+                    Reason::QuotaBelowIssued,
                     message,
                 ));
                 Some(f)
@@ -270,16 +275,16 @@ impl Reconciler<'_> {
                         self.publish(
                             ctx,
                             EventType::Normal,
-                            "Registered",
+                            Reason::Registered.as_str(),
                             format!("registered with the {} service", kind_label(kind)),
                         )
                         .await?;
                     }
                 }
                 observed.push(Observation::new(
-                    "Registered",
+                    ConditionType::Registered,
                     true,
-                    "Registered",
+                    Reason::Registered,
                     "the service holds the current spec",
                 ));
                 ctx.admin.figures(&ns, kind, name).await?
@@ -299,19 +304,25 @@ impl Reconciler<'_> {
             _ => replicas.timesale,
         };
         observed.push(Observation::new(
-            "ConsumersScaled",
+            ConditionType::ConsumersScaled,
             true,
-            if uses_consumer { "Scaled" } else { "NotQueued" },
+            if uses_consumer {
+                Reason::Scaled
+            } else {
+                Reason::NotQueued
+            },
             format!("{} runs {set_replicas} replicas", consumer.name()),
         ));
-        let registered = observed.iter().any(|o| o.type_ == "Registered" && o.ok);
+        let registered = observed
+            .iter()
+            .any(|o| o.type_ == ConditionType::Registered && o.ok);
         observed.push(Observation::new(
-            "Ready",
+            ConditionType::Ready,
             registered && figures.is_some(),
             if registered {
-                "Reconciled"
+                Reason::Reconciled
             } else {
-                "NotRegistered"
+                Reason::NotRegistered
             },
             format!("phase {phase:?}"),
         ));
@@ -379,7 +390,12 @@ impl Reconciler<'_> {
             phase: Some(Phase::Failed),
             conditions: status::merge_conditions(
                 &previous.conditions,
-                &[Observation::new("Ready", false, "InvalidSpec", reason)],
+                &[Observation::new(
+                    ConditionType::Ready,
+                    false,
+                    Reason::InvalidSpec,
+                    reason,
+                )],
                 generation,
                 now,
             ),
@@ -392,12 +408,12 @@ impl Reconciler<'_> {
         Ok(Action::await_change())
     }
 
-    fn has_condition_reason(&self, type_: &str, reason: &str) -> bool {
+    fn has_condition_reason(&self, type_: ConditionType, reason: Reason) -> bool {
         self.status.as_ref().is_some_and(|s| {
             s.observed_generation == self.meta().generation
                 && s.conditions
                     .iter()
-                    .any(|c| c.type_ == type_ && c.reason == reason)
+                    .any(|c| c.type_ == type_.as_str() && c.reason == reason.as_str())
         })
     }
 
@@ -410,7 +426,7 @@ impl Reconciler<'_> {
             || !st
                 .conditions
                 .iter()
-                .any(|c| c.type_ == "Registered" && c.status == "True")
+                .any(|c| c.type_ == ConditionType::Registered.as_str() && c.status == "True")
     }
 
     fn alone_in_group(&self, ctx: &Context, ns: &str) -> bool {
@@ -438,18 +454,18 @@ impl Reconciler<'_> {
     ) -> Result<Observation> {
         if checked.spec.strategy != Strategy::Queued {
             return Ok(Observation::new(
-                "CountersSeeded",
+                ConditionType::CountersSeeded,
                 true,
-                "NotQueued",
+                Reason::NotQueued,
                 "V1/V2 decide in the database",
             ));
         }
         let pool = pool(checked.spec.kind, &checked.name);
         if let Some(left) = ctx.counters.remaining(&pool).await? {
             return Ok(Observation::new(
-                "CountersSeeded",
+                ConditionType::CountersSeeded,
                 true,
-                "Present",
+                Reason::Present,
                 format!("{left} left in the counters"),
             ));
         }
@@ -459,15 +475,19 @@ impl Reconciler<'_> {
                 if created {
                     self.publish(ctx, EventType::Normal, "CountersSeeded", format!("pre-warmed {pool} with {}", f.limit)).await?;
                 }
-                Ok(Observation::new("CountersSeeded", true, "Prewarmed", format!("seeded with {}", f.limit)))
+                Ok(Observation::new(
+ConditionType::CountersSeeded, true,
+Reason::Prewarmed, format!("seeded with {}", f.limit)))
             }
             Some(_) => Ok(Observation::new(
-                "CountersSeeded",
+ConditionType::CountersSeeded,
                 false,
-                "Rebuilding",
+Reason::Rebuilding,
                 "counters missing while the promotion may have requests in flight; the service rebuilds them from the database (503 meanwhile)",
             )),
-            None => Ok(Observation::new("CountersSeeded", false, "NotRegistered", "the service does not know the promotion yet")),
+            None => Ok(Observation::new(
+ConditionType::CountersSeeded, false,
+Reason::NotRegistered, "the service does not know the promotion yet")),
         }
     }
 

@@ -72,19 +72,76 @@ pub fn time(t: DateTime<Utc>) -> Time {
 /// A condition as the reconcile sees it this time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
-    pub type_: &'static str,
+    pub type_: ConditionType,
     pub ok: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
+/// The condition types a Promotion's status carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionType {
+    /// Registered and the service's figures read: the promotion is served.
+    Ready,
+    /// The service holds the current spec.
+    Registered,
+    /// The Redis counters exist (pre-warmed, or rebuilt by the service).
+    CountersSeeded,
+    /// The consumer Deployment runs the replicas the lag asks for.
+    ConsumersScaled,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Registered => "Registered",
+            ConditionType::CountersSeeded => "CountersSeeded",
+            ConditionType::ConsumersScaled => "ConsumersScaled",
+        }
+    }
+}
+
+/// Why a condition is what it is (also the reason of the Events sent with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Reconciled,
+    InvalidSpec,
+    NotRegistered,
+    Registering,
+    Registered,
+    ServiceUnavailable,
+    QuotaBelowIssued,
+    NotQueued,
+    Present,
+    Prewarmed,
+    Rebuilding,
+    Seeding,
+    Scaled,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reconciled => "Reconciled",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::NotRegistered => "NotRegistered",
+            Reason::Registering => "Registering",
+            Reason::Registered => "Registered",
+            Reason::ServiceUnavailable => "ServiceUnavailable",
+            Reason::QuotaBelowIssued => "QuotaBelowIssued",
+            Reason::NotQueued => "NotQueued",
+            Reason::Present => "Present",
+            Reason::Prewarmed => "Prewarmed",
+            Reason::Rebuilding => "Rebuilding",
+            Reason::Seeding => "Seeding",
+            Reason::Scaled => "Scaled",
+        }
+    }
+}
+
 impl Observation {
-    pub fn new(
-        type_: &'static str,
-        ok: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: ConditionType, ok: bool, reason: Reason, message: impl Into<String>) -> Self {
         Observation {
             type_,
             ok,
@@ -107,14 +164,14 @@ pub fn merge_conditions(
     for o in observed {
         let status = if o.ok { "True" } else { "False" }.to_string();
         let fresh = Condition {
-            type_: o.type_.to_string(),
+            type_: o.type_.as_str().to_string(),
             status: status.clone(),
-            reason: o.reason.to_string(),
+            reason: o.reason.as_str().to_string(),
             message: o.message.clone(),
             observed_generation: generation,
             last_transition_time: time(now),
         };
-        match out.iter_mut().find(|c| c.type_ == o.type_) {
+        match out.iter_mut().find(|c| c.type_ == o.type_.as_str()) {
             Some(c) if c.status == status => {
                 let since = c.last_transition_time.clone();
                 *c = Condition {
@@ -213,8 +270,13 @@ spec:
         let first = merge_conditions(
             &[],
             &[
-                Observation::new("Ready", false, "Registering", "waiting"),
-                Observation::new("Registered", false, "ServiceUnavailable", "x"),
+                Observation::new(ConditionType::Ready, false, Reason::Registering, "waiting"),
+                Observation::new(
+                    ConditionType::Registered,
+                    false,
+                    Reason::ServiceUnavailable,
+                    "x",
+                ),
             ],
             Some(1),
             t0,
@@ -222,8 +284,13 @@ spec:
         let second = merge_conditions(
             &first,
             &[
-                Observation::new("Ready", false, "Seeding", "still waiting"),
-                Observation::new("Registered", true, "Registered", "ok"),
+                Observation::new(
+                    ConditionType::Ready,
+                    false,
+                    Reason::Seeding,
+                    "still waiting",
+                ),
+                Observation::new(ConditionType::Registered, true, Reason::Registered, "ok"),
             ],
             Some(2),
             t1,
