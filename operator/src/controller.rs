@@ -34,7 +34,7 @@ use crate::{
     platform::{Component, PlatformConfig},
     scaling::{self, Demand},
     status::{self, ConditionType, Figures, Observation, Reason},
-    Error, Result,
+    Error, Result, Step,
 };
 
 pub const FINALIZER: &str = "promo.dev/cleanup";
@@ -194,35 +194,80 @@ impl Reconciler<'_> {
         self.status.clone().unwrap_or_default()
     }
 
+    /// The pipeline: validate → apply the workloads → register with the
+    /// service → counters → scale → status. A failed step's error names it.
     async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let now = Utc::now();
         let checked = match self.validate() {
             Ok(c) => c,
-            Err(invalid) => return self.fail(ctx, invalid.to_string(), now).await,
+            Err(invalid) => {
+                return self
+                    .fail(ctx, invalid.to_string(), now)
+                    .await
+                    .map_err(|e| e.in_step(Step::Validate))
+            }
         };
         let ns = self.namespace().ok_or(Error::Missing("namespace"))?;
+        let (replicas, lags) = self
+            .apply_workloads(ctx, &ns)
+            .await
+            .map_err(|e| e.in_step(Step::Apply))?;
+        let mut observed = Vec::new();
+        let figures = self
+            .register(ctx, &ns, &checked, &mut observed, now)
+            .await
+            .map_err(|e| e.in_step(Step::Register))?;
+        observed.push(
+            self.prewarm(ctx, &checked, figures.as_ref(), now)
+                .await
+                .map_err(|e| e.in_step(Step::Counters))?,
+        );
+        let scaled = Scaled::of(&checked, &replicas, &lags);
+        observed.push(scaled.observation());
+        self.publish_status(ctx, &ns, &checked, figures, scaled, observed, now)
+            .await
+            .map_err(|e| e.in_step(Step::Status))
+    }
 
-        // Desired objects: built from the platform config, the namespace's
-        // Promotions and the consumer lag, then applied.
-        let (replicas, lags) = consumer_replicas(ctx, &ns).await;
+    /// Server-side applies the namespace's Deployments and Services, built
+    /// from the platform configuration, its Promotions and the consumer
+    /// lag; returns the consumer replicas set and the lags read.
+    async fn apply_workloads(
+        &self,
+        ctx: &Context,
+        ns: &str,
+    ) -> Result<(ConsumerReplicas, HashMap<Component, Option<i64>>)> {
+        let (replicas, lags) = consumer_replicas(ctx, ns).await;
         let owners = desired::owners(
             ctx.store
                 .state()
                 .iter()
-                .filter(|p| p.namespace().as_deref() == Some(&ns))
+                .filter(|p| p.namespace().as_deref() == Some(ns))
                 .map(|p| p.as_ref())
                 .chain(std::iter::once(self.0)),
         );
-        for obj in desired::desired(&ctx.platform, &ns, &owners, replicas) {
-            apply(ctx, &ns, &obj).await?;
+        for obj in desired::desired(&ctx.platform, ns, &owners, replicas) {
+            apply(ctx, ns, &obj).await?;
         }
+        Ok((replicas, lags))
+    }
 
-        // Register with the service, unless that would lower the quota or
-        // stock below what is already issued or sold.
+    /// Registers the spec with the service, unless that would lower the
+    /// quota or stock below what is already issued or sold; records the
+    /// `Registered` observation and returns the service's figures. An
+    /// unreachable service is written to the status before the error
+    /// returns, so `kubectl get` shows why.
+    async fn register(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        checked: &Checked,
+        observed: &mut Vec<Observation>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Figures>> {
         let kind = checked.spec.kind;
         let name = checked.name.as_str();
-        let mut observed = Vec::new();
-        let before = match ctx.admin.figures(&ns, kind, name).await {
+        let before = match ctx.admin.figures(ns, kind, name).await {
             Ok(f) => f,
             Err(e) => {
                 observed.push(Observation::new(
@@ -232,19 +277,15 @@ impl Reconciler<'_> {
                     e.to_string(),
                 ));
                 let mut st = self.previous_status();
-                st.conditions = status::merge_conditions(
-                    &st.conditions,
-                    &observed,
-                    self.meta().generation,
-                    now,
-                );
+                st.conditions =
+                    status::merge_conditions(&st.conditions, observed, self.meta().generation, now);
                 st.phase.get_or_insert(Phase::Pending);
                 self.patch_status(ctx, &st).await?;
                 return Err(e);
             }
         };
         let limit = checked.limit();
-        let figures = match before {
+        match before {
             Some(f) if limit < f.issued + f.pending => {
                 let message = format!(
                     "{} {limit} is below the {} already issued or in flight; the change is not applied",
@@ -266,11 +307,11 @@ impl Reconciler<'_> {
                     Reason::QuotaBelowIssued,
                     message,
                 ));
-                Some(f)
+                Ok(Some(f))
             }
             before => {
                 if before.is_none() || self.needs_registration(before.as_ref(), limit) {
-                    ctx.admin.register(&ns, &checked.admin_request()).await?;
+                    ctx.admin.register(ns, &checked.admin_request()).await?;
                     if before.is_none() {
                         self.publish(
                             ctx,
@@ -287,32 +328,25 @@ impl Reconciler<'_> {
                     Reason::Registered,
                     "the service holds the current spec",
                 ));
-                ctx.admin.figures(&ns, kind, name).await?
+                ctx.admin.figures(ns, kind, name).await
             }
-        };
+        }
+    }
 
-        // Counters: pre-warm before the window opens, never reset.
-        observed.push(self.prewarm(ctx, &checked, figures.as_ref(), now).await?);
-
-        // Status.
+    /// Builds the status ([`status::build`]), announces a phase change and
+    /// writes the status when it changed; the requeue follows the phase.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_status(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        checked: &Checked,
+        figures: Option<Figures>,
+        scaled: Scaled,
+        mut observed: Vec<Observation>,
+        now: DateTime<Utc>,
+    ) -> Result<Action> {
         let phase = status::phase(&checked.spec, figures.as_ref(), now);
-        let consumer = Component::consumer_for(kind);
-        let uses_consumer = scaling::uses_consumer(checked.spec.strategy);
-        let group_lag = lags.get(&consumer).copied().flatten();
-        let set_replicas = match consumer {
-            Component::CouponConsumer => replicas.coupon,
-            _ => replicas.timesale,
-        };
-        observed.push(Observation::new(
-            ConditionType::ConsumersScaled,
-            true,
-            if uses_consumer {
-                Reason::Scaled
-            } else {
-                Reason::NotQueued
-            },
-            format!("{} runs {set_replicas} replicas", consumer.name()),
-        ));
         let registered = observed
             .iter()
             .any(|o| o.type_ == ConditionType::Registered && o.ok);
@@ -326,34 +360,34 @@ impl Reconciler<'_> {
             },
             format!("phase {phase:?}"),
         ));
-        let previous = self.previous_status();
         let drift = match (
-            uses_consumer,
+            scaled.uses_consumer,
             figures,
-            group_lag,
-            self.alone_in_group(ctx, &ns),
+            scaled.group_lag,
+            self.alone_in_group(ctx, ns),
         ) {
             (true, Some(f), Some(lag), true) => Some(f.pending - lag),
             _ => None,
         };
-        let drift_gauge = ctx.metrics.counter_drift.with_label_values(&[&ns, name]);
-        drift_gauge.set(drift.unwrap_or(0));
-        let st = PromotionStatus {
-            phase: Some(phase),
-            issued: figures.map(|f| f.issued),
-            remaining: figures.map(|f| f.remaining),
-            pending: figures.map(|f| f.pending),
-            consumer_lag: if uses_consumer { group_lag } else { None },
-            consumer_replicas: uses_consumer.then_some(set_replicas),
-            drift,
-            conditions: status::merge_conditions(
-                &previous.conditions,
-                &observed,
-                self.meta().generation,
+        ctx.metrics
+            .counter_drift
+            .with_label_values(&[ns, checked.name.as_str()])
+            .set(drift.unwrap_or(0));
+        let previous = self.previous_status();
+        let st = status::build(
+            &previous,
+            status::Inputs {
+                phase,
+                figures,
+                uses_consumer: scaled.uses_consumer,
+                group_lag: scaled.group_lag,
+                replicas: scaled.replicas,
+                drift,
+                observed: &observed,
+                generation: self.meta().generation,
                 now,
-            ),
-            observed_generation: self.meta().generation,
-        };
+            },
+        );
         if previous.phase != Some(phase) {
             let from = previous
                 .phase
@@ -524,6 +558,49 @@ fn kind_label(kind: PromotionType) -> &'static str {
     match kind {
         PromotionType::Coupon => "coupon",
         PromotionType::TimeSale => "time-sale",
+    }
+}
+
+/// The scale step's outcome for one promotion: whether its strategy uses
+/// a consumer, the replicas its consumer Deployment was given, the group's
+/// lag as read.
+#[derive(Debug, Clone, Copy)]
+struct Scaled {
+    consumer: Component,
+    uses_consumer: bool,
+    replicas: i32,
+    group_lag: Option<i64>,
+}
+
+impl Scaled {
+    fn of(
+        checked: &Checked,
+        replicas: &ConsumerReplicas,
+        lags: &HashMap<Component, Option<i64>>,
+    ) -> Self {
+        let consumer = Component::consumer_for(checked.spec.kind);
+        Scaled {
+            consumer,
+            uses_consumer: scaling::uses_consumer(checked.spec.strategy),
+            replicas: match consumer {
+                Component::CouponConsumer => replicas.coupon,
+                _ => replicas.timesale,
+            },
+            group_lag: lags.get(&consumer).copied().flatten(),
+        }
+    }
+
+    fn observation(&self) -> Observation {
+        Observation::new(
+            ConditionType::ConsumersScaled,
+            true,
+            if self.uses_consumer {
+                Reason::Scaled
+            } else {
+                Reason::NotQueued
+            },
+            format!("{} runs {} replicas", self.consumer.name(), self.replicas),
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use promotion_crd::{Phase, PromotionSpec};
+use promotion_crd::{Phase, PromotionSpec, PromotionStatus};
 
 /// A promotion's figures as its service reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +151,37 @@ impl Observation {
     }
 }
 
+/// What the status of one reconcile is built from.
+pub struct Inputs<'a> {
+    pub phase: Phase,
+    pub figures: Option<Figures>,
+    pub uses_consumer: bool,
+    pub group_lag: Option<i64>,
+    /// Replicas the promotion's consumer Deployment was given.
+    pub replicas: i32,
+    pub drift: Option<i64>,
+    pub observed: &'a [Observation],
+    pub generation: Option<i64>,
+    pub now: DateTime<Utc>,
+}
+
+/// The status a reconcile writes, from the previous one and what it saw:
+/// figures from the service, consumer fields only for queued strategies,
+/// conditions merged (see [`merge_conditions`]). Pure.
+pub fn build(previous: &PromotionStatus, i: Inputs<'_>) -> PromotionStatus {
+    PromotionStatus {
+        phase: Some(i.phase),
+        issued: i.figures.map(|f| f.issued),
+        remaining: i.figures.map(|f| f.remaining),
+        pending: i.figures.map(|f| f.pending),
+        consumer_lag: if i.uses_consumer { i.group_lag } else { None },
+        consumer_replicas: i.uses_consumer.then_some(i.replicas),
+        drift: i.drift,
+        conditions: merge_conditions(&previous.conditions, i.observed, i.generation, i.now),
+        observed_generation: i.generation,
+    }
+}
+
 /// Merges this reconcile's observations into the previous conditions:
 /// `lastTransitionTime` moves only when a condition's status flips;
 /// conditions not observed this time are kept as they were.
@@ -190,6 +221,57 @@ pub fn merge_conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_built_from_what_the_reconcile_saw() {
+        let now = Utc::now();
+        let figures = Figures {
+            limit: 100,
+            issued: 40,
+            remaining: 55,
+            pending: 5,
+        };
+        let observed = [Observation::new(
+            ConditionType::Ready,
+            true,
+            Reason::Reconciled,
+            "phase Active",
+        )];
+        let input = |uses_consumer| Inputs {
+            phase: Phase::Active,
+            figures: Some(figures),
+            uses_consumer,
+            group_lag: Some(7),
+            replicas: 3,
+            drift: Some(-2),
+            observed: &observed,
+            generation: Some(4),
+            now,
+        };
+        let queued = build(&PromotionStatus::default(), input(true));
+        assert_eq!(queued.phase, Some(Phase::Active));
+        assert_eq!(
+            (queued.issued, queued.remaining, queued.pending),
+            (Some(40), Some(55), Some(5))
+        );
+        assert_eq!(
+            (queued.consumer_lag, queued.consumer_replicas),
+            (Some(7), Some(3))
+        );
+        assert_eq!(
+            (queued.drift, queued.observed_generation),
+            (Some(-2), Some(4))
+        );
+        assert_eq!(queued.conditions.len(), 1);
+        assert_eq!(queued.conditions[0].type_, "Ready");
+        assert_eq!(queued.conditions[0].reason, "Reconciled");
+        let direct = build(&PromotionStatus::default(), input(false));
+        assert_eq!(
+            (direct.consumer_lag, direct.consumer_replicas),
+            (None, None),
+            "no consumer fields for V1/V2"
+        );
+    }
     use chrono::TimeZone;
     use promotion_crd::parse_manifests;
 
