@@ -30,7 +30,14 @@ impl CouponEvent {
     }
 }
 
-impl Event for CouponEvent {}
+impl Event for CouponEvent {
+    fn request_id(self) -> Option<String> {
+        match self {
+            CouponEvent::Issue { request_id, .. } => Some(request_id),
+            CouponEvent::Fence { .. } => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -135,21 +135,12 @@ impl CouponService {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Result<Arc<Self>, BackendError> {
-        backends
-            .queue
-            .ensure_topic(&settings.topic, settings.topic_partitions)
-            .await?;
-        let producer = backends.queue.producer(&settings.topic)?;
-        admission::mark_replayed_pending(
-            &*backends.queue,
-            &*backends.counters,
+        let producer = admission::open_topic::<events::CouponEvent>(
+            backends,
             &settings.topic,
+            settings.topic_partitions,
             &settings.group,
             settings.ticket_ttl,
-            |e: events::CouponEvent| match e {
-                events::CouponEvent::Issue { request_id, .. } => Some(request_id),
-                events::CouponEvent::Fence { .. } => None,
-            },
         )
         .await?;
         Ok(Arc::new(Self {

@@ -162,24 +162,45 @@ pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
     Ok(admission)
 }
 
+/// Opens a queued service's topic at start: creates it when missing, marks
+/// the requests still queued from before a restart pending
+/// ([`mark_replayed_pending`]) and returns its producer.
+pub async fn open_topic<E: crate::consumer::Event>(
+    backends: &crate::config::Backends,
+    topic: &str,
+    partitions: i32,
+    group: &str,
+    ticket_ttl: Duration,
+) -> Result<std::sync::Arc<dyn crate::ports::Producer>, crate::config::BackendError> {
+    backends.queue.ensure_topic(topic, partitions).await?;
+    let producer = backends.queue.producer(topic)?;
+    mark_replayed_pending::<E>(
+        &*backends.queue,
+        &*backends.counters,
+        topic,
+        group,
+        ticket_ttl,
+    )
+    .await?;
+    Ok(producer)
+}
+
 /// At start, with a queue that outlived the process (the local queue's
 /// durable log): marks the requests of its undelivered events pending again,
 /// so that their status reads PENDING — not unknown — until the consumer
-/// decides them. `request_of` names the request of an event (none for a
-/// fence). Returns how many it marked.
+/// decides them. Returns how many it marked.
 pub async fn mark_replayed_pending<E: crate::consumer::Event>(
     queue: &dyn crate::ports::Queue,
     counters: &dyn Counters,
     topic: &str,
     group: &str,
     ticket_ttl: Duration,
-    request_of: impl Fn(E) -> Option<String>,
 ) -> Result<usize, crate::config::BackendError> {
     let messages = queue.undelivered(topic, group).await?;
     let ids: Vec<String> = messages
         .iter()
         .filter_map(|m| E::decode(&m.payload).ok())
-        .filter_map(request_of)
+        .filter_map(E::request_id)
         .collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     counters.mark_pending(&refs, ticket_ttl).await?;

@@ -24,6 +24,9 @@ pub trait Event: serde::Serialize + serde::de::DeserializeOwned {
     fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// The request an event carries (a fence carries none).
+    fn request_id(self) -> Option<String>;
 }
 
 /// The events of a batch, in order. A message that cannot be read can

@@ -23,7 +23,14 @@ pub enum OrderEvent {
     Fence { fence_id: String, sale: String },
 }
 
-impl Event for OrderEvent {}
+impl Event for OrderEvent {
+    fn request_id(self) -> Option<String> {
+        match self {
+            OrderEvent::Order { order_id, .. } => Some(order_id),
+            OrderEvent::Fence { .. } => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -149,21 +149,12 @@ impl TimesaleService {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Result<Arc<Self>, BackendError> {
-        backends
-            .queue
-            .ensure_topic(&settings.topic, settings.topic_partitions)
-            .await?;
-        let producer = backends.queue.producer(&settings.topic)?;
-        admission::mark_replayed_pending(
-            &*backends.queue,
-            &*backends.counters,
+        let producer = admission::open_topic::<events::OrderEvent>(
+            backends,
             &settings.topic,
+            settings.topic_partitions,
             &settings.group,
             settings.ticket_ttl,
-            |e: events::OrderEvent| match e {
-                events::OrderEvent::Order { order_id, .. } => Some(order_id),
-                events::OrderEvent::Fence { .. } => None,
-            },
         )
         .await?;
         Ok(Arc::new(Self {
