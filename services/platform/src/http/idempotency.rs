@@ -179,6 +179,25 @@ impl Idempotency {
     }
 }
 
+/// A service's routes with Idempotency-Key on every mutation: `admin`
+/// behind the admin token (the key is claimed inside the check, so a refused
+/// call claims nothing), `public` open; both keep their keys in `idem`.
+pub fn with_keys<S: Clone + Send + Sync + 'static>(
+    idem: Idempotency,
+    admin_token: super::auth::AdminToken,
+    admin: axum::Router<S>,
+    public: axum::Router<S>,
+) -> axum::Router<S> {
+    use axum::middleware::from_fn_with_state;
+    let keys = from_fn_with_state(idem, idempotent);
+    let admin = admin
+        .route_layer(keys.clone())
+        .route_layer(from_fn_with_state(admin_token, super::auth::require_admin));
+    axum::Router::new()
+        .merge(admin)
+        .merge(public.route_layer(keys))
+}
+
 /// What a handler learns about a request that carries an `Idempotency-Key`
 /// (a request extension): the id its effect carries, and whether this run
 /// took over a claim whose first run never recorded an answer.

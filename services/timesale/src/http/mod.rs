@@ -6,10 +6,10 @@ mod sales;
 
 use std::sync::Arc;
 
-use axum::{middleware, Router};
+use axum::Router;
 use promo_platform::http::{
-    auth::{require_admin, AdminToken},
-    idempotency::{idempotent, Idempotency},
+    auth::AdminToken,
+    idempotency::{with_keys, Idempotency},
     ApiError,
 };
 use utoipa::OpenApi;
@@ -21,22 +21,9 @@ pub use sales::SaleView;
 /// All routes of the service (without `/metrics`, health and docs, which
 /// the process adds once).
 pub fn router(svc: Arc<TimesaleService>, admin_token: AdminToken) -> Router {
-    // Idempotency-Key inside the admin check: a refused call claims nothing.
-    let idempotency = middleware::from_fn_with_state(
-        Idempotency::new(svc.db.clone()).with_lease(svc.settings.idempotency_lease),
-        idempotent,
-    );
-    let admin = admin::router()
-        .route_layer(idempotency.clone())
-        .route_layer(middleware::from_fn_with_state(admin_token, require_admin));
-    Router::new()
-        .merge(admin)
-        .merge(
-            sales::router()
-                .merge(orders::router())
-                .route_layer(idempotency),
-        )
-        .with_state(svc)
+    let idem = Idempotency::new(svc.db.clone()).with_lease(svc.settings.idempotency_lease);
+    let public = sales::router().merge(orders::router());
+    with_keys(idem, admin_token, admin::router(), public).with_state(svc)
 }
 
 #[derive(OpenApi)]
