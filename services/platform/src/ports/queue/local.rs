@@ -114,7 +114,7 @@ struct Writer {
     unsynced: Vec<Message>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Synced {
     upto: i64,
     failed: Option<Arc<str>>,
@@ -373,11 +373,10 @@ impl Producer for LocalProducer {
             shared.writing.fetch_add(1, Ordering::Relaxed);
             d
         };
-        let mut synced = d.synced.subscribe();
         let offset = {
             let mut guard = locked(&d.writer);
             let w = &mut *guard;
-            let failed = synced.borrow().failed.clone();
+            let failed = d.synced.borrow().failed.clone();
             let offset = w.appender.next_offset();
             w.buf.clear();
             log::encode(&mut w.buf, offset, key.as_bytes(), &payload);
@@ -413,6 +412,9 @@ impl Producer for LocalProducer {
         if idle {
             d.wake.1.notify_one();
         }
+        // `wait_for` looks at the current value first: a sync that finished
+        // before this subscription is not missed.
+        let mut synced = d.synced.subscribe();
         let state = synced
             .wait_for(|s| s.upto > offset || s.failed.is_some())
             .await
