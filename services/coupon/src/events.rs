@@ -22,6 +22,13 @@ pub enum CouponEvent {
     Fence { fence_id: String, campaign: String },
 }
 
+/// What the consumer needs of an issue request beyond its id and campaign.
+pub struct IssueBody {
+    pub user_id: String,
+    /// Epoch milliseconds of admission.
+    pub admitted_at: i64,
+}
+
 impl CouponEvent {
     pub fn campaign(&self) -> &str {
         match self {

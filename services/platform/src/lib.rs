@@ -9,8 +9,10 @@
 //!   queue), each with its production and its embedded implementation;
 //! - [`consumer`]: the batch consumer loop shared by the queued strategies;
 //! - [`group_commit`]: many requests decided in one transaction (V2);
-//! - [`strategy`], [`admission`], [`cache`]: what the coupon and time-sale
-//!   services share around admission (strategies, pools, V3 step, rebuild).
+//! - [`queued`]: the one core of the coupon and time-sale services
+//!   (settings and flags, backends, gauges, rebuild, the consumer's batch);
+//! - [`strategy`], [`admission`], [`cache`]: the pieces that core and the
+//!   services' strategies use (strategies, pools, V3 step, fenced rebuild).
 
 #[cfg(feature = "service")]
 pub mod admission;
@@ -24,6 +26,8 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod ports;
+#[cfg(feature = "service")]
+pub mod queued;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod shield;

@@ -15,7 +15,7 @@ use promo_platform::{
     config::{BackendArgs, Backends},
     http::{auth::AdminToken, server},
     metrics::Metrics,
-    service::{self, ServiceArgs},
+    service::{self, Service, ServiceArgs},
 };
 use promotion_crd::{parse_manifests, PromotionType};
 use timesale_service::{config::TimesaleArgs, domain::SaleSpec, TimesaleService};
@@ -64,7 +64,8 @@ impl Hosted {
                     serde_json::from_value(request.body).map_err(|e| e.to_string())?;
                 let (_, created) = self
                     .coupons
-                    .upsert_campaign(&checked.name, &spec)
+                    .core
+                    .upsert(&checked.name, &spec)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(created)
@@ -74,7 +75,8 @@ impl Hosted {
                     serde_json::from_value(request.body).map_err(|e| e.to_string())?;
                 let (_, created) = self
                     .timesales
-                    .upsert_sale(&checked.name, &spec)
+                    .core
+                    .upsert(&checked.name, &spec)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(created)

@@ -6,6 +6,7 @@ use coupon_service::CouponService;
 use promo_platform::{
     config::{BackendArgs, Backends},
     metrics::Metrics,
+    service::Service,
     testing::TempDir,
 };
 use promo_standalone::{load_promotions, Hosted};
@@ -47,7 +48,12 @@ async fn examples_register_and_reloading_changes_nothing() {
             "welcome-coupon"
         ]
     );
-    let sale = hosted.timesales.sale("flash-airpods").await.unwrap();
+    let sale = hosted
+        .timesales
+        .core
+        .promotion("flash-airpods")
+        .await
+        .unwrap();
     assert_eq!(
         (
             sale.spec.stock,
@@ -58,23 +64,30 @@ async fn examples_register_and_reloading_changes_nothing() {
     );
 
     // A restart re-registers the same specs: figures are not reset.
-    let c = hosted.coupons.campaign("cyber-week-queued").await.unwrap();
+    let c = hosted
+        .coupons
+        .core
+        .promotion("cyber-week-queued")
+        .await
+        .unwrap();
     assert_eq!(c.spec.quota, 100_000);
     hosted
         .coupons
+        .core
         .counters
         .admit("coupon:cyber-week-queued", "u", 1, 1, None)
         .await
         .unwrap();
     hosted
         .timesales
+        .core
         .counters
         .admit("timesale:flash-airpods", "u", 2, 2, None)
         .await
         .unwrap();
     let again = load_promotions(&examples, &hosted).await.unwrap();
     assert_eq!(again.registered.len(), 7);
-    let counters = &hosted.coupons.counters;
+    let counters = &hosted.coupons.core.counters;
     assert_eq!(
         counters
             .remaining("coupon:cyber-week-queued")

@@ -23,6 +23,14 @@ pub enum OrderEvent {
     Fence { fence_id: String, sale: String },
 }
 
+/// What the consumer needs of an order beyond its id and sale.
+pub struct OrderBody {
+    pub user_id: String,
+    pub quantity: i64,
+    /// Epoch milliseconds of admission.
+    pub admitted_at: i64,
+}
+
 impl Event for OrderEvent {
     fn request_id(self) -> Option<String> {
         match self {

@@ -8,7 +8,6 @@ pub mod campaign;
 pub mod coupon;
 pub mod discount;
 pub mod issue;
-pub mod rebuild;
 pub mod redeem;
 
 use promo_platform::ports::{counters::CountersError, QueueError, SqlError};
@@ -74,22 +73,25 @@ impl promo_platform::ports::LockConflict for CouponError {
     }
 }
 
-impl CouponError {
-    /// The `reason` label of a batch the consumer failed to persist.
-    pub fn persist_reason(&self) -> &'static str {
+impl promo_platform::queued::QueuedError for CouponError {
+    fn unknown(id: &str) -> Self {
+        CouponError::UnknownCampaign(id.to_string())
+    }
+
+    fn rebuilding() -> Self {
+        CouponError::CountersRebuilding
+    }
+
+    fn persist_reason(&self) -> &'static str {
         match self {
-            CouponError::Sql(e) if promo_platform::ports::LockConflict::is_lock_conflict(e) => {
-                "lock_conflict"
-            }
-            CouponError::Sql(_) => "database",
+            CouponError::Sql(e) => e.persist_reason(),
             CouponError::Counters(_) => "counters",
             CouponError::Queue(_) => "queue",
             _ => "other",
         }
     }
 
-    /// The `outcome` label of `promo_admissions_total` for an issuance refusal.
-    pub fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> &'static str {
         match self {
             CouponError::SoldOut => "sold_out",
             CouponError::AlreadyIssued(_) => "duplicate",

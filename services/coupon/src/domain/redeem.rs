@@ -28,8 +28,8 @@ impl CouponService {
         order_id: &str,
         order_amount: i64,
     ) -> Result<Redemption, CouponError> {
-        let dialect = self.db.dialect();
-        let mut tx = self.db.pool().begin().await?;
+        let dialect = self.core.db.dialect();
+        let mut tx = self.core.db.pool().begin().await?;
         let row = store::lock_coupon_by_code(&mut tx, dialect, code)
             .await?
             .ok_or_else(|| CouponError::UnknownCoupon(code.to_string()))?;
@@ -84,8 +84,8 @@ impl CouponService {
         code: &str,
         order_id: &str,
     ) -> Result<crate::domain::Coupon, CouponError> {
-        let dialect = self.db.dialect();
-        let mut tx = self.db.pool().begin().await?;
+        let dialect = self.core.db.dialect();
+        let mut tx = self.core.db.pool().begin().await?;
         let row = store::lock_coupon_by_code(&mut tx, dialect, code)
             .await?
             .ok_or_else(|| CouponError::UnknownCoupon(code.to_string()))?;

@@ -35,7 +35,7 @@ pub struct CampaignView {
 }
 
 async fn view(svc: &CouponService, c: Campaign) -> Result<CampaignView, ApiError> {
-    let (remaining, pending) = svc.figures(&c).await?;
+    let (remaining, pending) = svc.core.figures(&c).await?;
     Ok(CampaignView {
         campaign: c.id,
         spec: c.spec,
@@ -61,7 +61,7 @@ pub async fn put_campaign(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<CampaignSpec>,
 ) -> Result<(StatusCode, Json<CampaignView>), ApiError> {
-    let (stored, created) = svc.upsert_campaign(&id, &spec).await?;
+    let (stored, created) = svc.core.upsert(&id, &spec).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -79,7 +79,7 @@ pub async fn get_campaign(
     State(svc): State<Arc<CouponService>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    let c = crate::store::get_campaign(svc.db.pool(), &id)
+    let c = crate::store::get_campaign(svc.core.db.pool(), &id)
         .await?
         .ok_or_else(|| crate::domain::CouponError::UnknownCampaign(id.clone()))?;
     Ok(Json(view(&svc, c).await?))

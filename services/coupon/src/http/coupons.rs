@@ -48,7 +48,7 @@ pub async fn user_coupons(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
     let (limit, cursor) = q.checked()?;
-    let fetched = store::user_coupons(svc.db.pool(), &user_id, cursor, limit + 1).await?;
+    let fetched = store::user_coupons(svc.core.db.pool(), &user_id, cursor, limit + 1).await?;
     let (items, next_cursor) = page(fetched, limit, |c| c.coupon_id.clone());
     let now = Utc::now();
     let items = items.into_iter().map(|c| c.status_at(now)).collect();

@@ -162,10 +162,10 @@ pub async fn request_status(
     State(svc): State<Arc<CouponService>>,
     ApiPath(request_id): ApiPath<String>,
 ) -> Result<Json<RequestStatus>, ApiError> {
-    let pool = svc.db.pool();
+    let pool = svc.core.db.pool();
     let decided = match store::get_request(pool, &request_id).await? {
         Some(o) => Some(o),
-        None if svc.counters.ticket_pending(&request_id).await? => {
+        None if svc.core.counters.ticket_pending(&request_id).await? => {
             return Ok(Json(RequestStatus {
                 request_id,
                 status: "PENDING",
@@ -180,7 +180,7 @@ pub async fn request_status(
     };
     if let Some(o) = decided {
         let coupon = match &o.coupon_id {
-            Some(id) => store::get_coupon(svc.db.pool(), id)
+            Some(id) => store::get_coupon(svc.core.db.pool(), id)
                 .await?
                 .map(|c| c.status_at(Utc::now())),
             None => None,

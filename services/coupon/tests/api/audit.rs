@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use coupon_service::CouponService;
-use promo_platform::{admission, ports::Admission};
+use coupon_service::Campaigns;
+use promo_platform::{admission, ports::Admission, queued::Domain};
 
 use crate::helpers::{spawn_app_with, Backend, Options};
 
@@ -14,15 +14,16 @@ const LONG: Duration = Duration::from_secs(3600);
 async fn a_leaked_admission_comes_back(backend: Backend) {
     let app = spawn_app_with(backend, Options::default()).await;
     app.campaign("leak", 3, 1, "QUEUED").await;
-    let pool = CouponService::pool("leak");
+    let pool = Campaigns::pool("leak");
     // What a process that died right after the counters step leaves behind.
     let taken = app
         .svc
+        .core
         .counters
         .admit(&pool, "ghost", 1, 1, Some(("never-sent", LONG)));
     assert_eq!(taken.await.unwrap(), Admission::Admitted { remaining: 2 });
     assert_eq!(
-        app.svc.audit("leak").await.unwrap(),
+        app.svc.core.audit("leak").await.unwrap(),
         0,
         "too young to judge"
     );
@@ -32,10 +33,17 @@ async fn a_leaked_admission_comes_back(backend: Backend) {
         .await;
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(app.svc.audit("leak").await.unwrap(), 1);
-    assert_eq!(app.svc.audit("leak").await.unwrap(), 0, "given back once");
-    assert_eq!(app.svc.counters.remaining(&pool).await.unwrap(), Some(2));
-    let drift = admission::drift(&*app.svc.counters, &pool, 3 - 1).await;
+    assert_eq!(app.svc.core.audit("leak").await.unwrap(), 1);
+    assert_eq!(
+        app.svc.core.audit("leak").await.unwrap(),
+        0,
+        "given back once"
+    );
+    assert_eq!(
+        app.svc.core.counters.remaining(&pool).await.unwrap(),
+        Some(2)
+    );
+    let drift = admission::drift(&*app.svc.core.counters, &pool, 3 - 1).await;
     assert_eq!(drift.unwrap(), Some(0));
 
     // The ghost's limit and the unit are back: the campaign sells out exactly.
@@ -66,7 +74,7 @@ async fn an_admission_on_its_way_is_not_given_back(backend: Backend) {
     // Old enough to be audited, their events still unread in the queue.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let svc = app.svc.clone();
-    let audit = tokio::spawn(async move { svc.audit("late").await });
+    let audit = tokio::spawn(async move { svc.core.audit("late").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!audit.is_finished(), "the audit waits for its fence");
     promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
@@ -76,9 +84,12 @@ async fn an_admission_on_its_way_is_not_given_back(backend: Backend) {
         decided.iter().all(|d| d["status"] == "ISSUED"),
         "{decided:?}"
     );
-    let pool = CouponService::pool("late");
-    assert_eq!(app.svc.counters.remaining(&pool).await.unwrap(), Some(3));
-    assert_eq!(app.svc.counters.in_flight(&pool).await.unwrap(), 0);
+    let pool = Campaigns::pool("late");
+    assert_eq!(
+        app.svc.core.counters.remaining(&pool).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(app.svc.core.counters.in_flight(&pool).await.unwrap(), 0);
     assert_eq!(
         app.issue("v3", "late", "u1").await.status,
         409,

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use coupon_service::consumer::persist_batch;
-
 use crate::helpers::{spawn_app_with, Backend, Options};
 
 async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
@@ -18,8 +16,8 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     }
 
     // The doomed consumer: persists everything it got, then "crashes".
-    let topic = app.svc.settings.topic.clone();
-    let group = app.svc.settings.group.clone();
+    let topic = app.svc.core.settings.topic.clone();
+    let group = app.svc.core.settings.group.clone();
     let mut doomed = app.queue.consumer(&topic, &group).await.unwrap();
     let mut batch = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -27,7 +25,7 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
         batch.extend(doomed.poll(100, Duration::from_secs(5)).await.unwrap());
     }
     assert_eq!(batch.len(), 40);
-    persist_batch(&app.svc, &batch).await.expect("persisted");
+    app.svc.core.persist_batch(&batch).await.expect("persisted");
     drop(doomed); // no offset commit
     assert_eq!(app.stored_coupons("crash").await.len(), 40);
 
@@ -35,6 +33,7 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
     let redelivered = app
         .svc
+        .core
         .metrics
         .consumer_messages
         .with_label_values(&["coupon", "redelivered"]);
@@ -52,12 +51,13 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     assert_eq!(app.issued_column("crash").await, 40);
     let decided = app.wait_decided(&ids).await;
     for id in &ids {
-        let pending = app.svc.counters.ticket_pending(id).await.unwrap();
+        let pending = app.svc.core.counters.ticket_pending(id).await.unwrap();
         assert!(!pending, "{id}: a decided request's ticket is cleared");
     }
     assert!(decided.iter().all(|d| d["status"] == "ISSUED"));
     let issued = app
         .svc
+        .core
         .metrics
         .consumer_messages
         .with_label_values(&["coupon", "issued"])
@@ -79,7 +79,7 @@ async fn batch_lookup_counts_only_the_users_asked(backend: Backend) {
 
     let app = crate::helpers::spawn_app(backend).await;
     app.campaign("big", 100_000, 2, "QUEUED").await;
-    let campaign = store::get_campaign(app.svc.db.pool(), "big")
+    let campaign = store::get_campaign(app.svc.core.db.pool(), "big")
         .await
         .unwrap()
         .unwrap();
@@ -98,8 +98,8 @@ async fn batch_lookup_counts_only_the_users_asked(backend: Backend) {
             request_id: None,
         })
         .collect();
-    let dialect = app.svc.db.dialect();
-    let mut conn = app.svc.db.pool().acquire().await.unwrap();
+    let dialect = app.svc.core.db.dialect();
+    let mut conn = app.svc.core.db.pool().acquire().await.unwrap();
     store::insert_coupons(&mut conn, &rows).await.unwrap();
 
     // 300 users (more than eq_range_index_dive_limit: MariaDB estimates from
@@ -184,7 +184,7 @@ async fn consumer_outcomes_read_back(backend: Backend) {
         ("REJECTED", Some("unknown_campaign")),
     ];
     for round in 0..2 {
-        persist_batch(&app.svc, &batch).await.expect("persisted");
+        app.svc.core.persist_batch(&batch).await.expect("persisted");
         for (n, (status, reason)) in expect.iter().enumerate() {
             let id = format!("0190d2c4-0000-7000-8000-00000000000{}", n + 1);
             let a = app.get(&format!("/issue-requests/{id}")).await;
@@ -206,6 +206,7 @@ async fn consumer_outcomes_read_back(backend: Backend) {
     }
     let redelivered = app
         .svc
+        .core
         .metrics
         .consumer_messages
         .with_label_values(&["coupon", "redelivered"])

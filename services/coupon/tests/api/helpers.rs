@@ -3,10 +3,11 @@
 
 use std::{ops::Deref, time::Duration};
 
-use coupon_service::{CouponService, Settings};
+use coupon_service::{Campaigns, CouponService, Settings};
 pub use promo_platform::testing::{Answer, Backend, Options};
 use promo_platform::{
     metrics::Metrics,
+    queued,
     testing::{self, ServiceApp, TestBackends},
 };
 use serde_json::{json, Value};
@@ -29,18 +30,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     let settings = Settings {
-        topic: testing::unique("coupon_issue"),
-        topic_partitions: 2,
-        group: testing::unique("coupon_consumer"),
-        consumer_max_wait: Duration::from_millis(10),
-        rebuild_timeout: Duration::from_secs(20),
-        audit_age: Duration::from_millis(300),
-        idempotency_lease: LEASE,
+        queued: testing::queued_settings::<Campaigns>(LEASE),
         ..Settings::default()
     };
     let backends = TestBackends::migrated::<CouponService>(backend, "coupon").await;
     let metrics = Metrics::new();
-    let svc = CouponService::with_database(
+    let svc = queued::with_database::<CouponService>(
         backends.db.clone(),
         &backends.backends(),
         metrics.clone(),
@@ -116,7 +111,7 @@ impl TestApp {
             "SELECT coupon_id, user_id FROM coupons WHERE campaign_id = ?",
         )
         .bind(campaign)
-        .fetch_all(self.svc.db.pool())
+        .fetch_all(self.svc.core.db.pool())
         .await
         .unwrap()
     }
@@ -124,7 +119,7 @@ impl TestApp {
     pub async fn issued_column(&self, campaign: &str) -> i64 {
         sqlx::query_scalar("SELECT issued FROM campaigns WHERE id = ?")
             .bind(campaign)
-            .fetch_one(self.svc.db.pool())
+            .fetch_one(self.svc.core.db.pool())
             .await
             .unwrap()
     }

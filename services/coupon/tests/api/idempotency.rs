@@ -146,14 +146,14 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
             app.wait_decided(&[first.body["requestId"].as_str().unwrap().into()])
                 .await;
         }
-        forget_idempotent_answer(&app.svc.db, &done, now_ms()).await;
+        forget_idempotent_answer(&app.svc.core.db, &done, now_ms()).await;
         let early = app.post_with_key(&path, body.clone(), &done).await;
         assert_eq!(
             (early.status, early.body["code"].as_str()),
             (409, Some("idempotency_in_progress")),
             "{v}: within the lease"
         );
-        forget_idempotent_answer(&app.svc.db, &done, lease_ago()).await;
+        forget_idempotent_answer(&app.svc.core.db, &done, lease_ago()).await;
         let retaken = app.post_with_key(&path, body.clone(), &done).await;
         assert_eq!(
             (retaken.status, retaken.replayed),
@@ -179,7 +179,7 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
         );
 
         // The run died before any effect: the retry issues.
-        claim_like(&app.svc.db, &done, &none, lease_ago()).await;
+        claim_like(&app.svc.core.db, &done, &none, lease_ago()).await;
         let ran = app.post_with_key(&path, body.clone(), &none).await;
         assert_eq!(ran.status, created, "{v}: {}", ran.body);
         assert_ne!(ran.body[same], first.body[same], "{v}: a coupon of its own");
@@ -200,11 +200,12 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
     let flying = "flying";
     let id = Keyed::effect_id(&format!("POST {path}"), flying);
     app.svc
+        .core
         .counters
         .mark_pending(&[&id], std::time::Duration::from_secs(60))
         .await
         .unwrap();
-    claim_like(&app.svc.db, "done-v3", flying, lease_ago()).await;
+    claim_like(&app.svc.core.db, "done-v3", flying, lease_ago()).await;
     let unsettled = app
         .post_with_key(path, json!({"userId": "u"}), flying)
         .await;
@@ -217,7 +218,7 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
     let status: Option<i64> =
         sqlx::query_scalar("SELECT status FROM idempotency_keys WHERE idem_key = ?")
             .bind(flying)
-            .fetch_one(app.svc.db.pool())
+            .fetch_one(app.svc.core.db.pool())
             .await
             .unwrap();
     assert_eq!(status, None, "the claim is still in progress");

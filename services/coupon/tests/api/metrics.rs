@@ -11,7 +11,7 @@ async fn promised_metrics_are_exported(backend: Backend) {
         .to_string();
     app.wait_decided(&[id]).await;
     assert_eq!(app.issue("v3", "m", "u1").await.status, 409);
-    app.svc.refresh_gauges().await.unwrap();
+    app.svc.core.refresh_gauges().await.unwrap();
     let text = app.get("/metrics").await.body;
     let text = text.as_str().expect("text exposition");
     for needle in [

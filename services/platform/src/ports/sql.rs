@@ -39,6 +39,15 @@ impl SqlError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, SqlError::Query(e) if is_unique_violation(e))
     }
+
+    /// The `reason` label of a consumer batch this error failed.
+    pub fn persist_reason(&self) -> &'static str {
+        if self.is_lock_conflict() {
+            "lock_conflict"
+        } else {
+            "database"
+        }
+    }
 }
 
 /// Errors after which a whole transaction may simply run again: it was

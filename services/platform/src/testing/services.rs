@@ -17,6 +17,24 @@ use crate::{
     },
 };
 
+/// A queued service's core settings for tests: a topic and group of its
+/// own, two partitions, short waits and Idempotency-Key lease `lease`.
+pub fn queued_settings<D: crate::queued::Domain>(
+    lease: std::time::Duration,
+) -> crate::queued::Settings {
+    use std::time::Duration;
+    crate::queued::Settings {
+        topic: unique(&format!("{}_events", D::SERVICE)),
+        topic_partitions: 2,
+        group: unique(&format!("{}_consumer", D::SERVICE)),
+        consumer_max_wait: Duration::from_millis(10),
+        rebuild_timeout: Duration::from_secs(20),
+        audit_age: Duration::from_millis(300),
+        idempotency_lease: lease,
+        ..crate::queued::Settings::of::<D>()
+    }
+}
+
 /// A fresh MariaDB database (dropped when the test process ends is not
 /// guaranteed; names are unique so leftovers never collide).
 pub async fn fresh_mysql(label: &str) -> Database {

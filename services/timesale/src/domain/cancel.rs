@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use promo_platform::{ports::with_conflict_retry, shield::to_completion};
+use promo_platform::{ports::with_conflict_retry, queued::Domain, shield::to_completion};
 
 use crate::{
     domain::{Order, OrderStatus, TimesaleError},
-    store, TimesaleService,
+    store, Sales, TimesaleService,
 };
 
 /// Runs to completion even if the client goes away, so units returned to
@@ -34,7 +34,9 @@ async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, Time
         // Decided between the order read and the ticket check (the consumer
         // clears a ticket after its commit): it is in the database now.
         Err(TimesaleError::UnknownOrder(_))
-            if store::get_order(svc.db.pool(), order_id).await?.is_some() =>
+            if store::get_order(svc.core.db.pool(), order_id)
+                .await?
+                .is_some() =>
         {
             attempt().await?
         }
@@ -48,8 +50,9 @@ async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, Time
         );
         // A sale without counters (V1) has no pool: release is then a no-op.
         if let Err(e) = svc
+            .core
             .counters
-            .release(&TimesaleService::pool(sale), user, quantity)
+            .release(&Sales::pool(sale), user, quantity)
             .await
         {
             // The database already has the units back; the counters now
@@ -64,9 +67,9 @@ async fn cancel_in_transaction(
     svc: &TimesaleService,
     order_id: &str,
 ) -> Result<(Order, bool), TimesaleError> {
-    let mut tx = svc.db.pool().begin().await?;
-    let Some(mut order) = store::lock_order(&mut tx, svc.db.dialect(), order_id).await? else {
-        return Err(if svc.counters.ticket_pending(order_id).await? {
+    let mut tx = svc.core.db.pool().begin().await?;
+    let Some(mut order) = store::lock_order(&mut tx, svc.core.db.dialect(), order_id).await? else {
+        return Err(if svc.core.counters.ticket_pending(order_id).await? {
             TimesaleError::NotCancellable(format!(
                 "order {order_id:?} is still pending; cancel it once it is CONFIRMED"
             ))

@@ -7,7 +7,6 @@
 pub mod cancel;
 pub mod order;
 pub mod ordering;
-pub mod rebuild;
 pub mod sale;
 
 use promo_platform::ports::{counters::CountersError, LockConflict, QueueError, SqlError};
@@ -62,22 +61,25 @@ impl LockConflict for TimesaleError {
     }
 }
 
-impl TimesaleError {
-    /// The `reason` label of a batch the consumer failed to persist.
-    pub fn persist_reason(&self) -> &'static str {
+impl promo_platform::queued::QueuedError for TimesaleError {
+    fn unknown(id: &str) -> Self {
+        TimesaleError::UnknownSale(id.to_string())
+    }
+
+    fn rebuilding() -> Self {
+        TimesaleError::CountersRebuilding
+    }
+
+    fn persist_reason(&self) -> &'static str {
         match self {
-            TimesaleError::Sql(e) if promo_platform::ports::LockConflict::is_lock_conflict(e) => {
-                "lock_conflict"
-            }
-            TimesaleError::Sql(_) => "database",
+            TimesaleError::Sql(e) => e.persist_reason(),
             TimesaleError::Counters(_) => "counters",
             TimesaleError::Queue(_) => "queue",
             _ => "other",
         }
     }
 
-    /// The `outcome` label of `promo_admissions_total` for an order refusal.
-    pub fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> &'static str {
         match self {
             TimesaleError::SoldOut(_) => "sold_out",
             TimesaleError::LimitExceeded(_) => "limit_exceeded",

@@ -28,7 +28,7 @@ pub async fn put_sale(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<SaleSpec>,
 ) -> Result<(StatusCode, Json<SaleView>), ApiError> {
-    let (stored, created) = svc.upsert_sale(&id, &spec).await?;
+    let (stored, created) = svc.core.upsert(&id, &spec).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -21,7 +21,8 @@ pub use sales::SaleView;
 /// All routes of the service (without `/metrics`, health and docs, which
 /// the process adds once).
 pub fn router(svc: Arc<TimesaleService>, admin_token: AdminToken) -> Router {
-    let idem = Idempotency::new(svc.db.clone()).with_lease(svc.settings.idempotency_lease);
+    let idem =
+        Idempotency::new(svc.core.db.clone()).with_lease(svc.core.settings.idempotency_lease);
     let public = sales::router().merge(orders::router());
     with_keys(idem, admin_token, admin::router(), public).with_state(svc)
 }

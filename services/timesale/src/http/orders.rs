@@ -154,10 +154,10 @@ pub async fn get_order(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let pool = svc.db.pool();
+    let pool = svc.core.db.pool();
     let decided = match store::get_order(pool, &order_id).await? {
         Some(o) => Some(o),
-        None if svc.counters.ticket_pending(&order_id).await? => {
+        None if svc.core.counters.ticket_pending(&order_id).await? => {
             return Ok(Json(Order::pending(order_id)));
         }
         // The consumer clears a ticket only after its commit: an order

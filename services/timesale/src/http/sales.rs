@@ -38,7 +38,7 @@ pub struct SaleView {
 }
 
 pub(crate) async fn view(svc: &TimesaleService, s: Sale) -> Result<SaleView, ApiError> {
-    let (remaining, pending) = svc.figures(&s).await?;
+    let (remaining, pending) = svc.core.figures(&s).await?;
     Ok(SaleView {
         sale: s.id,
         spec: s.spec,
@@ -55,7 +55,7 @@ pub async fn list_sales(
     State(svc): State<Arc<TimesaleService>>,
 ) -> Result<Json<Vec<SaleView>>, ApiError> {
     let mut out = Vec::new();
-    for s in store::list_sales(svc.db.pool(), Some(to_ms(Utc::now()))).await? {
+    for s in store::list_sales(svc.core.db.pool(), Some(to_ms(Utc::now()))).await? {
         out.push(view(&svc, s).await?);
     }
     Ok(Json(out))
@@ -69,7 +69,7 @@ pub async fn get_sale(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SaleView>, ApiError> {
-    let s = store::get_sale(svc.db.pool(), &id)
+    let s = store::get_sale(svc.core.db.pool(), &id)
         .await?
         .ok_or_else(|| TimesaleError::UnknownSale(id.clone()))?;
     Ok(Json(view(&svc, s).await?))

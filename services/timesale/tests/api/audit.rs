@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use promo_platform::{admission, ports::Admission};
-use timesale_service::TimesaleService;
+use promo_platform::{admission, ports::Admission, queued::Domain};
+use timesale_service::Sales;
 
 use crate::helpers::{spawn_app_with, Backend, Options};
 
@@ -14,14 +14,15 @@ const LONG: Duration = Duration::from_secs(3600);
 async fn a_leaked_order_gives_its_units_back(backend: Backend) {
     let app = spawn_app_with(backend, Options::default()).await;
     app.sale("leak", 6, 3, "QUEUED").await;
-    let pool = TimesaleService::pool("leak");
+    let pool = Sales::pool("leak");
     let taken = app
         .svc
+        .core
         .counters
         .admit(&pool, "ghost", 3, 3, Some(("never-sent", LONG)));
     assert_eq!(taken.await.unwrap(), Admission::Admitted { remaining: 3 });
     assert_eq!(
-        app.svc.audit("leak").await.unwrap(),
+        app.svc.core.audit("leak").await.unwrap(),
         0,
         "too young to judge"
     );
@@ -31,10 +32,17 @@ async fn a_leaked_order_gives_its_units_back(backend: Backend) {
         .await;
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(app.svc.audit("leak").await.unwrap(), 1);
-    assert_eq!(app.svc.audit("leak").await.unwrap(), 0, "given back once");
-    assert_eq!(app.svc.counters.remaining(&pool).await.unwrap(), Some(4));
-    let drift = admission::drift(&*app.svc.counters, &pool, 6 - 2).await;
+    assert_eq!(app.svc.core.audit("leak").await.unwrap(), 1);
+    assert_eq!(
+        app.svc.core.audit("leak").await.unwrap(),
+        0,
+        "given back once"
+    );
+    assert_eq!(
+        app.svc.core.counters.remaining(&pool).await.unwrap(),
+        Some(4)
+    );
+    let drift = admission::drift(&*app.svc.core.counters, &pool, 6 - 2).await;
     assert_eq!(drift.unwrap(), Some(0));
 
     // The ghost's limit and units are back: the sale sells out exactly.
@@ -64,7 +72,7 @@ async fn an_order_on_its_way_is_not_given_back(backend: Backend) {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let svc = app.svc.clone();
-    let audit = tokio::spawn(async move { svc.audit("late").await });
+    let audit = tokio::spawn(async move { svc.core.audit("late").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!audit.is_finished(), "the audit waits for its fence");
     promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
@@ -74,9 +82,12 @@ async fn an_order_on_its_way_is_not_given_back(backend: Backend) {
         decided.iter().all(|d| d["status"] == "CONFIRMED"),
         "{decided:?}"
     );
-    let pool = TimesaleService::pool("late");
-    assert_eq!(app.svc.counters.remaining(&pool).await.unwrap(), Some(2));
-    assert_eq!(app.svc.counters.in_flight(&pool).await.unwrap(), 0);
+    let pool = Sales::pool("late");
+    assert_eq!(
+        app.svc.core.counters.remaining(&pool).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(app.svc.core.counters.in_flight(&pool).await.unwrap(), 0);
     assert_eq!(
         app.order("v3", "late", "u1", 1).await.status,
         409,

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use timesale_service::consumer::persist_batch;
-
 use crate::helpers::{spawn_app_with, Backend, Options};
 
 async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
@@ -18,8 +16,8 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     }
 
     // The doomed consumer: persists everything it got, then "crashes".
-    let topic = app.svc.settings.topic.clone();
-    let group = app.svc.settings.group.clone();
+    let topic = app.svc.core.settings.topic.clone();
+    let group = app.svc.core.settings.group.clone();
     let mut doomed = app.queue.consumer(&topic, &group).await.unwrap();
     let mut batch = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -27,7 +25,7 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
         batch.extend(doomed.poll(100, Duration::from_secs(5)).await.unwrap());
     }
     assert_eq!(batch.len(), 40);
-    persist_batch(&app.svc, &batch).await.expect("persisted");
+    app.svc.core.persist_batch(&batch).await.expect("persisted");
     drop(doomed); // no offset commit
     assert_eq!(app.stored_orders("crash").await.len(), 40);
 
@@ -35,6 +33,7 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     promo_platform::service::spawn_consumer(&app.svc, app.shutdown.clone());
     let redelivered = app
         .svc
+        .core
         .metrics
         .consumer_messages
         .with_label_values(&["timesale", "redelivered"]);
@@ -55,12 +54,13 @@ async fn crash_between_db_commit_and_offset_commit(backend: Backend) {
     assert_eq!(app.check_books("crash", 100, 3).await, 80);
     let decided = app.wait_decided(&ids).await;
     for id in &ids {
-        let pending = app.svc.counters.ticket_pending(id).await.unwrap();
+        let pending = app.svc.core.counters.ticket_pending(id).await.unwrap();
         assert!(!pending, "{id}: a decided request's ticket is cleared");
     }
     assert!(decided.iter().all(|d| d["status"] == "CONFIRMED"));
     let confirmed = app
         .svc
+        .core
         .metrics
         .consumer_messages
         .with_label_values(&["timesale", "confirmed"])
@@ -78,8 +78,8 @@ async fn batch_units_upsert_and_lookup(backend: Backend) {
     use timesale_service::store;
 
     let app = crate::helpers::spawn_app(backend).await;
-    let dialect = app.svc.db.dialect();
-    let mut tx = app.svc.db.pool().begin().await.unwrap();
+    let dialect = app.svc.core.db.dialect();
+    let mut tx = app.svc.core.db.pool().begin().await.unwrap();
     let first: HashMap<&str, i64> = [("a", 1), ("b", 2)].into();
     store::set_user_units(&mut tx, dialect, "s", &first)
         .await
@@ -115,6 +115,7 @@ async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
     let app = spawn_app_with(backend, Options::without_consumer()).await;
     let id = "0190d2c4-0000-7000-8000-000000000001";
     app.svc
+        .core
         .counters
         .mark_pending(&[id], Duration::from_secs(60))
         .await
@@ -133,7 +134,7 @@ async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
         .encode(),
     }];
     for round in 0..2 {
-        persist_batch(&app.svc, &batch).await.expect("persisted");
+        app.svc.core.persist_batch(&batch).await.expect("persisted");
         let a = app.get(&format!("/orders/{id}")).await;
         assert_eq!(a.status, 200, "round {round}: {}", a.body);
         assert_eq!(
@@ -144,7 +145,7 @@ async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
         );
         assert_eq!(app.stored_orders("gone").await.len(), 1, "round {round}");
     }
-    assert!(!app.svc.counters.ticket_pending(id).await.unwrap());
+    assert!(!app.svc.core.counters.ticket_pending(id).await.unwrap());
 }
 
 promo_platform::on_both_backends!(an_order_for_an_unknown_sale_is_rejected);

@@ -6,10 +6,11 @@ use std::{collections::HashMap, ops::Deref, time::Duration};
 pub use promo_platform::testing::{Answer, Backend, Options};
 use promo_platform::{
     metrics::Metrics,
+    queued,
     testing::{self, ServiceApp, TestBackends},
 };
 use serde_json::{json, Value};
-use timesale_service::{Settings, TimesaleService};
+use timesale_service::{Sales, Settings, TimesaleService};
 
 pub struct TestApp(ServiceApp<TimesaleService>);
 
@@ -29,18 +30,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     let settings = Settings {
-        topic: testing::unique("timesale_order"),
-        topic_partitions: 2,
-        group: testing::unique("timesale_consumer"),
-        consumer_max_wait: Duration::from_millis(10),
-        rebuild_timeout: Duration::from_secs(20),
-        audit_age: Duration::from_millis(300),
-        idempotency_lease: LEASE,
+        queued: testing::queued_settings::<Sales>(LEASE),
         ..Settings::default()
     };
     let backends = TestBackends::migrated::<TimesaleService>(backend, "timesale").await;
     let metrics = Metrics::new();
-    let svc = TimesaleService::with_database(
+    let svc = queued::with_database::<TimesaleService>(
         backends.db.clone(),
         &backends.backends(),
         metrics.clone(),
@@ -134,7 +129,7 @@ impl TestApp {
             "SELECT order_id, user_id, quantity, status FROM orders WHERE sale_id = ?",
         )
         .bind(sale)
-        .fetch_all(self.svc.db.pool())
+        .fetch_all(self.svc.core.db.pool())
         .await
         .unwrap()
     }
@@ -142,7 +137,7 @@ impl TestApp {
     pub async fn sold_column(&self, sale: &str) -> i64 {
         sqlx::query_scalar("SELECT sold FROM sales WHERE id = ?")
             .bind(sale)
-            .fetch_one(self.svc.db.pool())
+            .fetch_one(self.svc.core.db.pool())
             .await
             .unwrap()
     }
@@ -171,7 +166,7 @@ impl TestApp {
         let held: Vec<(String, i64)> =
             sqlx::query_as("SELECT user_id, units FROM sale_users WHERE sale_id = ? AND units > 0")
                 .bind(sale)
-                .fetch_all(self.svc.db.pool())
+                .fetch_all(self.svc.core.db.pool())
                 .await
                 .unwrap();
         assert_eq!(held.len(), per_user.len(), "sale_users has every holder");

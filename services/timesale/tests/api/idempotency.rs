@@ -71,14 +71,14 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
         assert_eq!(first_id, Keyed::effect_id(&format!("POST {path}"), &done));
         app.wait_decided(std::slice::from_ref(&first_id)).await;
 
-        forget_idempotent_answer(&app.svc.db, &done, now_ms()).await;
+        forget_idempotent_answer(&app.svc.core.db, &done, now_ms()).await;
         let early = app.post_with_key(&path, body.clone(), &done).await;
         assert_eq!(
             (early.status, early.body["code"].as_str()),
             (409, Some("idempotency_in_progress")),
             "{v}"
         );
-        forget_idempotent_answer(&app.svc.db, &done, lease_ago()).await;
+        forget_idempotent_answer(&app.svc.core.db, &done, lease_ago()).await;
         let retaken = app.post_with_key(&path, body.clone(), &done).await;
         assert_eq!(
             (retaken.status, retaken.replayed),
@@ -93,7 +93,7 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
             "{v}: no second order"
         );
 
-        claim_like(&app.svc.db, &done, &none, lease_ago()).await;
+        claim_like(&app.svc.core.db, &done, &none, lease_ago()).await;
         let ran = app.post_with_key(&path, body.clone(), &none).await;
         assert_eq!(ran.status, created, "{v}: {}", ran.body);
         let ran_id = ran.body["orderId"].as_str().unwrap().to_string();
@@ -105,11 +105,12 @@ async fn a_dead_runs_claim_is_taken_over_after_its_lease(backend: Backend) {
     let path = "/v3/time-sales/lease-v3/orders";
     let id = Keyed::effect_id(&format!("POST {path}"), "flying");
     app.svc
+        .core
         .counters
         .mark_pending(&[&id], std::time::Duration::from_secs(60))
         .await
         .unwrap();
-    claim_like(&app.svc.db, "done-v3", "flying", lease_ago()).await;
+    claim_like(&app.svc.core.db, "done-v3", "flying", lease_ago()).await;
     let body = json!({"userId": "buyer", "quantity": 1});
     let unsettled = app.post_with_key(path, body.clone(), "flying").await;
     assert_eq!(

@@ -37,8 +37,8 @@ pub(crate) async fn issue_in_transaction(
     user_id: &str,
     request_id: Option<&str>,
 ) -> Result<Coupon, CouponError> {
-    let dialect = svc.db.dialect();
-    let mut tx = svc.db.pool().begin().await?;
+    let dialect = svc.core.db.dialect();
+    let mut tx = svc.core.db.pool().begin().await?;
     let c = store::read_campaign(&mut tx, dialect, campaign, false)
         .await?
         .ok_or_else(|| CouponError::UnknownCampaign(campaign.to_string()))?;

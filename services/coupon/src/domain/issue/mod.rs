@@ -49,7 +49,7 @@ async fn issue_now(
 ) -> Result<Issued, CouponError> {
     let strategy = match strategy {
         Some(s) => s,
-        None => svc.campaign(campaign).await?.spec.strategy,
+        None => svc.core.promotion(campaign).await?.spec.strategy,
     };
     let id = keyed.as_ref().map(|k| k.effect_id.as_str());
     if let Some(k) = keyed.as_ref().filter(|k| k.retaken) {
@@ -68,7 +68,7 @@ async fn issue_now(
             .await
             .map(|request_id| Issued::Pending { request_id }),
     };
-    svc.count(strategy, campaign, &result);
+    svc.core.count(strategy.label(), campaign, &result);
     result
 }
 
@@ -86,10 +86,10 @@ async fn earlier_effect(
     strategy: Strategy,
     id: &str,
 ) -> Result<Option<Issued>, CouponError> {
-    if svc.counters.ticket_pending(id).await? {
+    if svc.core.counters.ticket_pending(id).await? {
         return Err(CouponError::Unsettled);
     }
-    let pool = svc.db.pool();
+    let pool = svc.core.db.pool();
     let Some(decided) = store::get_request(pool, id).await? else {
         return Ok(None);
     };

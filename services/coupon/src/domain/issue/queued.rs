@@ -5,26 +5,18 @@
 //!
 //! The counters only admit; the database still decides. When the counters
 //! are missing (Redis restarted, flushed), admission fails closed with 503
-//! until `super::super::rebuild` has re-derived them from the database.
+//! until the queued core has rebuilt them from the database
+//! ([`promo_platform::queued::Core::admit`]).
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use promo_platform::{
-    admission::{self, admit_and_publish},
-    ports::Admission,
-};
+use promo_platform::queued::{Claim, Taken};
 
-use crate::{
-    domain::CouponError,
-    events::{CouponEvent, Event},
-    CouponService,
-};
+use crate::{domain::CouponError, events::CouponEvent, CouponService};
 
-/// [`admit_once`], and once more after waiting up to
-/// [`admission::REBUILD_WAIT`] when the pool was missing and is rebuilt
-/// meanwhile. The request id is `request_id` (an idempotency key's effect
-/// id) or a new one.
+/// Admits one request for `user_id`; its id is `request_id` (an
+/// idempotency key's effect id) or a new one, and it is the answer.
 pub async fn admit(
     svc: &Arc<CouponService>,
     campaign: &str,
@@ -32,56 +24,27 @@ pub async fn admit(
     request_id: Option<&str>,
 ) -> Result<String, CouponError> {
     let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
-    admission::once_more_after_rebuild(
-        &*svc.counters,
-        &CouponService::pool(campaign),
-        |e| matches!(e, CouponError::CountersRebuilding),
-        || admit_once(svc, campaign, user_id, &request_id),
-    )
-    .await
-}
-
-async fn admit_once(
-    svc: &Arc<CouponService>,
-    campaign: &str,
-    user_id: &str,
-    request_id: &str,
-) -> Result<String, CouponError> {
-    let c = svc.campaign(campaign).await?;
-    let now = Utc::now();
-    c.check_active(now)?;
-    let request_id = request_id.to_string();
-    let event = CouponEvent::Issue {
-        request_id: request_id.clone(),
-        campaign: campaign.to_string(),
-        user_id: user_id.to_string(),
-        admitted_at: now.timestamp_millis(),
+    let claim = |c: &crate::domain::Campaign| {
+        let now = Utc::now();
+        c.check_active(now)?;
+        Ok(Claim {
+            units: 1,
+            limit: c.spec.per_user_limit,
+            event: CouponEvent::Issue {
+                request_id: request_id.clone(),
+                campaign: campaign.to_string(),
+                user_id: user_id.to_string(),
+                admitted_at: now.timestamp_millis(),
+            },
+        })
     };
-    let admission = admit_and_publish::<CouponError>(
-        &*svc.counters,
-        &*svc.producer,
-        &CouponService::pool(campaign),
-        campaign,
-        user_id,
-        1,
-        c.spec.per_user_limit,
-        (&request_id, svc.settings.ticket_ttl),
-        event.encode(),
-    )
-    .await?;
-    match admission {
-        Admission::Admitted { remaining } => {
-            svc.metrics
-                .remaining
-                .with_label_values(&[crate::SERVICE, campaign])
-                .set(remaining);
-            Ok(request_id)
-        }
-        Admission::LimitReached => Err(CouponError::AlreadyIssued(c.spec.per_user_limit)),
-        Admission::SoldOut => Err(CouponError::SoldOut),
-        Admission::Missing => {
-            svc.trigger_rebuild(campaign);
-            Err(CouponError::CountersRebuilding)
-        }
+    match svc
+        .core
+        .admit(campaign, user_id, &request_id, claim)
+        .await?
+    {
+        Taken::Admitted => Ok(request_id),
+        Taken::LimitReached { limit } => Err(CouponError::AlreadyIssued(limit)),
+        Taken::SoldOut => Err(CouponError::SoldOut),
     }
 }

@@ -47,7 +47,12 @@ pub async fn issue(
     let deadline = tokio::time::Instant::now() + svc.settings.lock_wait;
     let mut pause = Duration::from_millis(2);
     let token = loop {
-        if let Some(t) = svc.counters.try_lock(&key, svc.settings.lock_ttl).await? {
+        if let Some(t) = svc
+            .core
+            .counters
+            .try_lock(&key, svc.settings.lock_ttl)
+            .await?
+        {
             break t;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -67,7 +72,7 @@ pub async fn issue(
         Ok(answer) => answer,
         Err(stopped) => Err(CouponError::Stopped(stopped.to_string())),
     };
-    if let Err(e) = svc.counters.unlock(&token).await {
+    if let Err(e) = svc.core.counters.unlock(&token).await {
         // The lock expires on its own; the outcome is already decided.
         tracing::warn!(error = %e, key, "lock release failed");
     }
@@ -99,9 +104,9 @@ async fn batch_transaction(
 ) -> Result<Vec<Result<Coupon, CouponError>>, CouponError> {
     let mut answers = Answers::new(batch.len());
     let now = Utc::now();
-    let mut tx = svc.db.pool().begin().await?;
+    let mut tx = svc.core.db.pool().begin().await?;
     for (campaign, indices) in by_key(batch, |r| &r.campaign) {
-        let Some(c) = store::lock_campaign(&mut tx, svc.db.dialect(), campaign).await? else {
+        let Some(c) = store::lock_campaign(&mut tx, svc.core.db.dialect(), campaign).await? else {
             answers.fill(&indices, || {
                 Err(CouponError::UnknownCampaign(campaign.to_string()))
             });
@@ -121,7 +126,7 @@ async fn batch_transaction(
             .collect();
         for (&i, answer) in indices
             .iter()
-            .zip(decide(&mut tx, svc.db.dialect(), &c, &wanted).await?)
+            .zip(decide(&mut tx, svc.core.db.dialect(), &c, &wanted).await?)
         {
             answers.set(i, answer.map_err(CouponError::from));
         }

@@ -56,8 +56,8 @@ pub(crate) async fn order_in_transaction(
     quantity: i64,
     strategy: Strategy,
 ) -> Result<Order, TimesaleError> {
-    let dialect = svc.db.dialect();
-    let mut tx = svc.db.pool().begin().await?;
+    let dialect = svc.core.db.dialect();
+    let mut tx = svc.core.db.pool().begin().await?;
     let sale = store::read_sale(&mut tx, dialect, sale_id, false)
         .await?
         .ok_or_else(|| TimesaleError::UnknownSale(sale_id.to_string()))?;

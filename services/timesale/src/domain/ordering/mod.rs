@@ -53,7 +53,7 @@ async fn place_now(
 ) -> Result<Placed, TimesaleError> {
     let strategy = match strategy {
         Some(s) => s,
-        None => svc.sale(sale).await?.spec.strategy,
+        None => svc.core.promotion(sale).await?.spec.strategy,
     };
     let id = match &keyed {
         Some(k) if k.retaken => {
@@ -76,7 +76,7 @@ async fn place_now(
             .await
             .map(|order_id| Placed::Pending { order_id }),
     };
-    svc.count(strategy, sale, &result);
+    svc.core.count(strategy.label(), sale, &result);
     result
 }
 
@@ -94,16 +94,18 @@ async fn earlier_effect(
     strategy: Strategy,
     id: &str,
 ) -> Result<Option<Placed>, TimesaleError> {
-    if svc.counters.ticket_pending(id).await? {
+    if svc.core.counters.ticket_pending(id).await? {
         return Err(TimesaleError::Unsettled);
     }
-    Ok(store::get_order(svc.db.pool(), id).await?.map(|order| {
-        if strategy == Strategy::Queued {
-            Placed::Pending {
-                order_id: order.order_id,
+    Ok(store::get_order(svc.core.db.pool(), id)
+        .await?
+        .map(|order| {
+            if strategy == Strategy::Queued {
+                Placed::Pending {
+                    order_id: order.order_id,
+                }
+            } else {
+                Placed::Confirmed(order)
             }
-        } else {
-            Placed::Confirmed(order)
-        }
-    }))
+        }))
 }

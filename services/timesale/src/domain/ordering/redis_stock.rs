@@ -14,6 +14,7 @@ use promo_platform::{
     admission,
     group_commit::{by_key, whole_or_one_by_one, Answers},
     ports::{with_conflict_retry, Admission},
+    queued::Domain,
 };
 
 use super::{
@@ -22,7 +23,7 @@ use super::{
 };
 use crate::{
     domain::{Order, Strategy, TimesaleError},
-    store, TimesaleService, SERVICE,
+    store, Sales, TimesaleService, SERVICE,
 };
 
 /// One admitted V2 order waiting for its batch.
@@ -43,8 +44,8 @@ pub async fn order(
     quantity: i64,
 ) -> Result<Order, TimesaleError> {
     admission::once_more_after_rebuild(
-        &*svc.counters,
-        &TimesaleService::pool(sale_id),
+        &*svc.core.counters,
+        &Sales::pool(sale_id),
         |e| matches!(e, TimesaleError::CountersRebuilding),
         || order_once(svc, order_id, sale_id, user_id, quantity),
     )
@@ -58,18 +59,20 @@ async fn order_once(
     user_id: &str,
     quantity: i64,
 ) -> Result<Order, TimesaleError> {
-    let sale = svc.sale(sale_id).await?;
+    let sale = svc.core.promotion(sale_id).await?;
     sale.check_active(Utc::now())?;
     sale.check_quantity(quantity)?;
-    let pool = TimesaleService::pool(sale_id);
+    let pool = Sales::pool(sale_id);
     let limit = sale.spec.per_user_limit;
     match svc
+        .core
         .counters
         .admit(&pool, user_id, quantity, limit, None)
         .await?
     {
         Admission::Admitted { remaining } => {
-            svc.metrics
+            svc.core
+                .metrics
                 .remaining
                 .with_label_values(&[SERVICE, sale_id])
                 .set(remaining);
@@ -77,7 +80,7 @@ async fn order_once(
         Admission::LimitReached => return Err(TimesaleError::LimitExceeded(limit)),
         Admission::SoldOut => return Err(TimesaleError::SoldOut(quantity)),
         Admission::Missing => {
-            svc.trigger_rebuild(sale_id);
+            svc.core.trigger_rebuild(sale_id);
             return Err(TimesaleError::CountersRebuilding);
         }
     }
@@ -92,7 +95,7 @@ async fn order_once(
         Err(stopped) => Err(TimesaleError::Stopped(stopped.to_string())),
     };
     if result.is_err() {
-        if let Err(e) = svc.counters.release(&pool, user_id, quantity).await {
+        if let Err(e) = svc.core.counters.release(&pool, user_id, quantity).await {
             tracing::error!(error = %e, sale = sale_id, "could not give back units the database refused");
         }
     }
@@ -132,8 +135,8 @@ async fn batch_transaction(
 ) -> Result<Vec<Result<Order, TimesaleError>>, TimesaleError> {
     let mut answers = Answers::new(batch.len());
     let now = Utc::now();
-    let dialect = svc.db.dialect();
-    let mut tx = svc.db.pool().begin().await?;
+    let dialect = svc.core.db.dialect();
+    let mut tx = svc.core.db.pool().begin().await?;
     for (sale_id, indices) in by_key(batch, |r| &r.sale) {
         let Some(sale) = store::read_sale(&mut tx, dialect, sale_id, true).await? else {
             answers.fill(&indices, || {

@@ -1,0 +1,823 @@
+//! The one core of the queued services (coupon, time sale).
+//!
+//! Both admit through counters (V2/V3), publish V3 events to a topic,
+//! persist them with a batch consumer, rebuild lost counters behind a
+//! fence and audit admissions in flight. What differs — the promotion
+//! (campaign or sale), its SQL, the event, the rules that decide a batch —
+//! a service supplies as a [`Domain`]; everything else lives here once:
+//!
+//! - [`Settings`] and [`Flags`]: the tunables and the `--<service>-…` flags
+//!   every queued service has;
+//! - [`Core`]: its backends, the promotion cache, counters kept in step with
+//!   upserts, gauges, the fenced rebuild and audit ([`Rebuild`]) and the
+//!   consumer's batch ([`BatchHandler`]: decode, drop duplicates, skip what
+//!   is decided, decide the rest per promotion in id order, record fences,
+//!   commit, clear tickets, count);
+//! - [`Queued`]: what a service struct adds (routes, start); every
+//!   `Queued` is a [`Service`].
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    marker::PhantomData,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use axum::Router;
+use clap::{builder::ValueParser, Arg, ArgAction, ArgMatches};
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::{
+    admission::{self, PoolSpec, Rebuild, Rebuilds},
+    cache::TtlCache,
+    config::{BackendError, Backends},
+    consumer::{decode_batch, BatchHandler, ConsumerOptions, Event, PersistError},
+    http::auth::AdminToken,
+    metrics::Metrics,
+    ports::{
+        counters::CountersError, sql::Migrations, Admission, Counters, Database, Dialect, Message,
+        Producer, Queue, QueueError,
+    },
+    service::{ConsumerParts, Service},
+};
+
+/// Tunables of a queued service. The first six have a flag ([`Flags`]);
+/// the others keep these defaults in production (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Topic of V3 events.
+    pub topic: String,
+    /// Partitions of the topic when this service creates it.
+    pub topic_partitions: i32,
+    /// Consumer group of the V3 consumer.
+    pub group: String,
+    /// Most events persisted in one database transaction.
+    pub consumer_max_batch: usize,
+    /// How long an admission stays in flight before the audit may give it
+    /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
+    pub audit_age: Duration,
+    /// How long an `Idempotency-Key` claim without an answer blocks retries
+    /// before one may take it over ([`crate::http::idempotency::LEASE`] by default).
+    pub idempotency_lease: Duration,
+    /// How long a promotion read stays cached on the hot path.
+    pub cache_ttl: Duration,
+    /// How long a V3 request id answers PENDING before it must be decided.
+    pub ticket_ttl: Duration,
+    /// How long a counter rebuild waits for its fence to be persisted.
+    pub rebuild_timeout: Duration,
+    /// How long the consumer waits to fill a batch.
+    pub consumer_max_wait: Duration,
+}
+
+/// Default of `--<service>-consumer-batch`.
+pub const CONSUMER_BATCH: usize = 1000;
+
+impl Settings {
+    /// The defaults of service `D`: its topic, group and partitions from
+    /// the contracts the operator shares.
+    pub fn of<D: Domain>() -> Self {
+        Self {
+            topic: D::TOPIC.into(),
+            topic_partitions: D::PARTITIONS,
+            group: D::GROUP.into(),
+            consumer_max_batch: CONSUMER_BATCH,
+            audit_age: admission::AUDIT_AGE,
+            idempotency_lease: crate::http::idempotency::LEASE,
+            cache_ttl: Duration::from_millis(500),
+            ticket_ttl: Duration::from_secs(24 * 3600),
+            rebuild_timeout: Duration::from_secs(30),
+            consumer_max_wait: Duration::from_millis(20),
+        }
+    }
+
+    pub fn consumer_options(&self, service: &'static str) -> ConsumerOptions {
+        ConsumerOptions {
+            service,
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            max_batch: self.consumer_max_batch,
+            max_wait: self.consumer_max_wait,
+        }
+    }
+}
+
+/// The flags of [`Settings`], named after the service so `promo
+/// standalone` can take several services' side by side:
+/// `--coupon-topic` / `PROMO_COUPON_TOPIC`, `--timesale-topic`, ….
+/// Flatten it into the service's own `clap::Args`.
+#[derive(Debug, Clone)]
+pub struct Flags<D> {
+    pub topic: String,
+    pub topic_partitions: i32,
+    pub group: String,
+    pub consumer_batch: usize,
+    pub audit_age_seconds: u64,
+    pub idempotency_lease_seconds: u64,
+    domain: PhantomData<fn() -> D>,
+}
+
+/// `(name, help)` of each flag, in the order of [`Flags`]' fields.
+const FLAGS: [(&str, &str); 6] = [
+    ("topic", "Topic of V3 events."),
+    (
+        "topic-partitions",
+        "Partitions of the topic when this service creates it.",
+    ),
+    ("consumer-group", "Consumer group of the V3 consumer."),
+    (
+        "consumer-batch",
+        "Most events persisted in one database transaction.",
+    ),
+    (
+        "audit-age-seconds",
+        "Seconds an admission stays in flight (counted, its event not yet persisted) \
+         before the audit may give it back when no event arrived. At least 11 (the \
+         queue's delivery timeout is 10 s).",
+    ),
+    (
+        "idempotency-lease-seconds",
+        "Seconds an Idempotency-Key whose first request never answered (its process \
+         died) answers 409 before a retry may run it again; the retry answers from the \
+         first request's effect if it happened. Keep it above the longest a request \
+         can take; at least 5.",
+    ),
+];
+
+impl<D: Domain> Flags<D> {
+    fn id(name: &str) -> String {
+        format!("{}-{name}", D::SERVICE)
+    }
+
+    /// The settings these flags make (the rest at their defaults), with
+    /// their floors applied.
+    pub fn settings(&self) -> Settings {
+        let delivery = crate::ports::queue::DELIVERY_TIMEOUT.as_secs();
+        Settings {
+            topic: self.topic.clone(),
+            topic_partitions: self.topic_partitions,
+            group: self.group.clone(),
+            consumer_max_batch: self.consumer_batch.max(1),
+            audit_age: Duration::from_secs(self.audit_age_seconds.max(delivery + 1)),
+            idempotency_lease: Duration::from_secs(self.idempotency_lease_seconds.max(5)),
+            ..Settings::of::<D>()
+        }
+    }
+
+    fn value<T: Clone + Send + Sync + 'static>(
+        m: &ArgMatches,
+        name: &str,
+    ) -> Result<T, clap::Error> {
+        m.get_one::<T>(&Self::id(name)).cloned().ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("--{} is missing", Self::id(name)),
+            )
+        })
+    }
+}
+
+impl<D: Domain> clap::FromArgMatches for Flags<D> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self {
+            topic: Self::value(m, FLAGS[0].0)?,
+            topic_partitions: Self::value(m, FLAGS[1].0)?,
+            group: Self::value(m, FLAGS[2].0)?,
+            consumer_batch: Self::value(m, FLAGS[3].0)?,
+            audit_age_seconds: Self::value(m, FLAGS[4].0)?,
+            idempotency_lease_seconds: Self::value(m, FLAGS[5].0)?,
+            domain: PhantomData,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl<D: Domain> clap::Args for Flags<D> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let defaults = Settings::of::<D>();
+        let values: [(String, ValueParser); 6] = [
+            (defaults.topic, ValueParser::string()),
+            (
+                defaults.topic_partitions.to_string(),
+                clap::value_parser!(i32).into(),
+            ),
+            (defaults.group, ValueParser::string()),
+            (
+                defaults.consumer_max_batch.to_string(),
+                clap::value_parser!(usize).into(),
+            ),
+            (
+                defaults.audit_age.as_secs().to_string(),
+                clap::value_parser!(u64).into(),
+            ),
+            (
+                defaults.idempotency_lease.as_secs().to_string(),
+                clap::value_parser!(u64).into(),
+            ),
+        ];
+        FLAGS
+            .iter()
+            .zip(values)
+            .fold(cmd, |cmd, ((name, help), (default, parser))| {
+                let id = Self::id(name);
+                let upper = id.to_uppercase().replace('-', "_");
+                cmd.arg(
+                    Arg::new(id.clone())
+                        .long(id)
+                        .env(format!("PROMO_{upper}"))
+                        .value_name(upper)
+                        .help(*help)
+                        .action(ArgAction::Set)
+                        .value_parser(parser)
+                        .default_value(default),
+                )
+            })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// How a promotion stands in the database: what the counters are seeded
+/// from and the gauges show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Quota or stock.
+    pub limit: i64,
+    /// Units persisted (issued, sold).
+    pub persisted: i64,
+    /// Whether admissions go through the counters (V2 sales, V3).
+    pub counted: bool,
+    /// Whether admissions go through the queue (V3).
+    pub queued: bool,
+}
+
+impl Standing {
+    /// Units the database still has.
+    pub fn left(&self) -> i64 {
+        self.limit - self.persisted
+    }
+
+    fn pool_spec(&self) -> PoolSpec {
+        PoolSpec {
+            limit: self.limit,
+            counted: self.counted,
+        }
+    }
+}
+
+/// What one V3 admission takes: `units` for the holder, who may hold at
+/// most `limit`, and the event that carries the request to the consumer.
+pub struct Claim<E> {
+    pub units: i64,
+    pub limit: i64,
+    pub event: E,
+}
+
+/// The counters' answer to a V3 admission ([`Core::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Counted and queued: the request is PENDING until the consumer decides.
+    Admitted,
+    /// The holder would pass the per-user `limit`.
+    LimitReached { limit: i64 },
+    /// Not enough units left.
+    SoldOut,
+}
+
+/// A V3 event, as the consumer reads it.
+pub enum Admitted<R> {
+    /// An admitted request of promotion `key` with id `id`.
+    Request { key: String, id: String, body: R },
+    /// A rebuild's fence on `key`'s stream.
+    Fence { key: String, fence_id: String },
+}
+
+/// One decoded, not yet decided request of a batch.
+pub struct Fresh<R> {
+    pub id: String,
+    pub body: R,
+}
+
+/// The V3 event of a queued service.
+pub trait QueuedEvent: Event + Send + Sync {
+    /// What the consumer needs of an admitted request beyond its id.
+    type Body: Send + Sync;
+    /// The fence event a rebuild of `key` sends.
+    fn fence(key: &str, fence_id: &str) -> Self;
+    fn admitted(self) -> Admitted<Self::Body>;
+}
+
+/// The errors of a queued service's domain.
+pub trait QueuedError:
+    From<sqlx::Error>
+    + From<CountersError>
+    + From<QueueError>
+    + std::error::Error
+    + Send
+    + Sync
+    + 'static
+{
+    /// The promotion does not exist.
+    fn unknown(id: &str) -> Self;
+    /// Admission is closed while the counters are rebuilt.
+    fn rebuilding() -> Self;
+    /// The `reason` label of a batch the consumer failed to persist.
+    fn persist_reason(&self) -> &'static str;
+    /// The `outcome` label of `promo_admissions_total` for this refusal.
+    fn outcome(&self) -> &'static str;
+}
+
+/// What a queued service is made of beyond the shared core: its promotion,
+/// event and error types and their SQL.
+#[async_trait]
+pub trait Domain: Send + Sync + 'static {
+    /// The `service` metric label, the pool prefix and the flag prefix.
+    const SERVICE: &'static str;
+    const TOPIC: &'static str;
+    const GROUP: &'static str;
+    const PARTITIONS: i32;
+    /// The `outcome` label of an accepted request in
+    /// `promo_consumer_messages_total` ("issued", "confirmed").
+    const ACCEPTED: &'static str;
+    /// A campaign or sale.
+    type Promotion: Send + Sync + 'static;
+    /// What an admin PUT of a promotion carries.
+    type Spec: Send + Sync;
+    type Event: QueuedEvent;
+    type Error: QueuedError;
+
+    fn id(p: &Self::Promotion) -> &str;
+    /// The counters pool of promotion `id` (the operator names it the same way).
+    fn pool(id: &str) -> String {
+        admission::pool_name(Self::SERVICE, id)
+    }
+    /// Validates `spec` and stores it as promotion `id`; returns what is
+    /// stored and what it replaced.
+    async fn upsert(
+        db: &Database,
+        id: &str,
+        spec: &Self::Spec,
+    ) -> Result<(Self::Promotion, Option<Self::Promotion>), Self::Error>;
+    fn standing(p: &Self::Promotion) -> Standing;
+    async fn get(pool: &AnyPool, id: &str) -> Result<Option<Self::Promotion>, sqlx::Error>;
+    async fn list(pool: &AnyPool) -> Result<Vec<Self::Promotion>, sqlx::Error>;
+    /// Units per holder (user) of a promotion, from the database.
+    async fn holders(pool: &AnyPool, id: &str) -> Result<Vec<(String, i64)>, sqlx::Error>;
+    /// Which of `ids` the database has decided (stored or refused).
+    async fn decided(
+        conn: &mut AnyConnection,
+        ids: &[&str],
+    ) -> Result<HashSet<String>, sqlx::Error>;
+    /// Decides and stores the fresh requests of promotion `key` inside the
+    /// consumer's transaction — the promotion's row locked, every request
+    /// re-checked against the database; an unknown promotion refuses them
+    /// all as `unknown_*`. Returns (accepted, refused).
+    async fn persist(
+        tx: &mut AnyConnection,
+        dialect: Dialect,
+        key: &str,
+        fresh: &[&Fresh<<Self::Event as QueuedEvent>::Body>],
+    ) -> Result<(u64, u64), Self::Error>;
+}
+
+/// The backends, settings and shared state of a queued service.
+pub struct Core<D: Domain> {
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
+    pub producer: Arc<dyn Producer>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    rebuilds: Arc<Rebuilds>,
+    cache: TtlCache<D::Promotion>,
+}
+
+impl<D: Domain> Core<D> {
+    /// Opens (creating and migrating) database `database` and the topic.
+    pub async fn open(
+        backends: &Backends,
+        database: &str,
+        migrations: &Migrations,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        let db = backends.database(database).await?;
+        db.migrate(migrations).await?;
+        Self::with_database(db, backends, metrics, settings).await
+    }
+
+    /// With a database already opened and migrated: opens the topic.
+    pub async fn with_database(
+        db: Database,
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        let producer = admission::open_topic::<D::Event>(
+            backends,
+            &settings.topic,
+            settings.topic_partitions,
+            &settings.group,
+            settings.ticket_ttl,
+        )
+        .await?;
+        Ok(Arc::new(Self {
+            db,
+            counters: backends.counters.clone(),
+            queue: backends.queue.clone(),
+            producer,
+            metrics,
+            cache: TtlCache::new(settings.cache_ttl),
+            settings,
+            rebuilds: Arc::default(),
+        }))
+    }
+
+    /// The promotion, from a short-lived cache (the hot paths read it on
+    /// every request). A pause or window change is seen within the TTL.
+    pub async fn promotion(&self, id: &str) -> Result<Arc<D::Promotion>, D::Error> {
+        let load = async {
+            let p = D::get(self.db.pool(), id)
+                .await?
+                .ok_or_else(|| D::Error::unknown(id))?;
+            self.metrics.know(D::SERVICE, id);
+            Ok::<_, D::Error>(p)
+        };
+        self.cache.get_or_load(id, load).await
+    }
+
+    /// Creates or updates promotion `id` and keeps its counters in step
+    /// ([`admission::sync_pool`]): a new counted one is seeded with what is
+    /// left; a limit change on a running one adds the difference (never
+    /// resets); leaving a counted strategy drops the counters so a return
+    /// rebuilds them. Returns the promotion and whether it was created.
+    pub async fn upsert(&self, id: &str, spec: &D::Spec) -> Result<(D::Promotion, bool), D::Error> {
+        let (stored, previous) = D::upsert(&self.db, id, spec).await?;
+        self.cache.remove(id);
+        self.metrics.know(D::SERVICE, id);
+        let now = D::standing(&stored);
+        admission::sync_pool(
+            &*self.counters,
+            &D::pool(id),
+            previous.as_ref().map(|p| D::standing(p).pool_spec()),
+            now.pool_spec(),
+            now.persisted,
+        )
+        .await?;
+        Ok((stored, previous.is_none()))
+    }
+
+    /// Remaining and pending units (see [`admission::figures`]).
+    pub async fn figures(&self, p: &D::Promotion) -> Result<(i64, i64), D::Error> {
+        let s = D::standing(p);
+        let pool = D::pool(D::id(p));
+        Ok(admission::figures(&*self.counters, &pool, s.left(), s.counted, s.queued).await?)
+    }
+
+    /// Refreshes the remaining/pending gauges of every promotion; for
+    /// queued ones also audits the admissions in flight and measures the drift.
+    pub async fn refresh_gauges(&self) -> Result<(), D::Error> {
+        let all = D::list(self.db.pool()).await?;
+        self.metrics.know_only(D::SERVICE, all.iter().map(D::id));
+        for p in &all {
+            let (remaining, pending) = self.figures(p).await?;
+            self.metrics
+                .set_figures(D::SERVICE, D::id(p), remaining, pending);
+            let s = D::standing(p);
+            if s.queued {
+                admission::audit_and_measure_drift(
+                    self,
+                    D::id(p),
+                    s.left(),
+                    &self.metrics.counter_drift,
+                    D::SERVICE,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a rebuild of `id`'s counters in the background unless one runs.
+    pub fn trigger_rebuild(self: &Arc<Self>, id: &str) {
+        self.rebuilds.trigger(self.clone(), id);
+    }
+
+    /// Rebuilds now; returns whether this call created the pool.
+    pub async fn rebuild(&self, id: &str) -> Result<bool, D::Error> {
+        admission::rebuild(self, id).await
+    }
+
+    /// Audits now (see [`admission::audit`]); returns how many admissions it gave back.
+    pub async fn audit(&self, id: &str) -> Result<u64, D::Error> {
+        admission::audit(self, id).await
+    }
+
+    /// The V3 step for promotion `id` ([`admission::admit_and_publish`]):
+    /// `claim` looks at the promotion (from the cache) and says what to
+    /// take — or refuses; the counters take `units` of the pool for
+    /// `holder` (at most `limit` in all) and mark `ticket` pending; the
+    /// event goes to the topic keyed by `id`. A missing pool starts a
+    /// rebuild; when it is back within [`admission::REBUILD_WAIT`] the step
+    /// runs once more, else the answer is the domain's "rebuilding" (503).
+    pub async fn admit<F>(
+        self: &Arc<Self>,
+        id: &str,
+        holder: &str,
+        ticket: &str,
+        claim: F,
+    ) -> Result<Taken, D::Error>
+    where
+        F: Fn(&D::Promotion) -> Result<Claim<D::Event>, D::Error> + Send + Sync,
+    {
+        let pool = D::pool(id);
+        let attempt = || async {
+            let p = self.promotion(id).await?;
+            let c = claim(&p)?;
+            let answer = admission::admit_and_publish::<D::Error>(
+                &*self.counters,
+                &*self.producer,
+                &pool,
+                id,
+                holder,
+                c.units,
+                c.limit,
+                (ticket, self.settings.ticket_ttl),
+                c.event.encode(),
+            )
+            .await?;
+            Ok::<_, D::Error>((answer, c.limit))
+        };
+        let mut answer = attempt().await?;
+        if matches!(answer.0, Admission::Missing) {
+            self.trigger_rebuild(id);
+            if admission::wait_for_pool(&*self.counters, &pool, admission::REBUILD_WAIT).await {
+                answer = attempt().await?;
+            }
+        }
+        match answer {
+            (Admission::Admitted { remaining }, _) => {
+                self.metrics
+                    .remaining
+                    .with_label_values(&[D::SERVICE, id])
+                    .set(remaining);
+                Ok(Taken::Admitted)
+            }
+            (Admission::LimitReached, limit) => Ok(Taken::LimitReached { limit }),
+            (Admission::SoldOut, _) => Ok(Taken::SoldOut),
+            (Admission::Missing, _) => {
+                self.trigger_rebuild(id);
+                Err(D::Error::rebuilding())
+            }
+        }
+    }
+
+    /// Counts one admission attempt in `promo_admissions_total`.
+    pub fn count<T>(&self, strategy: &str, id: &str, r: &Result<T, D::Error>) {
+        let outcome = match r {
+            Ok(_) => "issued",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .count_admission(D::SERVICE, strategy, id, outcome);
+    }
+
+    /// Decides and stores one V3 batch; see the module documentation.
+    pub async fn persist_batch(&self, batch: &[Message]) -> Result<(), D::Error> {
+        let mut by_key: BTreeMap<String, Vec<Fresh<_>>> = BTreeMap::new();
+        let mut fences = Vec::new();
+        let mut seen = HashSet::new();
+        for event in decode_batch::<D::Event>(batch, &self.metrics, D::SERVICE) {
+            match event.admitted() {
+                Admitted::Request { key, id, body } => {
+                    if seen.insert(id.clone()) {
+                        by_key.entry(key).or_default().push(Fresh { id, body });
+                    }
+                }
+                Admitted::Fence { key, fence_id } => fences.push((fence_id, key)),
+            }
+        }
+
+        let dialect = self.db.dialect();
+        let mut tx = self.db.pool().begin().await?;
+        let ids: Vec<&str> = seen.iter().map(String::as_str).collect();
+        let decided = D::decided(&mut tx, &ids).await?;
+        let (mut accepted, mut refused, mut redelivered) = (0u64, 0u64, 0u64);
+        // Promotions in id order, so two consumers never deadlock.
+        for (key, requests) in &by_key {
+            let fresh: Vec<_> = requests
+                .iter()
+                .filter(|r| !decided.contains(&r.id))
+                .collect();
+            redelivered += (requests.len() - fresh.len()) as u64;
+            if !fresh.is_empty() {
+                let (a, r) = D::persist(&mut tx, dialect, key, &fresh).await?;
+                accepted += a;
+                refused += r;
+            }
+        }
+        for (fence_id, key) in &fences {
+            admission::record_fence(&mut tx, dialect, fence_id, key).await?;
+        }
+        tx.commit().await?;
+        // Every request of the batch is decided now (refusals included).
+        for (key, requests) in &by_key {
+            let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+            admission::clear_decided(&*self.counters, &D::pool(key), &ids).await;
+        }
+
+        let m = &self.metrics.consumer_messages;
+        m.with_label_values(&[D::SERVICE, D::ACCEPTED])
+            .inc_by(accepted);
+        m.with_label_values(&[D::SERVICE, "rejected"])
+            .inc_by(refused);
+        m.with_label_values(&[D::SERVICE, "redelivered"])
+            .inc_by(redelivered);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<D: Domain> BatchHandler for Core<D> {
+    async fn persist(&self, batch: &[Message]) -> Result<(), PersistError> {
+        self.persist_batch(batch).await.map_err(|e| PersistError {
+            reason: e.persist_reason(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The fenced rebuild and the audit of [`admission`], on the domain's SQL.
+#[async_trait]
+impl<D: Domain> Rebuild for Core<D> {
+    type Error = D::Error;
+
+    fn counters(&self) -> &dyn Counters {
+        &*self.counters
+    }
+
+    fn pool(&self, key: &str) -> String {
+        D::pool(key)
+    }
+
+    fn fence_timeout(&self) -> Duration {
+        self.settings.rebuild_timeout
+    }
+
+    fn audit_age(&self) -> Duration {
+        self.settings.audit_age
+    }
+
+    /// A V2 promotion needs no fence: its admissions are synchronous and
+    /// the database re-checks each.
+    async fn needs_fence(&self, key: &str) -> Result<bool, D::Error> {
+        let p = D::get(self.db.pool(), key)
+            .await?
+            .ok_or_else(|| D::Error::unknown(key))?;
+        Ok(D::standing(&p).queued)
+    }
+
+    async fn send_fence(&self, key: &str, fence_id: &str) -> Result<(), D::Error> {
+        let fence = D::Event::fence(key, fence_id);
+        Ok(self.producer.send(key, fence.encode()).await?)
+    }
+
+    async fn fence_seen(&self, fence_id: &str) -> Result<bool, D::Error> {
+        Ok(admission::fence_seen(self.db.pool(), fence_id).await?)
+    }
+
+    async fn baseline(&self, key: &str) -> Result<(i64, Vec<(String, i64)>), D::Error> {
+        let p = D::get(self.db.pool(), key)
+            .await?
+            .ok_or_else(|| D::Error::unknown(key))?;
+        let holders = D::holders(self.db.pool(), key).await?;
+        Ok((D::standing(&p).left(), holders))
+    }
+
+    async fn decided(&self, tickets: &[String]) -> Result<HashSet<String>, D::Error> {
+        let ids: Vec<&str> = tickets.iter().map(String::as_str).collect();
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(D::decided(&mut conn, &ids).await?)
+    }
+
+    fn returned(&self, key: &str, count: u64) {
+        self.metrics
+            .admissions_returned
+            .with_label_values(&[D::SERVICE, key])
+            .inc_by(count);
+    }
+
+    fn fence_timed_out(&self) -> D::Error {
+        D::Error::rebuilding()
+    }
+
+    fn rebuilt(&self, key: &str) {
+        self.metrics
+            .counter_rebuilds
+            .with_label_values(&[D::SERVICE, key])
+            .inc();
+    }
+}
+
+/// A queued service: a [`Core`] plus its own routes and tunables. Every
+/// `Queued` is a [`Service`] with a V3 consumer (the core's batch).
+pub trait Queued: Send + Sync + Sized + 'static {
+    type Domain: Domain;
+    /// The core's [`Settings`] and the service's own tunables.
+    type Settings: Send;
+    /// Its own database on the shared server (or its SQLite file).
+    const DATABASE: &'static str;
+    fn migrations() -> &'static Migrations;
+    /// The core's part of the service's settings.
+    fn core_settings(settings: &Self::Settings) -> Settings;
+    /// The service on its opened core.
+    fn with_core(core: Arc<Core<Self::Domain>>, settings: Self::Settings) -> Arc<Self>;
+    fn core(&self) -> &Arc<Core<Self::Domain>>;
+    /// Every route of the service (admin routes behind `token`).
+    fn routes(self: &Arc<Self>, token: AdminToken) -> Router;
+    fn api_doc() -> utoipa::openapi::OpenApi;
+}
+
+/// A queued service on a database already opened and migrated (tests).
+pub async fn with_database<Q: Queued>(
+    db: Database,
+    backends: &Backends,
+    metrics: Arc<Metrics>,
+    settings: Q::Settings,
+) -> Result<Arc<Q>, BackendError> {
+    let core = Core::with_database(db, backends, metrics, Q::core_settings(&settings)).await?;
+    Ok(Q::with_core(core, settings))
+}
+
+#[async_trait]
+impl<Q: Queued> Service for Q {
+    type Settings = <Q as Queued>::Settings;
+    const NAME: &'static str = <Q::Domain as Domain>::SERVICE;
+    const DATABASE: &'static str = Q::DATABASE;
+    const QUEUED: bool = true;
+
+    fn migrations() -> &'static Migrations {
+        <Q as Queued>::migrations()
+    }
+
+    /// Opens (creating and migrating) the service's database and its topic.
+    async fn start(
+        backends: &Backends,
+        metrics: Arc<Metrics>,
+        settings: <Q as Queued>::Settings,
+    ) -> Result<Arc<Self>, BackendError> {
+        let core = Core::open(
+            backends,
+            <Q as Queued>::DATABASE,
+            <Q as Queued>::migrations(),
+            metrics,
+            Q::core_settings(&settings),
+        )
+        .await?;
+        Ok(Q::with_core(core, settings))
+    }
+
+    fn database(&self) -> &Database {
+        &self.core().db
+    }
+
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.core().counters.clone()
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.core().metrics.clone()
+    }
+
+    fn router(self: &Arc<Self>, token: AdminToken) -> Router {
+        self.routes(token)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        Q::api_doc()
+    }
+
+    async fn tick(&self) -> Result<(), String> {
+        self.core()
+            .refresh_gauges()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {
+        let core = self.core();
+        Some(ConsumerParts {
+            queue: core.queue.clone(),
+            handler: core.clone(),
+            options: core
+                .settings
+                .consumer_options(<Q::Domain as Domain>::SERVICE),
+        })
+    }
+}
