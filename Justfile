@@ -53,10 +53,10 @@ test: lint infra-up
 test-fast:
     if command -v cargo-nextest >/dev/null; then \
         cargo nextest run --workspace --no-fail-fast \
-            -E 'not (test(/::real$/) | test(/^(mysql|mariadb|redis)_|_on_tansu$/))'; \
+            -E 'not (test(/::(real|cluster)$/) | test(/^(mysql|mariadb|redis)_|_on_tansu$/))'; \
     else \
-        cargo test --workspace --no-fail-fast -- --skip ::real --skip mysql_ --skip mariadb_ \
-            --skip redis_cache --skip redis_counters --skip _on_tansu; \
+        cargo test --workspace --no-fail-fast -- --skip ::real --skip ::cluster --skip mysql_ --skip mariadb_ \
+            --skip redis_cache --skip redis_counters --skip redis_cluster --skip _on_tansu; \
     fi
 
 # The OpenAPI document against the server: schemathesis, every check and phase, zero failures allowed.

@@ -17,6 +17,7 @@ trap 'rm -rf "$out"' EXIT
 ALL_ON=(--set dashboards.enabled=true --set monitoring.serviceMonitor.enabled=true
         --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true
         --set operator.replicas=2
+        --set 'backends.redisClusterNodes={redis-0:6379,redis-1:6379,redis-2:6379}'
         --set 'backends.namespaces={shop,flash}')
 step() { printf '\n== %s\n' "$*"; }
 
@@ -27,7 +28,10 @@ step "helm lint"
 step "helm template (default values, every optional feature on)"
 "$PROMO_HELM" template promo "$CHART" -n promo-system > "$out/default.yaml"
 "$PROMO_HELM" template promo "$CHART" -n promo-system "${ALL_ON[@]}" > "$out/all-on.yaml"
-for bad in "operator.replicas=0" "platform.partitions=0" "backends.redisUrl=http://x"; do
+grep -q 'PROMO_REDIS_CLUSTER_NODES: "redis-0:6379,redis-1:6379,redis-2:6379"' "$out/all-on.yaml" \
+  || { echo "FAIL backends.redisClusterNodes did not reach the backends Secret"; exit 1; }
+for bad in "operator.replicas=0" "platform.partitions=0" "backends.redisUrl=http://x" \
+           "backends.redisClusterNodes={redis://x}"; do
   if "$PROMO_HELM" template promo "$CHART" --set "$bad" >/dev/null 2>&1; then
     echo "FAIL values.schema.json accepted $bad"; exit 1
   fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings the real backends up on loopback for tests and `promo standalone`:
-# MariaDB, Redis and a tansu (Kafka-protocol) broker. Idempotent: what already
+# MariaDB, Redis, a 3-master Redis Cluster and a tansu (Kafka-protocol) broker. Idempotent: what already
 # answers is left alone; what is missing is installed (apt-get, cargo install
 # into a cache outside the checkout) and started. Only processes this script
 # started are stopped by `down`, by the PIDs it recorded.
@@ -21,6 +21,9 @@ TANSU_BIN="$TANSU_ROOT/bin/tansu"
 MYSQL_PORT=${PROMO_INFRA_MYSQL_PORT:-3306}
 REDIS_PORT=${PROMO_INFRA_REDIS_PORT:-6379}
 KAFKA_PORT=${PROMO_INFRA_KAFKA_PORT:-9092}
+# The Redis Cluster's three masters (no replicas: a test kills one to see
+# admission fail closed).
+CLUSTER_PORTS=${PROMO_INFRA_CLUSTER_PORTS:-"7001 7002 7003"}
 DB_USER=promo
 DB_PASS=promo
 mkdir -p "$STATE_DIR"
@@ -70,6 +73,41 @@ up_redis() {
   wait_port "$REDIS_PORT" Redis 20
 }
 
+cluster_ok() { # every slot served
+  redis-cli -p "${CLUSTER_PORTS%% *}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+up_redis_cluster() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  local port nodes=()
+  for port in $CLUSTER_PORTS; do
+    nodes+=("127.0.0.1:$port")
+    port_open "$port" && continue
+    log "starting Redis Cluster node on 127.0.0.1:$port"
+    mkdir -p "$STATE_DIR/cluster-$port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file "nodes.conf" --cluster-node-timeout 2000 \
+      --pidfile "$STATE_DIR/cluster-$port.pid" --logfile "$STATE_DIR/cluster-$port.log" \
+      --dir "$STATE_DIR/cluster-$port"
+    wait_port "$port" "Redis Cluster node" 20
+  done
+  cluster_ok && return
+  log "creating the Redis Cluster (${nodes[*]})"
+  if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$STATE_DIR/cluster-create.log" 2>&1; then
+    # Nodes left from an earlier cluster (a restarted node keeps nodes.conf)
+    # refuse to join a new one: start them afresh, once.
+    log "resetting the nodes of an earlier cluster"
+    for port in $CLUSTER_PORTS; do
+      redis-cli -p "$port" flushall >/dev/null 2>&1 || true
+      redis-cli -p "$port" cluster reset hard >/dev/null
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$STATE_DIR/cluster-create.log" 2>&1 || {
+      cat "$STATE_DIR/cluster-create.log" >&2; log "Redis Cluster creation failed"; exit 1; }
+  fi
+  for _ in $(seq 1 100); do cluster_ok && return; sleep 0.1; done
+  log "the Redis Cluster did not reach state ok"; exit 1
+}
+
 build_tansu() {
   if [ -x "$TANSU_BIN" ]; then return; fi
   log "building tansu $TANSU_VERSION once into $TANSU_ROOT (several minutes on 2 cores)"
@@ -102,24 +140,27 @@ print_env() {
   cat <<ENV
 PROMO_MYSQL_URL=mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT
 PROMO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+PROMO_REDIS_CLUSTER_NODES=$(for p in $CLUSTER_PORTS; do printf '127.0.0.1:%s,' "$p"; done | sed 's/,$//')
 PROMO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 ENV
 }
 
 case "${1:-up}" in
   up)
-    up_mariadb; up_redis; up_tansu
+    up_mariadb; up_redis; up_redis_cluster; up_tansu
     log "ready; the URLs (export them to use the real backends):"
     print_env ;;
   down)
     stop_pidfile tansu "$STATE_DIR/tansu.pid"
     stop_pidfile redis "$STATE_DIR/redis.pid"
+    for port in $CLUSTER_PORTS; do stop_pidfile "redis cluster node $port" "$STATE_DIR/cluster-$port.pid"; done
     stop_pidfile mariadb "$STATE_DIR/mariadb.pid"
     log "stopped what this script had started; services started by others are left running" ;;
   status)
     for p in "MariaDB $MYSQL_PORT" "Redis $REDIS_PORT" "tansu $KAFKA_PORT"; do
       set -- $p; if port_open "$2"; then echo "$1: up (127.0.0.1:$2)"; else echo "$1: down"; fi
-    done ;;
+    done
+    if cluster_ok; then echo "Redis Cluster: up ($CLUSTER_PORTS)"; else echo "Redis Cluster: down"; fi ;;
   env) print_env ;;
   durable-broker) build_tansu; echo "$TANSU_BIN" ;;
   *) echo "usage: $0 up|down|status|env|durable-broker" >&2; exit 2 ;;

@@ -62,8 +62,20 @@ pub struct RunArgs {
     #[arg(long, env = "PROMO_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Redis the services keep their counters in (pre-warming, cleanup).
-    #[arg(long, env = "PROMO_REDIS_URL")]
-    pub redis_url: String,
+    #[arg(
+        long,
+        env = "PROMO_REDIS_URL",
+        required_unless_present = "redis_cluster_nodes"
+    )]
+    pub redis_url: Option<String>,
+    /// Or the masters of the Redis Cluster they keep them in (host:port,…).
+    #[arg(
+        long,
+        env = "PROMO_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster_nodes: Vec<String>,
     /// Key prefix the services use in Redis.
     #[arg(long, env = "PROMO_REDIS_PREFIX", default_value = "promo:")]
     pub redis_prefix: String,

@@ -9,7 +9,10 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use promo_platform::{
     http::{health::Readiness, server},
-    ports::{counters::RedisCounters, queue::KafkaQueue},
+    ports::{
+        counters::{RedisCounters, COMMAND_TIMEOUT},
+        queue::KafkaQueue,
+    },
     telemetry,
 };
 use promotion_operator::{
@@ -68,9 +71,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes API reachable (in-cluster config or KUBECONFIG)")?;
-    let counters = RedisCounters::connect(&args.redis_url, &args.redis_prefix)
-        .await
-        .with_context(|| format!("cannot reach Redis at {} (PROMO_REDIS_URL)", args.redis_url))?;
+    let counters = match &args.redis_url {
+        Some(url) => RedisCounters::connect(url, &args.redis_prefix)
+            .await
+            .with_context(|| format!("cannot reach Redis at {url} (PROMO_REDIS_URL)"))?,
+        None => {
+            let nodes = &args.redis_cluster_nodes;
+            RedisCounters::connect_cluster(nodes, &args.redis_prefix, COMMAND_TIMEOUT)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot reach the Redis Cluster at {} (PROMO_REDIS_CLUSTER_NODES)",
+                        nodes.join(",")
+                    )
+                })?
+        }
+    };
     let lag = match &args.kafka_brokers {
         Some(b) => Some(Arc::new(
             KafkaQueue::new(b)

@@ -20,8 +20,13 @@ pub struct BackendArgs {
     pub mysql_url: Option<String>,
 
     /// Redis URL (redis://host:6379/0). Default: in-process counters and locks.
-    #[arg(long, env = "PROMO_REDIS_URL")]
+    #[arg(long, env = "PROMO_REDIS_URL", conflicts_with = "redis_cluster_nodes")]
     pub redis_url: Option<String>,
+
+    /// Masters of a Redis Cluster (host:port,host:port,…; any of them will
+    /// do, the rest are discovered), instead of one Redis server.
+    #[arg(long, env = "PROMO_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
 
     /// Kafka bootstrap servers (host:9092,host2:9092). Default: an
     /// in-process queue kept durable under --data-dir/queue, consumed inside
@@ -85,6 +90,7 @@ impl BackendArgs {
         Self {
             mysql_url: None,
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             kafka_brokers: None,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
@@ -120,14 +126,18 @@ pub struct Backends {
 
 impl Backends {
     pub async fn connect(args: &BackendArgs) -> Result<Self, BackendError> {
-        let (counters, cache): (Arc<dyn Counters>, Arc<dyn VersionedCache>) = match &args.redis_url
-        {
-            Some(url) => {
-                let timeout = std::time::Duration::from_millis(args.redis_timeout_ms.max(1));
-                let redis =
-                    RedisCounters::connect_with_timeout(url, &args.redis_prefix, timeout).await?;
-                (Arc::new(redis.clone()), Arc::new(RedisCache::new(&redis)))
+        let timeout = std::time::Duration::from_millis(args.redis_timeout_ms.max(1));
+        let redis = match (&args.redis_url, args.redis_cluster_nodes.as_slice()) {
+            (Some(url), _) => {
+                Some(RedisCounters::connect_with_timeout(url, &args.redis_prefix, timeout).await?)
             }
+            (None, []) => None,
+            (None, nodes) => {
+                Some(RedisCounters::connect_cluster(nodes, &args.redis_prefix, timeout).await?)
+            }
+        };
+        let (counters, cache): (Arc<dyn Counters>, Arc<dyn VersionedCache>) = match redis {
+            Some(redis) => (Arc::new(redis.clone()), Arc::new(RedisCache::new(&redis))),
             None => (
                 Arc::new(MemoryCounters::new()),
                 Arc::new(MemoryCache::new()),
@@ -182,7 +192,14 @@ impl Backends {
                 .as_deref()
                 .map(sql::redact)
                 .unwrap_or_else(|| format!("sqlite:{}", self.args.data_dir.display())),
-            self.args.redis_url.as_deref().unwrap_or("in-process"),
+            match (
+                &self.args.redis_url,
+                self.args.redis_cluster_nodes.as_slice()
+            ) {
+                (Some(url), _) => url.clone(),
+                (None, []) => "in-process".into(),
+                (None, nodes) => format!("cluster:{}", nodes.join(",")),
+            },
             self.args.kafka_brokers.as_deref().unwrap_or("in-process"),
         )
     }

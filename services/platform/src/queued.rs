@@ -327,6 +327,8 @@ pub trait QueuedError:
     fn unknown(id: &str) -> Self;
     /// Admission is closed while the counters are rebuilt.
     fn rebuilding() -> Self;
+    /// An earlier run of the same request is still in flight.
+    fn unsettled() -> Self;
     /// The `reason` label of a batch the consumer failed to persist.
     fn persist_reason(&self) -> &'static str;
     /// The `outcome` label of `promo_admissions_total` for this refusal.
@@ -571,6 +573,7 @@ impl<D: Domain> Core<D> {
             }
             (Admission::LimitReached, limit) => Ok(Taken::LimitReached { limit }),
             (Admission::SoldOut, _) => Ok(Taken::SoldOut),
+            (Admission::InFlight, _) => Err(D::Error::unsettled()),
             (Admission::Missing, _) => {
                 self.trigger_rebuild(id);
                 Err(D::Error::rebuilding())

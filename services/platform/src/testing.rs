@@ -23,6 +23,15 @@ pub fn redis_url() -> String {
     std::env::var("PROMO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The test Redis Cluster's masters (`scripts/infra.sh` starts three).
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("PROMO_TEST_REDIS_CLUSTER_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn kafka_brokers() -> String {
     std::env::var("PROMO_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -46,6 +55,15 @@ pub async fn fresh_redis(label: &str) -> RedisCounters {
     RedisCounters::connect_with_timeout(&redis_url(), &prefix, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("Redis at {}: {e}; {HINT}", redis_url()))
+}
+
+/// [`fresh_redis`] on the test Redis Cluster.
+pub async fn fresh_redis_cluster(label: &str) -> RedisCounters {
+    let prefix = format!("test:{}:", unique(label));
+    let nodes = redis_cluster_nodes();
+    RedisCounters::connect_cluster(&nodes, &prefix, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("Redis Cluster at {}: {e}; {HINT}", nodes.join(",")))
 }
 
 /// Deletes every key under the counters' prefix: what a FLUSHALL does to
@@ -113,6 +131,8 @@ pub enum Backend {
     Embedded,
     /// MariaDB, Redis, Kafka (tansu).
     Real,
+    /// MariaDB, the 3-master Redis Cluster, Kafka (tansu).
+    Cluster,
 }
 
 /// Runs each `async fn scenario(Backend)` as two tests, `embedded` and `real`.
@@ -127,6 +147,29 @@ macro_rules! on_both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn real() {
                 super::$scenario($crate::testing::Backend::Real).await
+            }
+        }
+    )*};
+}
+
+/// Runs each `async fn scenario(Backend)` on the embedded backends, the
+/// real ones and the real ones with a Redis Cluster (`embedded`, `real`,
+/// `cluster`): for the scenarios whose counters steps differ on a cluster.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$scenario($crate::testing::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn real() {
+                super::$scenario($crate::testing::Backend::Real).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn cluster() {
+                super::$scenario($crate::testing::Backend::Cluster).await
             }
         }
     )*};

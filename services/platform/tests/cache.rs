@@ -78,3 +78,9 @@ async fn redis_cache_conforms() {
     let counters = testing::fresh_redis("cache").await;
     suite(&RedisCache::new(&counters)).await;
 }
+
+#[tokio::test]
+async fn redis_cluster_cache_conforms() {
+    let counters = testing::fresh_redis_cluster("cache").await;
+    suite(&RedisCache::new(&counters)).await;
+}

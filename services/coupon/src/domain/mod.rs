@@ -82,6 +82,10 @@ impl promo_platform::queued::QueuedError for CouponError {
         CouponError::CountersRebuilding
     }
 
+    fn unsettled() -> Self {
+        CouponError::Unsettled
+    }
+
     fn persist_reason(&self) -> &'static str {
         match self {
             CouponError::Sql(e) => e.persist_reason(),

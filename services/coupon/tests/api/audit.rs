@@ -97,7 +97,7 @@ async fn an_admission_on_its_way_is_not_given_back(backend: Backend) {
     );
 }
 
-promo_platform::on_both_backends!(
+promo_platform::on_every_backend!(
     a_leaked_admission_comes_back,
     an_admission_on_its_way_is_not_given_back
 );

@@ -114,7 +114,7 @@ async fn flush_mid_run_never_oversells(backend: Backend) {
     assert_eq!(stored.len() as i64, QUOTA);
 }
 
-promo_platform::on_both_backends!(
+promo_platform::on_every_backend!(
     flush_answers_503_then_recovers,
     flush_mid_run_never_oversells
 );

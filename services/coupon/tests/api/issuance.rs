@@ -176,8 +176,7 @@ async fn v3_queued(backend: Backend) {
 
 promo_platform::on_both_backends!(
     v1_database,
-    v2_redis_lock,
     v2_batches_mixing_campaigns,
-    v3_queued,
     default_route_follows_strategy
 );
+promo_platform::on_every_backend!(v2_redis_lock, v3_queued);

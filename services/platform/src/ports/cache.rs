@@ -16,7 +16,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
 
 use super::counters::{RedisCounters, Unanswered};
 
@@ -85,7 +85,7 @@ return 1
 /// The cache in Redis, on the counters' connection and key prefix.
 #[derive(Clone)]
 pub struct RedisCache {
-    conn: ConnectionManager,
+    conn: super::counters::RedisConnection,
     timeout: std::time::Duration,
     prefix: String,
     put: Arc<Script>,

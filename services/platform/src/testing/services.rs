@@ -82,8 +82,12 @@ impl TestBackends {
                     dir: Some(dir),
                 }
             }
-            Backend::Real => {
-                let c = fresh_redis(label).await;
+            Backend::Real | Backend::Cluster => {
+                let c = if backend == Backend::Cluster {
+                    super::fresh_redis_cluster(label).await
+                } else {
+                    fresh_redis(label).await
+                };
                 TestBackends {
                     db: fresh_mysql(label).await,
                     counters: Arc::new(c.clone()),

@@ -70,6 +70,10 @@ impl promo_platform::queued::QueuedError for TimesaleError {
         TimesaleError::CountersRebuilding
     }
 
+    fn unsettled() -> Self {
+        TimesaleError::Unsettled
+    }
+
     fn persist_reason(&self) -> &'static str {
         match self {
             TimesaleError::Sql(e) => e.persist_reason(),

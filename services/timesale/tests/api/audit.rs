@@ -95,7 +95,7 @@ async fn an_order_on_its_way_is_not_given_back(backend: Backend) {
     );
 }
 
-promo_platform::on_both_backends!(
+promo_platform::on_every_backend!(
     a_leaked_order_gives_its_units_back,
     an_order_on_its_way_is_not_given_back
 );

@@ -130,7 +130,7 @@ async fn v3_flush_mid_run_never_oversells(backend: Backend) {
     assert!(total <= STOCK);
 }
 
-promo_platform::on_both_backends!(
+promo_platform::on_every_backend!(
     v2_flush_then_recover,
     v3_flush_then_recover,
     v3_flush_mid_run_never_oversells

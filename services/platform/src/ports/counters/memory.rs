@@ -129,6 +129,9 @@ impl Counters for MemoryCounters {
         let Some(p) = s.pools.get_mut(pool) else {
             return Ok(Admission::Missing);
         };
+        if ticket.is_some_and(|(t, _)| p.in_flight.contains_key(t)) {
+            return Ok(Admission::InFlight);
+        }
         let held = p.holders.get(holder).copied().unwrap_or(0);
         if held + units > limit {
             return Ok(Admission::LimitReached);

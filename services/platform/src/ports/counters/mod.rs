@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use self::memory::MemoryCounters;
 pub(crate) use self::redis::{bounded, Unanswered};
-pub use self::redis::{RedisCounters, COMMAND_TIMEOUT};
+pub use self::redis::{RedisConnection, RedisCounters, COMMAND_TIMEOUT};
 
 /// Field of the pool hash that holds the remaining units. Holder fields are
 /// prefixed with `u:` so no user id can collide with it.
@@ -51,6 +51,9 @@ pub enum Admission {
     SoldOut,
     /// The pool does not exist: never seeded, or lost. Rebuild before admitting.
     Missing,
+    /// The ticket asked for is already in flight (an earlier run of the same
+    /// request took its units): nothing was taken.
+    InFlight,
 }
 
 /// Proof of holding a lock; only its holder can release it.
@@ -62,11 +65,13 @@ pub struct LockToken {
 
 #[async_trait]
 pub trait Counters: Send + Sync {
-    /// One atomic admission step: pool present, `holder`'s units + `units` ≤
-    /// `limit`, `units` ≤ remaining; then take the units and, when `ticket`
-    /// is given, mark it pending for `ticket_ttl` and record it *in flight*
-    /// in the pool (admitted now, for `holder`, `units`) until it is cleared
-    /// ([`Counters::clear_tickets`]) or given back ([`Counters::release_ticket`]).
+    /// One atomic admission step: pool present, `ticket` (when given) not
+    /// already in flight, `holder`'s units + `units` ≤ `limit`, `units` ≤
+    /// remaining; then take the units and, when `ticket` is given, record it
+    /// *in flight* in the pool (admitted now, for `holder`, `units`) until it
+    /// is cleared ([`Counters::clear_tickets`]) or given back
+    /// ([`Counters::release_ticket`]), and mark it pending for `ticket_ttl`
+    /// (on Redis just after the step: the mark lives in another slot).
     async fn admit(
         &self,
         pool: &str,

@@ -1,17 +1,30 @@
-//! The counters port on Redis: one hash per pool, every read-and-write one
-//! Lua step (the scripts are in `lua/`), commands bounded by a timeout.
+//! The counters port on Redis — one server or a Redis Cluster: one hash per
+//! pool, every read-and-write one Lua step (the scripts are in `lua/`),
+//! commands bounded by a timeout.
+//!
+//! Cluster-safe by construction: every key a script names belongs to one
+//! pool and carries the pool in a hash tag (`pool:{coupon:c-1}`,
+//! `inflight:{coupon:c-1}`, …), so a script runs on one slot. Ticket keys
+//! (`ticket:<id>`) are read by id alone, so they live in their own slots
+//! and are written by single-key commands beside the scripts, in an order
+//! that keeps every crash harmless (see [`RedisCounters::admit`] and
+//! [`RedisCounters::release_ticket`]).
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use redis::{aio::ConnectionManager, Script};
+use futures::future::try_join_all;
+use redis::{
+    aio::{ConnectionLike, ConnectionManager},
+    cluster_async::ClusterConnection,
+    Cmd, Pipeline, RedisFuture, Script, Value,
+};
 
 use super::{random_token, Admission, Counters, CountersError, LockToken, IN_FLIGHT, REMAINING};
 
 const ADMIT_LUA: &str = include_str!("lua/admit.lua");
 
-// KEYS: pool, in-flight zset, in-flight hash, ticket key.
-// ARGV: ticket, REMAINING, IN_FLIGHT.
+// KEYS: pool, in-flight zset, in-flight hash. ARGV: ticket, REMAINING, IN_FLIGHT.
 const RELEASE_TICKET_LUA: &str = include_str!("lua/release_ticket.lua");
 
 // KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, tickets...
@@ -62,11 +75,48 @@ pub(crate) async fn bounded<T>(
     }
 }
 
-/// Redis implementation: one multiplexed connection (reconnecting), scripts
-/// loaded once and run by SHA (`redis::Script` reloads them after a restart).
+/// A connection to one Redis server (reconnecting) or to a Redis Cluster
+/// (routing each command to its slot's master, following MOVED/ASK).
+#[derive(Clone)]
+pub enum RedisConnection {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Server(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Server(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Server(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Redis implementation: one multiplexed connection (reconnecting) or a
+/// cluster connection, scripts loaded once and run by SHA (`redis::Script`
+/// reloads them after a restart or on a node that has not seen them).
 #[derive(Clone)]
 pub struct RedisCounters {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     timeout: Duration,
     admit: Arc<Script>,
@@ -111,7 +161,44 @@ impl RedisCounters {
                 url: url.to_string(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::on(RedisConnection::Server(conn), prefix, timeout))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (`host:port`, any of its
+    /// masters) belong to; keys under `prefix`, commands bounded by `timeout`.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, CountersError> {
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                if n.contains("://") {
+                    n.clone()
+                } else {
+                    format!("redis://{n}")
+                }
+            })
+            .collect();
+        let failed = |source| CountersError::Connect {
+            url: nodes.join(","),
+            source,
+        };
+        let client = redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .build()
+            .map_err(failed)?;
+        let conn = client.get_async_connection().await.map_err(failed)?;
+        Ok(Self::on(RedisConnection::Cluster(conn), prefix, timeout))
+    }
+
+    fn on(conn: RedisConnection, prefix: &str, timeout: Duration) -> Self {
+        Self {
             conn,
             prefix: prefix.to_string(),
             timeout,
@@ -123,7 +210,12 @@ impl RedisCounters {
             seed: Arc::new(Script::new(SEED_LUA)),
             adjust: Arc::new(Script::new(ADJUST_LUA)),
             unlock: Arc::new(Script::new(UNLOCK_LUA)),
-        })
+        }
+    }
+
+    /// Whether this is a Redis Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, RedisConnection::Cluster(_))
     }
 
     fn pool_key(&self, pool: &str) -> String {
@@ -147,8 +239,8 @@ impl RedisCounters {
         format!("{}lock:{key}", self.prefix)
     }
 
-    /// The connection, for tests that simulate data loss.
-    pub fn connection(&self) -> ConnectionManager {
+    /// The connection (the cache shares it; tests simulate data loss on it).
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -159,6 +251,28 @@ impl RedisCounters {
     /// How long one command may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+impl RedisCounters {
+    /// Marks `ticket` pending for `ttl`.
+    async fn set_ticket(
+        &self,
+        conn: &mut RedisConnection,
+        ticket: &str,
+        ttl: Duration,
+    ) -> Result<(), CountersError> {
+        bounded(
+            self.timeout,
+            redis::cmd("SET")
+                .arg(self.ticket_key(ticket))
+                .arg("1")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .exec_async(conn),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -177,16 +291,15 @@ impl Counters for RedisCounters {
         ticket: Option<(&str, Duration)>,
     ) -> Result<Admission, CountersError> {
         let mut conn = self.conn.clone();
-        let (ticket_key, flag, ttl, id) = match ticket {
-            Some((t, ttl)) => (self.ticket_key(t), "1", ttl.as_millis() as u64, t),
-            None => (self.ticket_key("-"), "0", 0, ""),
+        let (flag, id) = match ticket {
+            Some((t, _)) => ("1", t),
+            None => ("0", ""),
         };
         let (zset, hash) = self.in_flight_keys(pool);
         let (code, left): (i64, i64) = bounded(
             self.timeout,
             self.admit
                 .key(self.pool_key(pool))
-                .key(ticket_key)
                 .key(zset)
                 .key(hash)
                 .arg(REMAINING)
@@ -194,19 +307,27 @@ impl Counters for RedisCounters {
                 .arg(units)
                 .arg(limit)
                 .arg(flag)
-                .arg(ttl.max(1))
                 .arg(id)
                 .arg(holder)
                 .arg(IN_FLIGHT)
                 .invoke_async(&mut conn),
         )
         .await?;
-        Ok(match code {
+        let answer = match code {
             0 => Admission::Admitted { remaining: left },
             1 => Admission::LimitReached,
             2 => Admission::SoldOut,
+            4 => Admission::InFlight,
             _ => Admission::Missing,
-        })
+        };
+        // The pending mark, after the step: it is read by id alone, so it
+        // lives in its own slot. A crash between the two leaves the ticket
+        // in flight and unmarked — never acknowledged (the event is sent
+        // after this), and given back by the audit.
+        if let (Admission::Admitted { .. }, Some((t, ttl))) = (answer, ticket) {
+            self.set_ticket(&mut conn, t, ttl).await?;
+        }
+        Ok(answer)
     }
 
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {
@@ -227,13 +348,22 @@ impl Counters for RedisCounters {
     async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
         let (zset, hash) = self.in_flight_keys(pool);
+        // The pending mark goes first: a crash before the step leaves the
+        // ticket in flight (the next audit gives it back) and reads 404 —
+        // right for a request that was never acknowledged.
+        bounded(
+            self.timeout,
+            redis::cmd("UNLINK")
+                .arg(self.ticket_key(ticket))
+                .exec_async(&mut conn),
+        )
+        .await?;
         let done: i64 = bounded(
             self.timeout,
             self.release_ticket
                 .key(self.pool_key(pool))
                 .key(zset)
                 .key(hash)
-                .key(self.ticket_key(ticket))
                 .arg(ticket)
                 .arg(REMAINING)
                 .arg(IN_FLIGHT)
@@ -371,18 +501,14 @@ impl Counters for RedisCounters {
     }
 
     async fn mark_pending(&self, tickets: &[&str], ttl: Duration) -> Result<(), CountersError> {
-        let mut conn = self.conn.clone();
+        // One command per ticket (their keys are in different slots), all
+        // in flight at once on the multiplexed connection.
         for chunk in tickets.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for t in chunk {
-                pipe.cmd("SET")
-                    .arg(self.ticket_key(t))
-                    .arg("1")
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .ignore();
-            }
-            bounded(self.timeout, pipe.exec_async(&mut conn)).await?;
+            try_join_all(chunk.iter().map(|t| {
+                let mut conn = self.conn.clone();
+                async move { self.set_ticket(&mut conn, t, ttl).await }
+            }))
+            .await?;
         }
         Ok(())
     }
@@ -397,11 +523,18 @@ impl Counters for RedisCounters {
                 clear.arg(*t);
             }
             let _: i64 = bounded(self.timeout, clear.invoke_async(&mut conn)).await?;
-            let mut unlink = redis::cmd("UNLINK");
-            for t in chunk {
-                unlink.arg(self.ticket_key(t));
-            }
-            bounded(self.timeout, unlink.exec_async(&mut conn)).await?;
+            try_join_all(chunk.iter().map(|t| {
+                let mut conn = self.conn.clone();
+                let key = self.ticket_key(t);
+                async move {
+                    bounded(
+                        self.timeout,
+                        redis::cmd("UNLINK").arg(key).exec_async(&mut conn),
+                    )
+                    .await
+                }
+            }))
+            .await?;
         }
         Ok(())
     }

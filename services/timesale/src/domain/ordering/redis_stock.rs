@@ -83,6 +83,8 @@ async fn order_once(
             svc.core.trigger_rebuild(sale_id);
             return Err(TimesaleError::CountersRebuilding);
         }
+        // V2 admits without a ticket, so no earlier run can be in flight.
+        Admission::InFlight => return Err(TimesaleError::Unsettled),
     }
     let request = Request {
         order_id: order_id.to_string(),

@@ -1,7 +1,6 @@
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 local v = redis.call('HGET', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4])
 if not v then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
 local sep = string.find(v, ':', 1, true)
