@@ -1,7 +1,8 @@
 //! What the services and the operator must agree on, in one crate both
-//! depend on (it depends on nothing): the services' names, how a campaign's
-//! or sale's counters pool is named, and the defaults of the queued
-//! services' topics, consumer groups and partitions. A deployment may
+//! depend on (it depends only on the xxh3 hash): the services' names, how a
+//! campaign's or sale's counters pools are named, which bucket a user
+//! belongs to, and the defaults of the queued services' topics, consumer
+//! groups and partitions. A deployment may
 //! override topics and groups by flags (services) and the platform
 //! configuration (operator) — these are the values both start from.
 
@@ -10,6 +11,44 @@
 /// pools through this alone.
 pub fn pool_name(service: &str, id: &str) -> String {
     format!("{service}:{id}")
+}
+
+/// Most buckets a campaign or sale may have.
+pub const MAX_BUCKETS: u32 = 256;
+
+/// The bucket of `user_id` in a promotion with `buckets` buckets:
+/// `xxh3_64(user_id as UTF-8, seed 0) mod buckets`. Every component — the
+/// services' admission, their consumers, the operator, a client that wants
+/// to know — computes it with exactly this function, so a user's counts
+/// always live in one bucket.
+pub fn bucket_of(user_id: &str, buckets: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % u64::from(buckets.max(1))) as u32
+}
+
+/// The key of bucket `bucket` of promotion `id` (its counters pool is
+/// [`pool_name`] of it; V3 events of its users are keyed by it): with one
+/// bucket the promotion's id itself, else `<id>#<bucket>`. Each bucket's
+/// pool is one Redis Cluster hash slot (the pool name is the hash tag of
+/// its keys), so different buckets spread over the cluster's masters.
+pub fn bucket_key(id: &str, bucket: u32, buckets: u32) -> String {
+    event_bucket_key(id, (buckets > 1).then_some(bucket))
+}
+
+/// [`bucket_key`] from what a V3 event carries: its bucket when the
+/// promotion has several (`None` with one).
+pub fn event_bucket_key(id: &str, bucket: Option<u32>) -> String {
+    match bucket {
+        Some(b) => format!("{id}#{b}"),
+        None => id.to_string(),
+    }
+}
+
+/// `total` units split over `buckets` buckets: the first `total mod
+/// buckets` buckets get one more than the rest.
+pub fn split(total: i64, buckets: u32) -> Vec<i64> {
+    let n = i64::from(buckets.max(1));
+    let (each, extra) = (total.div_euclid(n), total.rem_euclid(n));
+    (0..n).map(|i| each + i64::from(i < extra)).collect()
 }
 
 /// The coupon service.
@@ -44,6 +83,39 @@ pub mod point {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Values from an independent implementation (Python's `xxhash`
+    /// package, `xxh3_64_intdigest(s.encode(), seed=0)`), so the function is
+    /// the published xxh3 and not merely self-consistent.
+    #[test]
+    fn buckets_follow_xxh3_64_seed_0() {
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06800538d394c2);
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b"user-1"), 0x7c7615c11438e5c9);
+        assert_eq!(bucket_of("user-1", 16), 9);
+        assert_eq!(bucket_of("u-42@shop.example", 16), 8);
+        assert_eq!(bucket_of("u-42@shop.example", 256), 56);
+        assert_eq!(bucket_of("ユーザー", 16), 15);
+        assert_eq!(bucket_of("anyone", 1), 0);
+    }
+
+    #[test]
+    fn one_bucket_is_the_promotion_itself() {
+        assert_eq!(pool_name("coupon", &bucket_key("c", 0, 1)), "coupon:c");
+        assert_eq!(pool_name("coupon", &bucket_key("c", 3, 16)), "coupon:c#3");
+    }
+
+    #[test]
+    fn a_split_adds_up_and_differs_by_at_most_one() {
+        for (total, buckets) in [(1000, 16), (5, 8), (0, 4), (7, 1), (255, 256)] {
+            let parts = split(total, buckets);
+            assert_eq!(parts.len(), buckets as usize);
+            assert_eq!(parts.iter().sum::<i64>(), total);
+            let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{parts:?}");
+        }
+    }
+
     #[test]
     fn pools_are_named_service_colon_id() {
         assert_eq!(

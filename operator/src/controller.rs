@@ -23,7 +23,10 @@ use kube::{
     },
     Client, Resource, ResourceExt,
 };
-use promo_platform::ports::{counters::Counters, queue::Queue};
+use promo_platform::{
+    buckets::Layout,
+    ports::{counters::Counters, queue::Queue},
+};
 use promotion_crd::{Checked, Phase, Promotion, PromotionStatus, PromotionType, Strategy};
 use serde_json::json;
 
@@ -85,9 +88,14 @@ impl Context {
     }
 }
 
-/// The Redis pool of a promotion (the services' naming).
+/// The Redis pool of a promotion with one bucket (the services' naming).
 pub fn pool(kind: PromotionType, name: &str) -> String {
     promo_contracts::pool_name(Component::api_for(kind).service(), name)
+}
+
+/// Where a promotion's counters live: one pool per bucket.
+pub fn layout<'a>(kind: PromotionType, name: &'a str, buckets: u32) -> Layout<'a> {
+    Layout::new(Component::api_for(kind).service(), name, buckets)
 }
 
 /// Entry point for the controller: finalizer handling around apply/cleanup.
@@ -494,20 +502,42 @@ impl Reconciler<'_> {
                 "V1/V2 decide in the database",
             ));
         }
-        let pool = pool(checked.spec.kind, &checked.name);
-        if let Some(left) = ctx.counters.remaining(&pool).await? {
+        let layout = layout(checked.spec.kind, &checked.name, checked.spec.buckets);
+        let mut present = Vec::new();
+        for pool in layout.pools() {
+            if let Some(left) = ctx.counters.remaining(&pool).await? {
+                present.push(left);
+            }
+        }
+        if present.len() == layout.buckets as usize {
+            let lowest = present.iter().min().copied().unwrap_or(0);
             return Ok(Observation::new(
                 ConditionType::CountersSeeded,
                 true,
                 Reason::Present,
-                format!("{left} left in the counters"),
+                format!(
+                    "{} left in the counters over {} bucket(s), the lowest bucket {lowest}",
+                    present.iter().sum::<i64>(),
+                    layout.buckets
+                ),
             ));
         }
         match figures {
-            Some(f) if now < checked.spec.window.starts_at && f.issued == 0 && f.pending == 0 => {
-                let created = ctx.counters.seed(&pool, f.limit, &[]).await?;
+            // Only a promotion with no pool at all: a partial set would be
+            // re-derived by the service's rebuild, behind fences.
+            Some(f)
+                if now < checked.spec.window.starts_at
+                    && f.issued == 0
+                    && f.pending == 0
+                    && present.is_empty() =>
+            {
+                let shares = promo_contracts::split(f.limit, layout.buckets);
+                let mut created = false;
+                for (pool, share) in layout.pools().iter().zip(shares) {
+                    created |= ctx.counters.seed(pool, share, &[], "").await?;
+                }
                 if created {
-                    self.publish(ctx, EventType::Normal, "CountersSeeded", format!("pre-warmed {pool} with {}", f.limit)).await?;
+                    self.publish(ctx, EventType::Normal, "CountersSeeded", format!("pre-warmed {} bucket(s) of {} with {}", layout.buckets, checked.name, f.limit)).await?;
                 }
                 Ok(Observation::new(
 ConditionType::CountersSeeded, true,
@@ -542,7 +572,9 @@ Reason::NotRegistered, "the service does not know the promotion yet")),
                 ctx.admin.register(&ns, &request).await?;
             }
         }
-        ctx.counters.remove(&pool(kind, &name)).await?;
+        for pool in layout(kind, &name, self.spec.buckets).pools() {
+            ctx.counters.remove(&pool).await?;
+        }
         self.publish(
             ctx,
             EventType::Normal,

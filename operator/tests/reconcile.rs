@@ -516,7 +516,7 @@ async fn delete_closes_the_campaign_removes_counters_then_the_finalizer() {
     );
     let mut h = harness(admin, None).await;
     let pool = pool(PromotionType::Coupon, "bf");
-    h.counters.seed(&pool, 97, &[]).await.unwrap();
+    h.counters.seed(&pool, 97, &[], "").await.unwrap();
     let mut p = promotion(
         coupon_spec("Queued", 100, chrono::Duration::hours(-1)),
         true,

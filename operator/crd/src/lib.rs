@@ -50,6 +50,18 @@ pub struct PromotionSpec {
     /// Emergency stop: issuance/ordering answers 422 not_active while set.
     #[serde(default)]
     pub paused: bool,
+    /// Buckets the quota or stock is split over (1–256): each is its own
+    /// counters pool (one Redis Cluster slot) and event key (one queue
+    /// partition), so one hot promotion spreads over several. A user counts
+    /// in bucket xxh3_64(userId, seed 0) mod buckets.
+    #[serde(default = "one_bucket")]
+    #[schemars(range(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 256").message("buckets must be between 1 and 256"))]
+    pub buckets: u32,
+}
+
+fn one_bucket() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -246,6 +258,8 @@ pub enum InvalidPromotion {
     Percent,
     #[error("consumers.minReplicas must not exceed consumers.maxReplicas")]
     Replicas,
+    #[error("spec.buckets must be between 1 and {}", promo_contracts::MAX_BUCKETS)]
+    Buckets,
 }
 
 /// A Promotion that passed validation: its name, its whole spec (window,
@@ -306,6 +320,9 @@ impl Promotion {
                 return Err(InvalidPromotion::Replicas);
             }
         }
+        if !(1..=promo_contracts::MAX_BUCKETS).contains(&s.buckets) {
+            return Err(InvalidPromotion::Buckets);
+        }
         Ok(Checked {
             name,
             spec: s.clone(),
@@ -361,6 +378,7 @@ impl Checked {
                     "strategy": s.strategy.api_name(),
                     "discount": discount,
                     "paused": s.paused,
+                    "buckets": s.buckets,
                 });
                 if let Some(d) = c.valid_for_days {
                     body["validForDays"] = json!(d);
@@ -383,6 +401,7 @@ impl Checked {
                     "endsAt": window.1,
                     "strategy": s.strategy.api_name(),
                     "paused": s.paused,
+                    "buckets": s.buckets,
                 }),
             },
         }

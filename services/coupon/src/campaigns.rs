@@ -62,6 +62,7 @@ impl Domain for Campaigns {
             persisted: c.issued,
             counted: queued,
             queued,
+            buckets: c.spec.buckets,
         }
     }
 
@@ -150,8 +151,10 @@ impl QueuedEvent for CouponEvent {
                 campaign,
                 user_id,
                 admitted_at,
+                bucket,
             } => Admitted::Request {
                 key: campaign,
+                bucket,
                 id: request_id,
                 body: IssueBody {
                     user_id,

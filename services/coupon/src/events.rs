@@ -16,6 +16,9 @@ pub enum CouponEvent {
         user_id: String,
         /// Epoch milliseconds of admission (the coupon's issue time).
         admitted_at: i64,
+        /// The user's bucket when the campaign has several (absent with one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bucket: Option<u32>,
     },
     /// Marks a point in the campaign's stream for a counter rebuild.
     #[serde(rename_all = "camelCase")]
@@ -57,6 +60,7 @@ mod tests {
             campaign: "c".into(),
             user_id: "u".into(),
             admitted_at: 5,
+            bucket: None,
         };
         let bytes = e.encode();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""type":"issue""#));

@@ -35,6 +35,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "counter_fences",
             sql: promo_platform::admission::FENCES_MYSQL,
         },
+        Migration {
+            version: 4,
+            name: "buckets",
+            sql: include_str!("../../../migrations/coupon/mysql/0004_buckets.sql"),
+        },
     ],
     sqlite: &[
         Migration {
@@ -52,11 +57,16 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "counter_fences",
             sql: promo_platform::admission::FENCES_SQLITE,
         },
+        Migration {
+            version: 4,
+            name: "buckets",
+            sql: include_str!("../../../migrations/coupon/sqlite/0004_buckets.sql"),
+        },
     ],
 };
 
 const CAMPAIGN_COLUMNS: &str = "id, quota, per_user_limit, starts_at, ends_at, strategy, \
-    discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, issued";
+    discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, buckets, issued";
 
 fn campaign_from_row(row: &AnyRow) -> Result<Campaign, sqlx::Error> {
     let strategy: String = row.try_get("strategy")?;
@@ -79,6 +89,7 @@ fn campaign_from_row(row: &AnyRow) -> Result<Campaign, sqlx::Error> {
             },
             valid_for_days: row.try_get("valid_for_days")?,
             paused: row.try_get::<i64, _>("paused")? != 0,
+            buckets: promo_platform::buckets::stored_count(row.try_get("buckets")?)?,
         },
     })
 }
@@ -155,7 +166,7 @@ pub async fn upsert_campaign(
             bind_spec(sqlx::query(
                 "UPDATE campaigns SET quota = ?, per_user_limit = ?, starts_at = ?, ends_at = ?, \
                  strategy = ?, discount_kind = ?, discount_value = ?, discount_max = ?, min_order = ?, \
-                 valid_for_days = ?, paused = ?, updated_at = ? WHERE id = ?",
+                 valid_for_days = ?, paused = ?, buckets = ?, updated_at = ? WHERE id = ?",
             ), spec)
             .bind(now)
             .bind(id)
@@ -163,11 +174,15 @@ pub async fn upsert_campaign(
             .await?;
         }
         None => {
-            let inserted = bind_spec(sqlx::query(
-                "INSERT INTO campaigns (quota, per_user_limit, starts_at, ends_at, strategy, \
+            let inserted = bind_spec(
+                sqlx::query(
+                    "INSERT INTO campaigns (quota, per_user_limit, starts_at, ends_at, strategy, \
                  discount_kind, discount_value, discount_max, min_order, valid_for_days, paused, \
-                 created_at, updated_at, id, issued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-            ), spec)
+                 buckets, created_at, updated_at, id, issued) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                ),
+                spec,
+            )
             .bind(now)
             .bind(now)
             .bind(id)
@@ -208,6 +223,7 @@ fn bind_spec<'q>(
         .bind(d.min_order_amount)
         .bind(spec.valid_for_days)
         .bind(spec.paused as i64)
+        .bind(i64::from(spec.buckets))
 }
 
 /// How many coupons `user` holds of `campaign` (the next one is seq + 1).

@@ -1,7 +1,8 @@
 //! The counters logic the coupon and time-sale services share: keeping a
-//! pool in step with its campaign or sale, the V3 admission step, the fenced
-//! rebuild of a lost pool, and the fenced audit that gives back admissions
-//! whose event was never sent.
+//! promotion's pools (one per bucket, [`crate::buckets`]) in step with its
+//! campaign or sale, the V3 admission step, the fenced rebuild of lost
+//! pools, and the fenced audit that gives back admissions whose event was
+//! never sent and settles interrupted transfers between buckets.
 
 use std::{
     collections::HashSet,
@@ -11,7 +12,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::ports::{counters::CountersError, Admission, Counters, Producer, QueueError};
+use crate::{
+    buckets::{self, Layout},
+    ports::{counters::CountersError, Counters, Producer, QueueError},
+};
 
 pub use promo_contracts::pool_name;
 
@@ -72,47 +76,63 @@ pub async fn fence_seen(pool: &sqlx::AnyPool, fence_id: &str) -> Result<bool, sq
     Ok(n > 0)
 }
 
-/// What a pool is sized from: the quota or stock, and whether the strategy
-/// admits through the counters at all.
+/// What a promotion's pools are sized from: the quota or stock, whether the
+/// strategy admits through the counters at all, and over how many buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSpec {
     pub limit: i64,
     pub counted: bool,
+    pub buckets: u32,
 }
 
-/// Keeps a pool in step with an upserted campaign or sale: a new counted
-/// one is seeded with what is left (`limit − persisted`); a limit change on
-/// a running one adds the difference (never resets, so admissions in flight
-/// stay counted); leaving a counted strategy drops the pool, so a return
-/// rebuilds it from the database.
+/// Keeps a promotion's pools in step with its upserted campaign or sale: a
+/// new counted one has each bucket seeded with its share of what is left
+/// (`limit − persisted`); a limit change on a running one adds each
+/// bucket's share of the difference (never resets, so admissions in flight
+/// stay counted); leaving a counted strategy or changing the bucket count
+/// drops the pools, so the next admission rebuilds them from the database
+/// behind fences ([`rebuild`]).
 pub async fn sync_pool(
     counters: &dyn Counters,
-    pool: &str,
+    service: &str,
+    id: &str,
     previous: Option<PoolSpec>,
     next: PoolSpec,
     persisted: i64,
 ) -> Result<(), CountersError> {
+    let layout = Layout::new(service, id, next.buckets);
     match previous {
         None if next.counted => {
-            counters.seed(pool, next.limit - persisted, &[]).await?;
+            let shares = promo_contracts::split(next.limit - persisted, layout.buckets);
+            for (pool, share) in layout.pools().iter().zip(shares) {
+                counters.seed(pool, share, &[], "").await?;
+            }
         }
         None => {}
-        Some(prev) if prev.counted && !next.counted => counters.remove(pool).await?,
+        Some(prev) if prev.counted && (!next.counted || prev.buckets != next.buckets) => {
+            for pool in Layout::new(service, id, prev.buckets).pools() {
+                counters.remove(&pool).await?;
+            }
+        }
         Some(prev) if next.limit != prev.limit => {
-            counters.adjust(pool, next.limit - prev.limit).await?;
+            let shares = promo_contracts::split(next.limit - prev.limit, layout.buckets);
+            for (pool, share) in layout.pools().iter().zip(shares) {
+                counters.adjust(pool, share).await?;
+            }
         }
         Some(_) => {}
     }
     Ok(())
 }
 
-/// Remaining and pending units of a campaign or sale. With counters,
-/// remaining is what they will still admit and — for a queued strategy —
-/// pending is what they admitted that is not persisted yet
-/// (`limit − persisted − remaining`). A missing pool shows the database's view.
+/// Remaining and pending units of a campaign or sale, over all its
+/// buckets. With counters, remaining is what they will still admit and —
+/// for a queued strategy — pending is what they admitted that is not
+/// persisted yet (`limit − persisted − remaining`). A missing pool shows
+/// the database's view.
 pub async fn figures(
     counters: &dyn Counters,
-    pool: &str,
+    layout: &Layout<'_>,
     persisted_left: i64,
     counted: bool,
     queued: bool,
@@ -120,46 +140,56 @@ pub async fn figures(
     if !counted {
         return Ok((persisted_left, 0));
     }
-    Ok(match counters.remaining(pool).await? {
-        Some(left) if queued => (left.max(0), (persisted_left - left).max(0)),
-        Some(left) => (left.max(0), 0),
-        None => (persisted_left, 0),
+    let Some(left) = bucket_remainings(counters, layout).await? else {
+        return Ok((persisted_left, 0));
+    };
+    let left: i64 = left.iter().sum();
+    Ok(if queued {
+        (left.max(0), (persisted_left - left).max(0))
+    } else {
+        (left.max(0), 0)
     })
 }
 
-/// The V3 step: take `units` for `holder` in one atomic counters step
-/// (marking `ticket` pending and in flight), then publish `event` keyed by
-/// `key`. When the event cannot be sent the request is not acknowledged and
-/// the units go back — at once when the queue says the event was surely not
-/// stored; when it may have been (a delivery timeout), the ticket stays in
-/// flight and the audit ([`audit`]) decides after a fence: given back only
-/// if no event ever arrived. Any answer but `Admitted` published nothing.
-#[allow(clippy::too_many_arguments)]
-pub async fn admit_and_publish<E: From<CountersError> + From<QueueError>>(
+/// Every bucket's remaining units, or `None` when a pool is missing.
+pub async fn bucket_remainings(
+    counters: &dyn Counters,
+    layout: &Layout<'_>,
+) -> Result<Option<Vec<i64>>, CountersError> {
+    let mut all = Vec::with_capacity(layout.buckets as usize);
+    for pool in layout.pools() {
+        match counters.remaining(&pool).await? {
+            Some(left) => all.push(left),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(all))
+}
+
+/// The V3 step after the counters admitted `ticket` in `pool`
+/// ([`buckets::take`]): publish `event` keyed by `key`. When the event
+/// cannot be sent the request is not acknowledged and the units go back —
+/// at once when the queue says the event was surely not stored; when it may
+/// have been (a delivery timeout), the ticket stays in flight and the audit
+/// ([`audit`]) decides after a fence: given back only if no event ever
+/// arrived.
+pub async fn publish<E: From<QueueError>>(
     counters: &dyn Counters,
     producer: &dyn Producer,
     pool: &str,
     key: &str,
-    holder: &str,
-    units: i64,
-    limit: i64,
-    ticket: (&str, Duration),
+    ticket: &str,
     event: Vec<u8>,
-) -> Result<Admission, E> {
-    let admission = counters
-        .admit(pool, holder, units, limit, Some(ticket))
-        .await?;
-    if let Admission::Admitted { .. } = admission {
-        if let Err(e) = producer.send(key, event).await {
-            if e.maybe_delivered() {
-                tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
-            } else if let Err(re) = counters.release_ticket(pool, ticket.0).await {
-                tracing::error!(error = %re, pool, "could not give back an unsent admission; the audit will");
-            }
-            return Err(e.into());
+) -> Result<(), E> {
+    if let Err(e) = producer.send(key, event).await {
+        if e.maybe_delivered() {
+            tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
+        } else if let Err(re) = counters.release_ticket(pool, ticket).await {
+            tracing::error!(error = %re, pool, "could not give back an unsent admission; the audit will");
         }
+        return Err(e.into());
     }
-    Ok(admission)
+    Ok(())
 }
 
 /// Opens a queued service's topic at start: creates it when missing, marks
@@ -232,17 +262,20 @@ pub async fn clear_decided(counters: &dyn Counters, pool: &str, tickets: &[&str]
 /// remaining = limit − persisted − in flight. "In flight" is what the
 /// counters admitted but the consumer has not persisted; it is unknowable
 /// once the counters are gone, so the rebuild drives it to zero instead: it
-/// sends a *fence* event on the key (same partition, so behind every
-/// admitted event) and waits until the consumer has persisted the fence.
-/// Nothing new is admitted meanwhile — admission finds the pool missing and
-/// answers 503 — so after the fence every admitted request is in the
-/// database and [`Rebuild::baseline`] is exact.
+/// sends a *fence* event on each bucket's key (same partition, so behind
+/// every event admitted in that bucket) and waits until the consumer has
+/// persisted every fence. Nothing new is admitted meanwhile — the rebuild
+/// drops every bucket's pool first and admission answers 503 on a missing
+/// one — so after the fences every admitted request is in the database and
+/// [`Rebuild::baseline`] is exact.
 #[async_trait]
 pub trait Rebuild: Send + Sync + 'static {
     type Error: From<CountersError> + std::fmt::Display + Send;
     fn counters(&self) -> &dyn Counters;
-    /// The pool of a campaign or sale.
-    fn pool(&self, key: &str) -> String;
+    /// The `service` of its pools' names.
+    fn service(&self) -> &'static str;
+    /// How many buckets promotion `key` has now.
+    async fn buckets(&self, key: &str) -> Result<u32, Self::Error>;
     /// How long to wait for the consumer to reach the fence.
     fn fence_timeout(&self) -> Duration;
     /// How long an admission stays in flight before [`audit`] looks at it
@@ -254,7 +287,14 @@ pub trait Rebuild: Send + Sync + 'static {
     async fn needs_fence(&self, _key: &str) -> Result<bool, Self::Error> {
         Ok(true)
     }
-    async fn send_fence(&self, key: &str, fence_id: &str) -> Result<(), Self::Error>;
+    /// Sends fence `fence_id` for promotion `key` keyed by `bucket_key`
+    /// (so it lands behind that bucket's events).
+    async fn send_fence(
+        &self,
+        key: &str,
+        bucket_key: &str,
+        fence_id: &str,
+    ) -> Result<(), Self::Error>;
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, Self::Error>;
     /// Remaining units and per-holder units, from the database.
     async fn baseline(&self, key: &str) -> Result<(i64, Vec<(String, i64)>), Self::Error>;
@@ -264,74 +304,100 @@ pub trait Rebuild: Send + Sync + 'static {
     fn returned(&self, key: &str, count: u64);
     /// The error for a fence the consumer did not reach in time.
     fn fence_timed_out(&self) -> Self::Error;
-    /// Called once per pool this process re-created (metrics).
+    /// Called once per promotion this process re-created the pools of (metrics).
     fn rebuilt(&self, key: &str);
 }
 
-/// Rebuilds `key`'s pool now, unless it exists or another replica is at it
-/// (a counters lock); returns whether this call created it.
+/// Rebuilds `key`'s pools now, unless they all exist or another replica is
+/// at it (a counters lock); returns whether this call created them.
 pub async fn rebuild<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<bool, R::Error> {
-    let pool = r.pool(key);
-    let created = with_pool_lock(r, "rebuild", &pool, rebuild_locked(r, key, &pool)).await?;
+    let buckets = r.buckets(key).await?;
+    let layout = Layout::new(r.service(), key, buckets);
+    let lock = layout.lock_name("rebuild");
+    let created = with_pool_lock(r, &lock, rebuild_locked(r, &layout)).await?;
     Ok(created.unwrap_or(false))
 }
 
-/// Runs `work` holding the counters lock `<what>:<pool>` (one replica at a
-/// time, for as long as a fence may take); `None` when another holds it.
+/// Runs `work` holding the counters lock `name` (one replica at a time,
+/// for as long as a fence may take); `None` when another holds it.
 async fn with_pool_lock<R: Rebuild + ?Sized, T>(
     r: &R,
-    what: &str,
-    pool: &str,
+    name: &str,
     work: impl std::future::Future<Output = Result<T, R::Error>>,
 ) -> Result<Option<T>, R::Error> {
     let lock_ttl = r.fence_timeout() + Duration::from_secs(5);
-    let Some(lock) = r
-        .counters()
-        .try_lock(&format!("{what}:{pool}"), lock_ttl)
-        .await?
-    else {
+    let Some(lock) = r.counters().try_lock(name, lock_ttl).await? else {
         return Ok(None);
     };
     let result = work.await;
     if let Err(e) = r.counters().unlock(&lock).await {
-        tracing::warn!(error = %e, what, "lock release failed; it expires on its own");
+        tracing::warn!(error = %e, name, "lock release failed; it expires on its own");
     }
     result.map(Some)
 }
 
-async fn rebuild_locked<R: Rebuild + ?Sized>(
-    r: &R,
-    key: &str,
-    pool: &str,
-) -> Result<bool, R::Error> {
-    if r.counters().remaining(pool).await?.is_some() {
+async fn rebuild_locked<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Result<bool, R::Error> {
+    let pools = layout.pools();
+    if bucket_remainings(r.counters(), layout).await?.is_some() {
         return Ok(false);
     }
-    pass_fence(r, key, "rebuild").await?;
-    let (remaining, holders) = r.baseline(key).await?;
-    let created = r.counters().seed(pool, remaining, &holders).await?;
+    // Every bucket goes, so that none admits while the others are derived.
+    for pool in &pools {
+        r.counters().remove(pool).await?;
+    }
+    let keys: Vec<String> = (0..layout.buckets).map(|b| layout.key(b)).collect();
+    pass_fences(r, layout.id, &keys, "rebuild").await?;
+    let (remaining, holders) = r.baseline(layout.id).await?;
+    let mut by_bucket = vec![Vec::new(); pools.len()];
+    for (holder, units) in holders {
+        by_bucket[layout.home(&holder) as usize].push((holder, units));
+    }
+    let shares = promo_contracts::split(remaining, layout.buckets);
+    let generation = uuid::Uuid::new_v4().simple().to_string();
+    let mut created = false;
+    for ((pool, share), holders) in pools.iter().zip(shares).zip(by_bucket) {
+        created |= r
+            .counters()
+            .seed(pool, share, &holders, &generation)
+            .await?;
+    }
     if created {
-        r.rebuilt(key);
+        r.rebuilt(layout.id);
     }
     Ok(created)
 }
 
-/// Sends a fence on `key` and waits until the consumer has persisted it:
-/// then every event sent on `key` before the fence is in the database.
-async fn pass_fence<R: Rebuild + ?Sized>(r: &R, key: &str, why: &str) -> Result<(), R::Error> {
-    let fence_id = uuid::Uuid::now_v7().to_string();
-    r.send_fence(key, &fence_id).await?;
+/// Sends a fence on each of `keys` (buckets of promotion `key`) and waits
+/// until the consumer has persisted them all: then every event sent on
+/// those keys before the fences is in the database.
+async fn pass_fences<R: Rebuild + ?Sized>(
+    r: &R,
+    key: &str,
+    keys: &[String],
+    why: &str,
+) -> Result<(), R::Error> {
+    if !r.needs_fence(key).await? {
+        return Ok(());
+    }
+    let mut fences = Vec::with_capacity(keys.len());
+    for bucket_key in keys {
+        let fence_id = uuid::Uuid::now_v7().to_string();
+        r.send_fence(key, bucket_key, &fence_id).await?;
+        fences.push(fence_id);
+    }
     let deadline = tokio::time::Instant::now() + r.fence_timeout();
-    while !r.fence_seen(&fence_id).await? {
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                key,
-                why,
-                "the consumer did not reach the fence in time; is it running?"
-            );
-            return Err(r.fence_timed_out());
+    for fence_id in &fences {
+        while !r.fence_seen(fence_id).await? {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    key,
+                    why,
+                    "the consumer did not reach the fence in time; is it running?"
+                );
+                return Err(r.fence_timed_out());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
 }
@@ -346,40 +412,63 @@ pub const AUDIT_AGE: Duration = Duration::from_secs(15);
 /// Most tickets one audit round looks at per pool.
 const AUDIT_BATCH: usize = 1000;
 
-/// The fenced audit of `key`'s pool: gives back the admissions whose event
-/// was never sent (the serving process died between the counters step and
-/// the send, or a send failed): their units return to the pool and their
-/// holder's count drops, so nothing stays taken for nobody.
+/// The fenced audit of promotion `key`'s pools: gives back the admissions
+/// whose event was never sent (the serving process died between the
+/// counters step and the send, or a send failed): their units return to
+/// their bucket and their holder's count drops, so nothing stays taken for
+/// nobody; and settles the transfers between buckets whose mover died
+/// midway ([`buckets::settle`]).
 ///
 /// Why it cannot give back a unit whose event is on its way: it looks only
 /// at tickets in flight for [`Rebuild::audit_age`] (at least [`AUDIT_AGE`]
-/// outside tests), whose events — if ever sent —
-/// are in the queue already; it then sends a fence on the same key (same
-/// partition, so behind them) and waits until the consumer has persisted
-/// the fence. A ticket the database has still not decided was never
-/// queued. Giving back is one atomic step that also forgets the ticket, so
-/// the consumer's clearing, a failed send's release and other replicas'
-/// audits cannot give it back twice. Returns how many it gave back.
+/// outside tests), whose events — if ever sent — are in the queue already;
+/// it then sends a fence on the bucket's key (same partition, so behind
+/// them) and waits until the consumer has persisted the fence. A ticket the
+/// database has still not decided was never queued. Giving back is one
+/// atomic step that also forgets the ticket, so the consumer's clearing, a
+/// failed send's release and other replicas' audits cannot give it back
+/// twice. Returns how many admissions it gave back.
 pub async fn audit<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<u64, R::Error> {
-    let pool = r.pool(key);
-    let stale = r
-        .counters()
-        .in_flight_older_than(&pool, r.audit_age(), AUDIT_BATCH)
-        .await?;
-    if stale.is_empty() {
-        return Ok(0);
+    let buckets = r.buckets(key).await?;
+    let layout = Layout::new(r.service(), key, buckets);
+    let mut returned = 0;
+    for bucket in 0..layout.buckets {
+        let pool = layout.pool(bucket);
+        let stale = r
+            .counters()
+            .in_flight_older_than(&pool, r.audit_age(), AUDIT_BATCH)
+            .await?;
+        let (transfers, requests): (Vec<String>, Vec<String>) = stale
+            .into_iter()
+            .partition(|t| t.starts_with(buckets::TRANSFER));
+        for t in &transfers {
+            if buckets::settle(r.counters(), &layout, &pool, t).await? {
+                tracing::warn!(
+                    key,
+                    pool,
+                    "gave back the units of a transfer that never arrived"
+                );
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        let lock = format!("audit:{pool}");
+        let bucket_key = layout.key(bucket);
+        let work = audit_locked(r, key, &bucket_key, &pool, &requests);
+        returned += with_pool_lock(r, &lock, work).await?.unwrap_or(0);
     }
-    let returned = with_pool_lock(r, "audit", &pool, audit_locked(r, key, &pool, &stale)).await?;
-    Ok(returned.unwrap_or(0))
+    Ok(returned)
 }
 
 async fn audit_locked<R: Rebuild + ?Sized>(
     r: &R,
     key: &str,
+    bucket_key: &str,
     pool: &str,
     stale: &[String],
 ) -> Result<u64, R::Error> {
-    pass_fence(r, key, "audit").await?;
+    pass_fences(r, key, &[bucket_key.to_string()], "audit").await?;
     let decided = r.decided(stale).await?;
     let done: Vec<&str> = stale
         .iter()
@@ -404,21 +493,25 @@ async fn audit_locked<R: Rebuild + ?Sized>(
     Ok(returned)
 }
 
-/// Counters drift of a counted pool: `remaining + in flight − (limit −
-/// persisted)`, in units. Zero when every unit taken is either persisted or
-/// in flight; negative when units are taken for nothing the audit can see;
-/// `None` when the pool is missing. A consumer commit between the two reads
+/// Counters drift of a counted promotion: `remaining + in flight − (limit −
+/// persisted)` over all its buckets, in units. Zero when every unit taken
+/// is either persisted or in flight (a transfer's units count once while
+/// they travel); negative when units are taken for nothing the audit can
+/// see; `None` when a pool is missing. A consumer commit between the reads
 /// shows as a passing difference, hence alerts wait minutes.
 pub async fn drift(
     counters: &dyn Counters,
-    pool: &str,
+    layout: &Layout<'_>,
     persisted_left: i64,
 ) -> Result<Option<i64>, CountersError> {
-    let Some(remaining) = counters.remaining(pool).await? else {
-        return Ok(None);
-    };
-    let in_flight = counters.in_flight(pool).await?;
-    Ok(Some(remaining + in_flight - persisted_left))
+    let mut total = 0;
+    for pool in layout.pools() {
+        let Some(remaining) = counters.remaining(&pool).await? else {
+            return Ok(None);
+        };
+        total += remaining + counters.in_flight(&pool).await?;
+    }
+    Ok(Some(total - persisted_left))
 }
 
 /// How long an admission that found its pool missing waits for the rebuild
@@ -465,16 +558,16 @@ where
 /// `promo_counter_drift` ([`drift`]); for a service's periodic tick.
 pub async fn audit_and_measure_drift<R: Rebuild + ?Sized>(
     r: &R,
-    key: &str,
+    layout: &Layout<'_>,
     persisted_left: i64,
     drift_gauge: &prometheus::IntGaugeVec,
-    service: &str,
 ) {
+    let key = layout.id;
     if let Err(e) = audit(r, key).await {
         tracing::warn!(key, error = %e, "admission audit failed; retried next round");
     }
-    match drift(r.counters(), &r.pool(key), persisted_left).await {
-        Ok(Some(d)) => drift_gauge.with_label_values(&[service, key]).set(d),
+    match drift(r.counters(), layout, persisted_left).await {
+        Ok(Some(d)) => drift_gauge.with_label_values(&[layout.service, key]).set(d),
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "drift unavailable"),
     }

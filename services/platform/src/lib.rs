@@ -16,6 +16,7 @@
 
 #[cfg(feature = "service")]
 pub mod admission;
+pub mod buckets;
 pub mod cache;
 #[cfg(feature = "service")]
 pub mod config;

@@ -28,8 +28,11 @@ use axum::Router;
 use clap::{builder::ValueParser, Arg, ArgAction, ArgMatches};
 use sqlx::{AnyConnection, AnyPool};
 
+use promo_contracts::{event_bucket_key, pool_name};
+
 use crate::{
     admission::{self, PoolSpec, Rebuild, Rebuilds},
+    buckets::{self, Layout},
     cache::TtlCache,
     config::{BackendError, Backends},
     consumer::{decode_batch, BatchHandler, ConsumerOptions, Event, PersistError},
@@ -255,6 +258,8 @@ pub struct Standing {
     pub counted: bool,
     /// Whether admissions go through the queue (V3).
     pub queued: bool,
+    /// Buckets its counters are split over ([`crate::buckets`]).
+    pub buckets: u32,
 }
 
 impl Standing {
@@ -267,6 +272,7 @@ impl Standing {
         PoolSpec {
             limit: self.limit,
             counted: self.counted,
+            buckets: self.buckets,
         }
     }
 }
@@ -292,8 +298,14 @@ pub enum Taken {
 
 /// A V3 event, as the consumer reads it.
 pub enum Admitted<R> {
-    /// An admitted request of promotion `key` with id `id`.
-    Request { key: String, id: String, body: R },
+    /// An admitted request of promotion `key` with id `id`, admitted in
+    /// bucket `bucket` (`None`: the promotion has one bucket).
+    Request {
+        key: String,
+        bucket: Option<u32>,
+        id: String,
+        body: R,
+    },
     /// A rebuild's fence on `key`'s stream.
     Fence { key: String, fence_id: String },
 }
@@ -301,6 +313,8 @@ pub enum Admitted<R> {
 /// One decoded, not yet decided request of a batch.
 pub struct Fresh<R> {
     pub id: String,
+    /// Its bucket (`None`: the promotion has one).
+    pub bucket: Option<u32>,
     pub body: R,
 }
 
@@ -355,10 +369,6 @@ pub trait Domain: Send + Sync + 'static {
     type Error: QueuedError;
 
     fn id(p: &Self::Promotion) -> &str;
-    /// The counters pool of promotion `id` (the operator names it the same way).
-    fn pool(id: &str) -> String {
-        admission::pool_name(Self::SERVICE, id)
-    }
     /// Validates `spec` and stores it as promotion `id`; returns what is
     /// stored and what it replaced.
     async fn upsert(
@@ -398,6 +408,7 @@ pub struct Core<D: Domain> {
     pub settings: Settings,
     rebuilds: Arc<Rebuilds>,
     cache: TtlCache<D::Promotion>,
+    dry: buckets::DryMemo,
 }
 
 impl<D: Domain> Core<D> {
@@ -438,6 +449,7 @@ impl<D: Domain> Core<D> {
             cache: TtlCache::new(settings.cache_ttl),
             settings,
             rebuilds: Arc::default(),
+            dry: buckets::DryMemo::default(),
         }))
     }
 
@@ -466,7 +478,8 @@ impl<D: Domain> Core<D> {
         let now = D::standing(&stored);
         admission::sync_pool(
             &*self.counters,
-            &D::pool(id),
+            D::SERVICE,
+            id,
             previous.as_ref().map(|p| D::standing(p).pool_spec()),
             now.pool_spec(),
             now.persisted,
@@ -475,11 +488,25 @@ impl<D: Domain> Core<D> {
         Ok((stored, previous.is_none()))
     }
 
+    /// Where promotion `p`'s counters live (its buckets' pools).
+    pub fn layout(p: &D::Promotion) -> Layout<'_> {
+        Layout::new(D::SERVICE, D::id(p), D::standing(p).buckets)
+    }
+
     /// Remaining and pending units (see [`admission::figures`]).
     pub async fn figures(&self, p: &D::Promotion) -> Result<(i64, i64), D::Error> {
         let s = D::standing(p);
-        let pool = D::pool(D::id(p));
-        Ok(admission::figures(&*self.counters, &pool, s.left(), s.counted, s.queued).await?)
+        let layout = Self::layout(p);
+        Ok(admission::figures(&*self.counters, &layout, s.left(), s.counted, s.queued).await?)
+    }
+
+    /// Every bucket's remaining units, or `None` without counters (a
+    /// strategy that does not count, or a pool missing).
+    pub async fn bucket_remainings(&self, p: &D::Promotion) -> Result<Option<Vec<i64>>, D::Error> {
+        if !D::standing(p).counted {
+            return Ok(None);
+        }
+        Ok(admission::bucket_remainings(&*self.counters, &Self::layout(p)).await?)
     }
 
     /// Refreshes the remaining/pending gauges of every promotion; for
@@ -495,10 +522,9 @@ impl<D: Domain> Core<D> {
             if s.queued {
                 admission::audit_and_measure_drift(
                     self,
-                    D::id(p),
+                    &Self::layout(p),
                     s.left(),
                     &self.metrics.counter_drift,
-                    D::SERVICE,
                 )
                 .await;
             }
@@ -521,13 +547,16 @@ impl<D: Domain> Core<D> {
         admission::audit(self, id).await
     }
 
-    /// The V3 step for promotion `id` ([`admission::admit_and_publish`]):
-    /// `claim` looks at the promotion (from the cache) and says what to
-    /// take — or refuses; the counters take `units` of the pool for
-    /// `holder` (at most `limit` in all) and mark `ticket` pending; the
-    /// event goes to the topic keyed by `id`. A missing pool starts a
-    /// rebuild; when it is back within [`admission::REBUILD_WAIT`] the step
-    /// runs once more, else the answer is the domain's "rebuilding" (503).
+    /// The V3 step for promotion `id`: `claim` looks at the promotion (from
+    /// the cache) and says what to take — or refuses; it is told the
+    /// holder's bucket (`None` with one bucket), which its event carries.
+    /// The counters take `units` in the holder's bucket for `holder` (at
+    /// most `limit` in all) and mark `ticket` pending — taking units from
+    /// other buckets first when the holder's has too few
+    /// ([`buckets::take`]); then the event goes to the topic keyed by the
+    /// bucket ([`admission::publish`]). A missing pool starts a rebuild;
+    /// when it is back within [`admission::REBUILD_WAIT`] the step runs once
+    /// more, else the answer is the domain's "rebuilding" (503).
     pub async fn admit<F>(
         self: &Arc<Self>,
         id: &str,
@@ -536,49 +565,93 @@ impl<D: Domain> Core<D> {
         claim: F,
     ) -> Result<Taken, D::Error>
     where
-        F: Fn(&D::Promotion) -> Result<Claim<D::Event>, D::Error> + Send + Sync,
+        F: Fn(&D::Promotion, Option<u32>) -> Result<Claim<D::Event>, D::Error> + Send + Sync,
     {
-        let pool = D::pool(id);
         let attempt = || async {
             let p = self.promotion(id).await?;
-            let c = claim(&p)?;
-            let answer = admission::admit_and_publish::<D::Error>(
+            let layout = Self::layout(&p);
+            let bucket = layout.home(holder);
+            let c = claim(&p, (layout.buckets > 1).then_some(bucket))?;
+            let ttl = self.settings.ticket_ttl;
+            let (answer, pool) = buckets::take(
                 &*self.counters,
-                &*self.producer,
-                &pool,
-                id,
+                &layout,
                 holder,
                 c.units,
                 c.limit,
-                (ticket, self.settings.ticket_ttl),
-                c.event.encode(),
+                Some((ticket, ttl)),
+                &self.dry,
             )
             .await?;
-            Ok::<_, D::Error>((answer, c.limit))
+            if let Admission::Admitted { .. } = answer {
+                let (producer, key) = (&*self.producer, layout.key(bucket));
+                admission::publish::<D::Error>(
+                    &*self.counters,
+                    producer,
+                    &pool,
+                    &key,
+                    ticket,
+                    c.event.encode(),
+                )
+                .await?;
+            }
+            Ok::<_, D::Error>((answer, c.limit, pool, layout.buckets))
         };
         let mut answer = attempt().await?;
         if matches!(answer.0, Admission::Missing) {
             self.trigger_rebuild(id);
-            if admission::wait_for_pool(&*self.counters, &pool, admission::REBUILD_WAIT).await {
+            if admission::wait_for_pool(&*self.counters, &answer.2, admission::REBUILD_WAIT).await {
                 answer = attempt().await?;
             }
         }
         match answer {
-            (Admission::Admitted { remaining }, _) => {
-                self.metrics
-                    .remaining
-                    .with_label_values(&[D::SERVICE, id])
-                    .set(remaining);
+            (Admission::Admitted { remaining }, _, _, buckets) => {
+                // With one bucket its remaining is the promotion's; with
+                // several the gauge waits for the next tick's sum.
+                if buckets == 1 {
+                    self.metrics
+                        .remaining
+                        .with_label_values(&[D::SERVICE, id])
+                        .set(remaining);
+                }
                 Ok(Taken::Admitted)
             }
-            (Admission::LimitReached, limit) => Ok(Taken::LimitReached { limit }),
-            (Admission::SoldOut, _) => Ok(Taken::SoldOut),
-            (Admission::InFlight, _) => Err(D::Error::unsettled()),
-            (Admission::Missing, _) => {
+            (Admission::LimitReached, limit, ..) => Ok(Taken::LimitReached { limit }),
+            (Admission::SoldOut, ..) => Ok(Taken::SoldOut),
+            (Admission::InFlight, ..) => Err(D::Error::unsettled()),
+            (Admission::Missing, ..) => {
                 self.trigger_rebuild(id);
                 Err(D::Error::rebuilding())
             }
         }
+    }
+
+    /// Takes `units` for `holder` in their bucket of `p` — refilling it from
+    /// the other buckets when short — without a ticket: V2's synchronous
+    /// counters step. Returns the answer and the pool it took from.
+    pub async fn take(
+        &self,
+        p: &D::Promotion,
+        holder: &str,
+        units: i64,
+        limit: i64,
+    ) -> Result<(Admission, String), CountersError> {
+        buckets::take(
+            &*self.counters,
+            &Self::layout(p),
+            holder,
+            units,
+            limit,
+            None,
+            &self.dry,
+        )
+        .await
+    }
+
+    /// The pool `holder` counts in, of promotion `p`.
+    pub fn holder_pool(p: &D::Promotion, holder: &str) -> String {
+        let layout = Self::layout(p);
+        layout.pool(layout.home(holder))
     }
 
     /// Counts one admission attempt in `promo_admissions_total`.
@@ -598,9 +671,17 @@ impl<D: Domain> Core<D> {
         let mut seen = HashSet::new();
         for event in decode_batch::<D::Event>(batch, &self.metrics, D::SERVICE) {
             match event.admitted() {
-                Admitted::Request { key, id, body } => {
+                Admitted::Request {
+                    key,
+                    bucket,
+                    id,
+                    body,
+                } => {
                     if seen.insert(id.clone()) {
-                        by_key.entry(key).or_default().push(Fresh { id, body });
+                        by_key
+                            .entry(key)
+                            .or_default()
+                            .push(Fresh { id, bucket, body });
                     }
                 }
                 Admitted::Fence { key, fence_id } => fences.push((fence_id, key)),
@@ -629,10 +710,17 @@ impl<D: Domain> Core<D> {
             admission::record_fence(&mut tx, dialect, fence_id, key).await?;
         }
         tx.commit().await?;
-        // Every request of the batch is decided now (refusals included).
+        // Every request of the batch is decided now (refusals included):
+        // their tickets go, from their buckets' pools.
         for (key, requests) in &by_key {
-            let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
-            admission::clear_decided(&*self.counters, &D::pool(key), &ids).await;
+            let mut by_pool: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+            for r in requests {
+                let pool = pool_name(D::SERVICE, &event_bucket_key(key, r.bucket));
+                by_pool.entry(pool).or_default().push(&r.id);
+            }
+            for (pool, ids) in &by_pool {
+                admission::clear_decided(&*self.counters, pool, ids).await;
+            }
         }
 
         let m = &self.metrics.consumer_messages;
@@ -665,8 +753,15 @@ impl<D: Domain> Rebuild for Core<D> {
         &*self.counters
     }
 
-    fn pool(&self, key: &str) -> String {
-        D::pool(key)
+    fn service(&self) -> &'static str {
+        D::SERVICE
+    }
+
+    async fn buckets(&self, key: &str) -> Result<u32, D::Error> {
+        let p = D::get(self.db.pool(), key)
+            .await?
+            .ok_or_else(|| D::Error::unknown(key))?;
+        Ok(D::standing(&p).buckets)
     }
 
     fn fence_timeout(&self) -> Duration {
@@ -686,9 +781,14 @@ impl<D: Domain> Rebuild for Core<D> {
         Ok(D::standing(&p).queued)
     }
 
-    async fn send_fence(&self, key: &str, fence_id: &str) -> Result<(), D::Error> {
+    async fn send_fence(
+        &self,
+        key: &str,
+        bucket_key: &str,
+        fence_id: &str,
+    ) -> Result<(), D::Error> {
         let fence = D::Event::fence(key, fence_id);
-        Ok(self.producer.send(key, fence.encode()).await?)
+        Ok(self.producer.send(bucket_key, fence.encode()).await?)
     }
 
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, D::Error> {

@@ -1,10 +1,11 @@
-//! Conformance suite of the counters + locks port, run against Redis and the
-//! in-process implementation.
+//! Conformance suite of the counters + locks port, run against Redis, a
+//! Redis Cluster and the in-process implementation.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use promo_platform::{
-    ports::{Admission, Counters, MemoryCounters},
+    buckets::{self, Layout},
+    ports::{Admission, Arrival, Counters, MemoryCounters, Outgoing},
     testing,
 };
 
@@ -15,7 +16,185 @@ async fn suite(c: Arc<dyn Counters>) {
     tickets(&*c).await;
     in_flight(&*c).await;
     locks(&*c).await;
+    transfers(&*c).await;
+    buckets_sell_out_exactly(c.clone(), 16, |u| u).await;
+    // Every arrival in 2 of the 16 buckets: the other 14 give their units.
+    buckets_sell_out_exactly(c.clone(), 16, |u| u % 2).await;
     c.ping().await.expect("ping");
+}
+
+/// A transfer's steps: out of one pool (in flight there), into another
+/// (once), then forgotten — or cancelled by the audit first, refused on
+/// arrival and given back. Never both.
+async fn transfers(c: &dyn Counters) {
+    let ttl = Duration::from_secs(60);
+    c.seed("from", 10, &[], "g1").await.unwrap();
+    c.seed("to", 0, &[], "g1").await.unwrap();
+    // At least what is asked, up to half of what the donor has.
+    assert_eq!(
+        c.take_out("from", "x1", 2).await.unwrap(),
+        Outgoing {
+            units: 5,
+            generation: "g1".into(),
+            moving: 5,
+        }
+    );
+    assert_eq!(c.remaining("from").await.unwrap(), Some(5));
+    assert_eq!(c.in_flight("from").await.unwrap(), 5, "on its way");
+    assert_eq!(
+        c.take_in("to", "x1", 5, "g1", ttl).await.unwrap(),
+        Arrival::Received
+    );
+    assert_eq!(
+        c.take_in("to", "x1", 5, "g1", ttl).await.unwrap(),
+        Arrival::Received,
+        "a repeated arrival adds nothing"
+    );
+    assert_eq!(c.remaining("to").await.unwrap(), Some(5));
+    assert!(
+        c.cancel_in("to", "x1", ttl).await.unwrap(),
+        "arrived: the audit keeps it"
+    );
+    c.clear_tickets("from", &["x1"]).await.unwrap();
+    assert_eq!(c.in_flight("from").await.unwrap(), 0);
+
+    // Cancelled before it arrived: refused on arrival, given back.
+    assert_eq!(c.take_out("from", "x2", 1).await.unwrap().units, 3);
+    assert!(!c.cancel_in("to", "x2", ttl).await.unwrap());
+    assert_eq!(
+        c.take_in("to", "x2", 3, "g1", ttl).await.unwrap(),
+        Arrival::Cancelled
+    );
+    assert!(c.release_ticket("from", "x2").await.unwrap());
+    assert!(
+        !c.release_ticket("from", "x2").await.unwrap(),
+        "given back once"
+    );
+    assert_eq!(c.remaining("from").await.unwrap(), Some(5));
+    assert_eq!(c.remaining("to").await.unwrap(), Some(5));
+
+    // A pool seeded again since (another generation), or missing, refuses.
+    let out = c.take_out("from", "x3", 1).await.unwrap();
+    assert_eq!(
+        c.take_in("to", "x3", out.units, "g0", ttl).await.unwrap(),
+        Arrival::Refused
+    );
+    assert_eq!(
+        c.take_in("gone", "x3", out.units, "g1", ttl).await.unwrap(),
+        Arrival::Refused
+    );
+    assert!(c.release_ticket("from", "x3").await.unwrap());
+    assert_eq!(c.remaining("from").await.unwrap(), Some(5));
+
+    // An emptied donor says what of its own is still on its way.
+    c.seed("dry", 2, &[], "g1").await.unwrap();
+    assert_eq!(c.take_out("dry", "d1", 2).await.unwrap().units, 2);
+    let out = c.take_out("dry", "d2", 1).await.unwrap();
+    assert_eq!((out.units, out.moving), (0, 2));
+    c.clear_tickets("dry", &["d1"]).await.unwrap();
+    assert_eq!(
+        c.take_out("dry", "d3", 1).await.unwrap().moving,
+        0,
+        "settled"
+    );
+
+    // An empty or missing donor gives nothing.
+    c.seed("empty", 0, &[], "").await.unwrap();
+    assert_eq!(c.take_out("empty", "x4", 1).await.unwrap().units, 0);
+    assert_eq!(c.take_out("nowhere", "x5", 1).await.unwrap().units, 0);
+}
+
+/// 400 holders × 2 concurrent admissions (1–3 units, limit 3) against a
+/// quota of 300 over `buckets` buckets, with `home` choosing which holders
+/// arrive: exactly the quota is taken, nobody beyond their limit, and every
+/// transfer settled — also when all arrivals fall in a few buckets.
+async fn buckets_sell_out_exactly(c: Arc<dyn Counters>, buckets: u32, home: fn(u32) -> u32) {
+    let id = format!("sell-out-{}", uuid::Uuid::new_v4().simple());
+    let layout = Layout::new("test", &id, buckets);
+    for (pool, share) in layout
+        .pools()
+        .iter()
+        .zip(promo_contracts::split(300, buckets))
+    {
+        c.seed(pool, share, &[], "").await.unwrap();
+    }
+    // Holders named so that their bucket is `home(i)`.
+    let mut holders = Vec::new();
+    let mut n = 0u32;
+    while holders.len() < 400 {
+        let name = format!("h{n}");
+        if layout.home(&name) == home(holders.len() as u32) % buckets {
+            holders.push(name);
+        }
+        n += 1;
+    }
+    let mut tasks = Vec::new();
+    for (i, h) in holders.iter().enumerate() {
+        for copy in 0..2 {
+            let (c, h, id) = (c.clone(), h.clone(), id.clone());
+            let units = 1 + ((i + copy) % 3) as i64;
+            tasks.push(tokio::spawn(async move {
+                let layout = Layout::new("test", &id, buckets);
+                let (answer, _) = buckets::take(
+                    &*c,
+                    &layout,
+                    &h,
+                    units,
+                    3,
+                    None,
+                    &buckets::DryMemo::default(),
+                )
+                .await
+                .unwrap();
+                (h, units, answer)
+            }));
+        }
+    }
+    let mut taken = 0;
+    let mut per_holder = std::collections::HashMap::<String, i64>::new();
+    let mut sold_out_with_units_left = HashSet::new();
+    for t in tasks {
+        let (h, units, answer) = t.await.unwrap();
+        match answer {
+            Admission::Admitted { .. } => {
+                taken += units;
+                *per_holder.entry(h).or_default() += units;
+            }
+            Admission::SoldOut => {
+                sold_out_with_units_left.insert(units);
+            }
+            Admission::LimitReached => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut left = 0;
+    let mut in_flight = 0;
+    let mut per_bucket = Vec::new();
+    for pool in layout.pools() {
+        per_bucket.push(c.remaining(&pool).await.unwrap().unwrap());
+        left += c.remaining(&pool).await.unwrap().unwrap();
+        in_flight += c.in_flight(&pool).await.unwrap();
+    }
+    assert_eq!(in_flight, 0, "every transfer settled");
+    assert_eq!(taken + left, 300, "no unit made or lost");
+    assert!(
+        per_holder.values().all(|u| *u <= 3),
+        "per-holder limits hold"
+    );
+    // Demand (about 1,600 units) is far above the quota: whatever is left
+    // is less than the smallest request refused as sold out.
+    let smallest_refused = sold_out_with_units_left
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(i64::MAX);
+    assert!(
+        left < smallest_refused,
+        "{buckets} buckets: {left} left ({per_bucket:?}), yet {smallest_refused} unit(s) refused; taken {taken}"
+    );
+    for pool in layout.pools() {
+        c.remove(&pool).await.unwrap();
+    }
 }
 
 async fn admission_rules(c: &dyn Counters) {
@@ -25,7 +204,7 @@ async fn admission_rules(c: &dyn Counters) {
         Admission::Missing
     );
     assert_eq!(c.remaining(pool).await.unwrap(), None);
-    assert!(c.seed(pool, 3, &[]).await.unwrap());
+    assert!(c.seed(pool, 3, &[], "").await.unwrap());
     assert_eq!(
         c.admit(pool, "u1", 1, 2, None).await.unwrap(),
         Admission::Admitted { remaining: 2 }
@@ -64,7 +243,7 @@ async fn admission_rules(c: &dyn Counters) {
 
 async fn concurrent_admissions_never_oversell(c: Arc<dyn Counters>) {
     let pool = "race";
-    c.seed(pool, 50, &[]).await.unwrap();
+    c.seed(pool, 50, &[], "").await.unwrap();
     let tasks: Vec<_> = (0..400)
         .map(|i| {
             let c = c.clone();
@@ -85,9 +264,9 @@ async fn concurrent_admissions_never_oversell(c: Arc<dyn Counters>) {
 async fn seed_only_once_and_adjust(c: &dyn Counters) {
     let pool = "seeded";
     let holders = vec![("a".to_string(), 2), ("b".to_string(), 1)];
-    assert!(c.seed(pool, 10, &holders).await.unwrap());
+    assert!(c.seed(pool, 10, &holders, "").await.unwrap());
     // A second seed never resets a running pool.
-    assert!(!c.seed(pool, 99, &[]).await.unwrap());
+    assert!(!c.seed(pool, 99, &[], "").await.unwrap());
     assert_eq!(c.remaining(pool).await.unwrap(), Some(10));
     // Seeded holder counts are enforced.
     assert_eq!(
@@ -102,7 +281,7 @@ async fn seed_only_once_and_adjust(c: &dyn Counters) {
     assert_eq!(c.adjust("nope", 5).await.unwrap(), None);
     // Many holders go through the chunked staging path.
     let many: Vec<(String, i64)> = (0..2500).map(|i| (format!("h{i}"), 1)).collect();
-    assert!(c.seed("big", 1, &many).await.unwrap());
+    assert!(c.seed("big", 1, &many, "").await.unwrap());
     assert_eq!(
         c.admit("big", "h2499", 1, 1, None).await.unwrap(),
         Admission::LimitReached
@@ -114,7 +293,7 @@ async fn seed_only_once_and_adjust(c: &dyn Counters) {
 }
 
 async fn tickets(c: &dyn Counters) {
-    c.seed("tix", 5, &[]).await.unwrap();
+    c.seed("tix", 5, &[], "").await.unwrap();
     assert!(!c.ticket_pending("t1").await.unwrap());
     c.admit("tix", "u", 1, 1, Some(("t1", Duration::from_millis(300))))
         .await
@@ -146,7 +325,7 @@ async fn tickets(c: &dyn Counters) {
 
     // A ticket in flight is admitted once: another step with it (a retry
     // of the same request) takes nothing until it is given back.
-    c.seed("again", 5, &[]).await.unwrap();
+    c.seed("again", 5, &[], "").await.unwrap();
     let a1 = Some(("a1", long));
     assert_eq!(
         c.admit("again", "u", 1, 3, a1).await.unwrap(),
@@ -177,7 +356,7 @@ async fn tickets(c: &dyn Counters) {
 /// without giving back when decided, and gone with their pool.
 async fn in_flight(c: &dyn Counters) {
     let long = Duration::from_secs(60);
-    c.seed("fly", 10, &[]).await.unwrap();
+    c.seed("fly", 10, &[], "").await.unwrap();
     let admitted = |left| Admission::Admitted { remaining: left };
     assert_eq!(
         c.admit("fly", "a", 2, 5, Some(("f1", long))).await.unwrap(),
@@ -228,7 +407,7 @@ async fn in_flight(c: &dyn Counters) {
     c.admit("fly", "c", 1, 5, Some(("f3", long))).await.unwrap();
     c.remove("fly").await.unwrap();
     assert_eq!(c.in_flight("fly").await.unwrap(), 0);
-    assert!(c.seed("fly", 3, &[]).await.unwrap());
+    assert!(c.seed("fly", 3, &[], "").await.unwrap());
     assert!(old(0, 10).await.unwrap().is_empty());
     assert!(!c.release_ticket("fly", "f3").await.unwrap());
     assert_eq!(c.remaining("fly").await.unwrap(), Some(3));

@@ -17,6 +17,9 @@ pub enum OrderEvent {
         quantity: i64,
         /// Epoch milliseconds of admission (the order's time).
         admitted_at: i64,
+        /// The user's bucket when the sale has several (absent with one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bucket: Option<u32>,
     },
     /// Marks a point in the sale's stream for a counter rebuild.
     #[serde(rename_all = "camelCase")]
@@ -52,6 +55,7 @@ mod tests {
             user_id: "u".into(),
             quantity: 2,
             admitted_at: 5,
+            bucket: Some(3),
         };
         let bytes = e.encode();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""type":"order""#));

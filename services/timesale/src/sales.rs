@@ -62,6 +62,7 @@ impl Domain for Sales {
             persisted: s.sold,
             counted: s.spec.counted(),
             queued: s.spec.strategy == Strategy::Queued,
+            buckets: s.spec.buckets,
         }
     }
 
@@ -142,8 +143,10 @@ impl QueuedEvent for OrderEvent {
                 user_id,
                 quantity,
                 admitted_at,
+                bucket,
             } => Admitted::Request {
                 key: sale,
+                bucket,
                 id: order_id,
                 body: OrderBody {
                     user_id,

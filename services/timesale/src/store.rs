@@ -35,6 +35,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "counter_fences",
             sql: promo_platform::admission::FENCES_MYSQL,
         },
+        Migration {
+            version: 4,
+            name: "buckets",
+            sql: include_str!("../../../migrations/timesale/mysql/0004_buckets.sql"),
+        },
     ],
     sqlite: &[
         Migration {
@@ -52,11 +57,16 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "counter_fences",
             sql: promo_platform::admission::FENCES_SQLITE,
         },
+        Migration {
+            version: 4,
+            name: "buckets",
+            sql: include_str!("../../../migrations/timesale/sqlite/0004_buckets.sql"),
+        },
     ],
 };
 
 const SALE_COLUMNS: &str = "id, sku, product_name, price, sale_price, stock, sold, \
-    per_user_limit, starts_at, ends_at, strategy, paused";
+    per_user_limit, starts_at, ends_at, strategy, paused, buckets";
 
 fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
     let strategy: String = row.try_get("strategy")?;
@@ -78,6 +88,7 @@ fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
                 sqlx::Error::Decode(format!("unknown strategy {strategy:?}").into())
             })?,
             paused: row.try_get::<i64, _>("paused")? != 0,
+            buckets: promo_platform::buckets::stored_count(row.try_get("buckets")?)?,
         },
     })
 }
@@ -149,7 +160,7 @@ pub async fn upsert_sale(
                 sqlx::query(
                     "UPDATE sales SET sku = ?, product_name = ?, price = ?, sale_price = ?, stock = ?, \
                      per_user_limit = ?, starts_at = ?, ends_at = ?, strategy = ?, paused = ?, \
-                     version = version + 1, updated_at = ? WHERE id = ?",
+                     buckets = ?, version = version + 1, updated_at = ? WHERE id = ?",
                 ),
                 spec,
             )
@@ -162,8 +173,8 @@ pub async fn upsert_sale(
             let inserted = bind_spec(
                 sqlx::query(
                     "INSERT INTO sales (sku, product_name, price, sale_price, stock, per_user_limit, \
-                     starts_at, ends_at, strategy, paused, created_at, updated_at, id, sold, version) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                     starts_at, ends_at, strategy, paused, buckets, created_at, updated_at, id, sold, \
+                     version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
                 ),
                 spec,
             )
@@ -203,6 +214,7 @@ fn bind_spec<'q>(
         .bind(to_ms(spec.ends_at))
         .bind(spec.strategy.as_str())
         .bind(spec.paused as i64)
+        .bind(i64::from(spec.buckets))
 }
 
 /// Adds `quantity` to the user's units unless that passes `limit`; the

@@ -30,6 +30,12 @@ pub struct CampaignSpec {
     pub valid_for_days: Option<i64>,
     #[serde(default)]
     pub paused: bool,
+    /// Buckets the quota's counters are split over (1–256; default 1): a
+    /// hot campaign spreads over Redis Cluster slots and queue partitions.
+    /// A user always counts in bucket `xxh3_64(userId) mod buckets`.
+    #[serde(default = "promo_platform::buckets::one")]
+    #[schema(minimum = 1, maximum = 256, default = 1)]
+    pub buckets: u32,
 }
 
 /// Upper bounds that keep arithmetic far from overflow.
@@ -55,6 +61,7 @@ impl CampaignSpec {
                 ));
             }
         }
+        promo_platform::buckets::check_count(self.buckets).map_err(CouponError::InvalidCampaign)?;
         self.discount
             .validate()
             .map_err(CouponError::InvalidCampaign)
@@ -109,6 +116,7 @@ mod tests {
             },
             valid_for_days: None,
             paused: false,
+            buckets: 1,
         }
     }
 

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use coupon_service::Campaigns;
-use promo_platform::{admission, ports::Admission, queued::Domain};
+use promo_platform::{admission, ports::Admission};
 
 use crate::helpers::{spawn_app_with, Backend, Options};
 
@@ -14,7 +13,7 @@ const LONG: Duration = Duration::from_secs(3600);
 async fn a_leaked_admission_comes_back(backend: Backend) {
     let app = spawn_app_with(backend, Options::default()).await;
     app.campaign("leak", 3, 1, "QUEUED").await;
-    let pool = Campaigns::pool("leak");
+    let pool = admission::pool_name("coupon", "leak");
     // What a process that died right after the counters step leaves behind.
     let taken = app
         .svc
@@ -43,7 +42,8 @@ async fn a_leaked_admission_comes_back(backend: Backend) {
         app.svc.core.counters.remaining(&pool).await.unwrap(),
         Some(2)
     );
-    let drift = admission::drift(&*app.svc.core.counters, &pool, 3 - 1).await;
+    let layout = promo_platform::buckets::Layout::new("coupon", "leak", 1);
+    let drift = admission::drift(&*app.svc.core.counters, &layout, 3 - 1).await;
     assert_eq!(drift.unwrap(), Some(0));
 
     // The ghost's limit and the unit are back: the campaign sells out exactly.
@@ -84,7 +84,7 @@ async fn an_admission_on_its_way_is_not_given_back(backend: Backend) {
         decided.iter().all(|d| d["status"] == "ISSUED"),
         "{decided:?}"
     );
-    let pool = Campaigns::pool("late");
+    let pool = admission::pool_name("coupon", "late");
     assert_eq!(
         app.svc.core.counters.remaining(&pool).await.unwrap(),
         Some(3)

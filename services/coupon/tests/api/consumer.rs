@@ -172,6 +172,7 @@ async fn consumer_outcomes_read_back(backend: Backend) {
                 campaign: campaign.to_string(),
                 user_id: user.to_string(),
                 admitted_at: chrono::Utc::now().timestamp_millis(),
+                bucket: None,
             }
             .encode(),
         })

@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod bad_input;
+mod buckets;
 mod consumer;
 mod counters;
 mod idempotency;

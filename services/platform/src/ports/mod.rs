@@ -9,7 +9,9 @@ pub mod queue;
 pub mod sql;
 
 pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
-pub use counters::{Admission, Counters, LockToken, MemoryCounters, RedisCounters};
+pub use counters::{
+    Admission, Arrival, Counters, LockToken, MemoryCounters, Outgoing, RedisCounters,
+};
 pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError};
 #[cfg(feature = "service")]
 pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use promo_platform::{ports::with_conflict_retry, queued::Domain, shield::to_completion};
+use promo_platform::{ports::with_conflict_retry, queued::Core, shield::to_completion};
 
 use crate::{
     domain::{Order, OrderStatus, TimesaleError},
@@ -49,12 +49,18 @@ async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, Time
             order.quantity.unwrap_or(0),
         );
         // A sale without counters (V1) has no pool: release is then a no-op.
-        if let Err(e) = svc
-            .core
-            .counters
-            .release(&Sales::pool(sale), user, quantity)
-            .await
-        {
+        let released = match svc.core.promotion(sale).await {
+            Ok(s) => {
+                let pool = Core::<Sales>::holder_pool(&s, user);
+                svc.core
+                    .counters
+                    .release(&pool, user, quantity)
+                    .await
+                    .map_err(Into::into)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
             // The database already has the units back; the counters now
             // under-admit (never oversell) until they are rebuilt.
             tracing::error!(error = %e, sale, order_id, "cancelled units not returned to the counters");

@@ -40,6 +40,12 @@ pub struct SaleSpec {
     pub strategy: Strategy,
     #[serde(default)]
     pub paused: bool,
+    /// Buckets the stock's counters are split over (1–256; default 1): a
+    /// hot sale spreads over Redis Cluster slots and queue partitions. A
+    /// user always counts in bucket `xxh3_64(userId) mod buckets`.
+    #[serde(default = "promo_platform::buckets::one")]
+    #[schema(minimum = 1, maximum = 256, default = 1)]
+    pub buckets: u32,
 }
 
 /// Upper bounds that keep `price × quantity` far from overflow.
@@ -70,7 +76,7 @@ impl SaleSpec {
         if self.ends_at <= self.starts_at {
             return bad("endsAt must be after startsAt".into());
         }
-        Ok(())
+        promo_platform::buckets::check_count(self.buckets).map_err(TimesaleError::InvalidSale)
     }
 
     /// Whether orders go through the stock counters (V2, V3).
@@ -136,6 +142,7 @@ mod tests {
             ends_at: "2026-01-02T00:00:00Z".parse().unwrap(),
             strategy: Strategy::Database,
             paused: false,
+            buckets: 1,
         }
     }
 

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use promo_platform::{admission, ports::Admission, queued::Domain};
-use timesale_service::Sales;
+use promo_platform::{admission, ports::Admission};
 
 use crate::helpers::{spawn_app_with, Backend, Options};
 
@@ -14,7 +13,7 @@ const LONG: Duration = Duration::from_secs(3600);
 async fn a_leaked_order_gives_its_units_back(backend: Backend) {
     let app = spawn_app_with(backend, Options::default()).await;
     app.sale("leak", 6, 3, "QUEUED").await;
-    let pool = Sales::pool("leak");
+    let pool = admission::pool_name("timesale", "leak");
     let taken = app
         .svc
         .core
@@ -42,7 +41,8 @@ async fn a_leaked_order_gives_its_units_back(backend: Backend) {
         app.svc.core.counters.remaining(&pool).await.unwrap(),
         Some(4)
     );
-    let drift = admission::drift(&*app.svc.core.counters, &pool, 6 - 2).await;
+    let layout = promo_platform::buckets::Layout::new("timesale", "leak", 1);
+    let drift = admission::drift(&*app.svc.core.counters, &layout, 6 - 2).await;
     assert_eq!(drift.unwrap(), Some(0));
 
     // The ghost's limit and units are back: the sale sells out exactly.
@@ -82,7 +82,7 @@ async fn an_order_on_its_way_is_not_given_back(backend: Backend) {
         decided.iter().all(|d| d["status"] == "CONFIRMED"),
         "{decided:?}"
     );
-    let pool = Sales::pool("late");
+    let pool = admission::pool_name("timesale", "late");
     assert_eq!(
         app.svc.core.counters.remaining(&pool).await.unwrap(),
         Some(2)

@@ -130,6 +130,7 @@ async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
             user_id: "dan".into(),
             quantity: 2,
             admitted_at: chrono::Utc::now().timestamp_millis(),
+            bucket: None,
         }
         .encode(),
     }];

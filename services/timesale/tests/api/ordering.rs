@@ -1,32 +1,53 @@
 //! The headline invariant, per strategy: stock 300, 1,500 users each
 //! sending two orders of 1–3 units at once (per-user limit 3) — confirmed
 //! units sum to exactly the stock, nobody over their limit, every success
-//! maps to one stored order, every refusal a 409 or 410, no 5xx.
+//! maps to one stored order, every refusal a 409 or 410, no 5xx. And the
+//! same for one hot sale over 16 buckets: stock 1,000, 5,000 users.
 
 use std::collections::HashMap;
 
-use futures::future::join_all;
+use futures::{future::join_all, stream, StreamExt};
 
 use crate::helpers::{spawn_app, Backend, TestApp};
 
-const STOCK: i64 = 300;
-const USERS: usize = 1500;
 const LIMIT: i64 = 3;
+
+/// A storm's size: the sale's stock and buckets, and how many users each
+/// send two orders.
+#[derive(Clone, Copy)]
+struct Shape {
+    stock: i64,
+    users: usize,
+    buckets: u32,
+}
+
+const ONE_BUCKET: Shape = Shape {
+    stock: 300,
+    users: 1500,
+    buckets: 1,
+};
+
+const SIXTEEN_BUCKETS: Shape = Shape {
+    stock: 1000,
+    users: 5000,
+    buckets: 16,
+};
 
 /// Quantity of a user's n-th order: 1–3, spread evenly.
 fn quantity(user: usize, n: usize) -> i64 {
     ((user * 7 + n * 3) % 3) as i64 + 1
 }
 
-/// Every user twice, interleaved so a user's two orders race each other.
-/// Returns (user, quantity, answer).
+/// Every user twice, interleaved so a user's two orders race each other,
+/// 512 at a time. Returns (user, quantity, answer).
 async fn storm(
     app: &TestApp,
     version: &str,
     sale: &str,
+    users: usize,
 ) -> Vec<(String, i64, crate::helpers::Answer)> {
-    let orders = (0..USERS * 2).map(|i| {
-        let (user, n) = (i % USERS, i / USERS);
+    let orders = (0..users * 2).map(|i| {
+        let (user, n) = (i % users, i / users);
         let q = quantity(user, n);
         let user = format!("user-{user}");
         async move {
@@ -34,7 +55,7 @@ async fn storm(
             (user, q, a)
         }
     });
-    join_all(orders).await
+    stream::iter(orders).buffer_unordered(512).collect().await
 }
 
 /// Fresh one-unit buyers until the sale answers sold out: whatever the
@@ -53,9 +74,16 @@ async fn sweep(app: &TestApp, version: &str, sale: &str) -> Vec<String> {
 }
 
 async fn run(backend: Backend, version: &str, strategy: &str) {
+    run_shaped(backend, version, strategy, ONE_BUCKET).await
+}
+
+async fn run_shaped(backend: Backend, version: &str, strategy: &str, shape: Shape) {
     let app = spawn_app(backend).await;
-    app.sale("storm", STOCK, LIMIT, strategy).await;
-    let answers = storm(&app, version, "storm").await;
+    let mut spec = crate::helpers::open_sale(shape.stock, LIMIT, strategy);
+    spec["buckets"] = shape.buckets.into();
+    let created = app.put_sale("storm", spec).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let answers = storm(&app, version, "storm", shape.users).await;
     let queued = strategy == "QUEUED";
     let mut successes: HashMap<String, (String, i64)> = HashMap::new();
     for (user, q, a) in &answers {
@@ -90,9 +118,9 @@ async fn run(backend: Backend, version: &str, strategy: &str) {
             );
         }
     }
-    let total = app.check_books("storm", STOCK, LIMIT).await;
+    let total = app.check_books("storm", shape.stock, LIMIT).await;
     assert_eq!(
-        total, STOCK,
+        total, shape.stock,
         "demand exceeded the stock, so all of it is sold"
     );
     let stored: HashMap<String, (String, i64, String)> = app
@@ -124,7 +152,7 @@ async fn run(backend: Backend, version: &str, strategy: &str) {
             view["remaining"].as_i64(),
             view["pending"].as_i64()
         ),
-        (Some(STOCK), Some(0), Some(0))
+        (Some(shape.stock), Some(0), Some(0))
     );
 }
 
@@ -134,6 +162,14 @@ async fn v1_database(backend: Backend) {
 
 async fn v2_redis_stock(backend: Backend) {
     run(backend, "v2", "REDIS_LOCK").await
+}
+
+async fn v2_redis_stock_over_buckets(backend: Backend) {
+    run_shaped(backend, "v2", "REDIS_LOCK", SIXTEEN_BUCKETS).await
+}
+
+async fn v3_queued_over_buckets(backend: Backend) {
+    run_shaped(backend, "v3", "QUEUED", SIXTEEN_BUCKETS).await
 }
 
 async fn v3_queued(backend: Backend) {
@@ -199,7 +235,12 @@ promo_platform::on_both_backends!(
     v2_batches_mixing_sales,
     default_route_follows_the_strategy
 );
-promo_platform::on_every_backend!(v2_redis_stock, v3_queued);
+promo_platform::on_every_backend!(
+    v2_redis_stock,
+    v3_queued,
+    v2_redis_stock_over_buckets,
+    v3_queued_over_buckets
+);
 
 /// Clients that give up mid-request (the server drops their handlers) leak
 /// no stock: every unit taken from the counters is sold or given back.

@@ -24,7 +24,7 @@ pub async fn admit(
     request_id: Option<&str>,
 ) -> Result<String, CouponError> {
     let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
-    let claim = |c: &crate::domain::Campaign| {
+    let claim = |c: &crate::domain::Campaign, bucket| {
         let now = Utc::now();
         c.check_active(now)?;
         Ok(Claim {
@@ -35,6 +35,7 @@ pub async fn admit(
                 campaign: campaign.to_string(),
                 user_id: user_id.to_string(),
                 admitted_at: now.timestamp_millis(),
+                bucket,
             },
         })
     };

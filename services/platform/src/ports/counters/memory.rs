@@ -9,7 +9,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{random_token, Admission, Counters, CountersError, LockToken};
+use super::{random_token, Admission, Arrival, Counters, CountersError, LockToken, Outgoing};
 
 #[derive(Default)]
 struct Pool {
@@ -21,6 +21,9 @@ struct Pool {
     /// oldest ones does not scan every ticket under the one lock.
     in_flight_order: BTreeSet<(Instant, String)>,
     in_flight_units: i64,
+    generation: String,
+    /// Units of the transfers in flight (holder "").
+    transit: i64,
 }
 
 impl Pool {
@@ -30,6 +33,9 @@ impl Pool {
             .insert(ticket.to_string(), (at, holder.to_string(), units));
         self.in_flight_order.insert((at, ticket.to_string()));
         self.in_flight_units += units;
+        if holder.is_empty() {
+            self.transit += units;
+        }
     }
 
     /// Forgets an in-flight ticket; its holder and units when it was there.
@@ -37,12 +43,19 @@ impl Pool {
         let (at, holder, units) = self.in_flight.remove(ticket)?;
         self.in_flight_order.remove(&(at, ticket.to_string()));
         self.in_flight_units -= units;
+        if holder.is_empty() {
+            self.transit -= units;
+        }
         Some((holder, units))
     }
 
-    /// `units` back to the pool and off `holder`'s count.
+    /// `units` back to the pool and off `holder`'s count (a transfer's
+    /// units are held by nobody: holder "").
     fn give_back(&mut self, holder: &str, units: i64) {
         self.remaining += units;
+        if holder.is_empty() {
+            return;
+        }
         let held = self.holders.entry(holder.to_string()).or_default();
         *held -= units;
         if *held <= 0 {
@@ -60,6 +73,9 @@ struct State {
     /// in O(log n).
     ticket_order: BTreeSet<(Instant, String)>,
     locks: HashMap<String, (String, Instant)>,
+    /// Transfers received into a pool (true) or cancelled (false), by
+    /// (pool, transfer), until their expiry.
+    transfers: HashMap<(String, String), (bool, Instant)>,
 }
 
 impl State {
@@ -81,6 +97,29 @@ impl State {
         self.clear_ticket(ticket);
         self.tickets.insert(ticket.to_string(), expiry);
         self.ticket_order.insert((expiry, ticket.to_string()));
+    }
+
+    /// The remembered outcome of a transfer into `pool`, forgetting expired ones.
+    fn transfer_mark(&mut self, pool: &str, transfer: &str, now: Instant) -> Option<bool> {
+        let key = (pool.to_string(), transfer.to_string());
+        match self.transfers.get(&key) {
+            Some((received, until)) if *until > now => Some(*received),
+            Some(_) => {
+                self.transfers.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers a transfer's outcome; every so often drops the expired.
+    fn mark_transfer(&mut self, pool: &str, transfer: &str, received: bool, until: Instant) {
+        let now = Instant::now();
+        if self.transfers.len() >= 1024 && self.transfers.len().is_power_of_two() {
+            self.transfers.retain(|_, (_, t)| *t > now);
+        }
+        self.transfers
+            .insert((pool.to_string(), transfer.to_string()), (received, until));
     }
 
     fn clear_ticket(&mut self, ticket: &str) {
@@ -200,6 +239,7 @@ impl Counters for MemoryCounters {
         pool: &str,
         remaining: i64,
         holders: &[(String, i64)],
+        generation: &str,
     ) -> Result<bool, CountersError> {
         let mut s = self.lock();
         if s.pools.contains_key(pool) {
@@ -210,10 +250,80 @@ impl Counters for MemoryCounters {
             Pool {
                 remaining,
                 holders: holders.iter().cloned().collect(),
+                generation: generation.to_string(),
                 ..Pool::default()
             },
         );
         Ok(true)
+    }
+
+    async fn take_out(
+        &self,
+        from: &str,
+        transfer: &str,
+        units: i64,
+    ) -> Result<Outgoing, CountersError> {
+        let mut s = self.lock();
+        let Some(p) = s.pools.get_mut(from) else {
+            return Ok(Outgoing {
+                units: 0,
+                generation: String::new(),
+                moving: 0,
+            });
+        };
+        if p.remaining <= 0 {
+            return Ok(Outgoing {
+                units: 0,
+                generation: String::new(),
+                moving: p.transit,
+            });
+        }
+        let k = p.remaining.min(units.max((p.remaining + 1) / 2));
+        p.remaining -= k;
+        p.fly(transfer, Instant::now(), "", k);
+        Ok(Outgoing {
+            units: k,
+            generation: p.generation.clone(),
+            moving: p.transit,
+        })
+    }
+
+    async fn take_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        units: i64,
+        generation: &str,
+        ttl: Duration,
+    ) -> Result<Arrival, CountersError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        match s.transfer_mark(to, transfer, now) {
+            Some(true) => return Ok(Arrival::Received),
+            Some(false) => return Ok(Arrival::Cancelled),
+            None => {}
+        }
+        let Some(p) = s.pools.get_mut(to).filter(|p| p.generation == generation) else {
+            return Ok(Arrival::Refused);
+        };
+        p.remaining += units;
+        s.mark_transfer(to, transfer, true, now + ttl);
+        Ok(Arrival::Received)
+    }
+
+    async fn cancel_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.transfer_mark(to, transfer, now) == Some(true) {
+            return Ok(true);
+        }
+        s.mark_transfer(to, transfer, false, now + ttl);
+        Ok(false)
     }
 
     async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {

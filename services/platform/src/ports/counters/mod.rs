@@ -25,6 +25,11 @@ pub use self::redis::{RedisConnection, RedisCounters, COMMAND_TIMEOUT};
 const REMAINING: &str = "~remaining";
 /// Field of the pool hash that holds the units of the tickets in flight.
 const IN_FLIGHT: &str = "~inflight";
+/// Field of the pool hash that holds the generation it was seeded with.
+const GENERATION: &str = "~generation";
+/// Field of the pool hash that holds the units of its transfers in flight
+/// (taken out, not yet settled).
+const TRANSIT: &str = "~transit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CountersError {
@@ -54,6 +59,30 @@ pub enum Admission {
     /// The ticket asked for is already in flight (an earlier run of the same
     /// request took its units): nothing was taken.
     InFlight,
+}
+
+/// Units a transfer took out of a pool ([`Counters::take_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Units taken (0: the pool had none, or is missing).
+    pub units: i64,
+    /// The generation the pool was seeded with: a pool seeded again since
+    /// (a rebuild) will not receive these units.
+    pub generation: String,
+    /// Units of this pool's transfers still on their way (these included):
+    /// with none taken, a pool that still has some moving is not sold out.
+    pub moving: i64,
+}
+
+/// What became of a transfer's units at the receiving pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Added to the pool (now or before: receiving is idempotent).
+    Received,
+    /// The audit cancelled the transfer first; nothing was added.
+    Cancelled,
+    /// The pool is missing or of another generation; nothing was added.
+    Refused,
 }
 
 /// Proof of holding a lock; only its holder can release it.
@@ -101,13 +130,55 @@ pub trait Counters: Send + Sync {
     /// Units of `pool`'s tickets in flight (0 when the pool is missing).
     async fn in_flight(&self, pool: &str) -> Result<i64, CountersError>;
 
-    /// Creates the pool with `remaining` units and the given holder counts,
-    /// unless it already exists. Returns whether it created it.
+    /// Creates the pool with `remaining` units, the given holder counts and
+    /// `generation` (a rebuild gives all of a promotion's buckets a new one;
+    /// a first seed ""), unless it already exists. Returns whether it created it.
     async fn seed(
         &self,
         pool: &str,
         remaining: i64,
         holders: &[(String, i64)],
+        generation: &str,
+    ) -> Result<bool, CountersError>;
+
+    /// The first step of moving units between two buckets' pools (each step
+    /// atomic on one pool, so on one Redis Cluster slot): takes `units` —
+    /// or more, up to half of what `from` has, so that a bucket that keeps
+    /// running out asks seldom; all it has when that is fewer — out of
+    /// `from` and records them in flight there under ticket `transfer`,
+    /// held by nobody. Then
+    /// [`Counters::take_in`] adds them to the receiving pool and
+    /// [`Counters::clear_tickets`] forgets the ticket; if the mover dies in
+    /// between, the audit settles the transfer with
+    /// [`Counters::cancel_in`]: units received stay, units not received go
+    /// back to `from` ([`Counters::release_ticket`]) — never both.
+    async fn take_out(
+        &self,
+        from: &str,
+        transfer: &str,
+        units: i64,
+    ) -> Result<Outgoing, CountersError>;
+
+    /// Adds transfer `transfer`'s `units` to pool `to` unless the transfer
+    /// was cancelled or `to` is missing or not of `generation`; remembers
+    /// the outcome for `ttl` (longer than any transfer can stay unsettled).
+    async fn take_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        units: i64,
+        generation: &str,
+        ttl: Duration,
+    ) -> Result<Arrival, CountersError>;
+
+    /// For the audit: whether `to` received `transfer`; when it did not,
+    /// marks it cancelled (for `ttl`) in the same step, so that a late
+    /// [`Counters::take_in`] adds nothing.
+    async fn cancel_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        ttl: Duration,
     ) -> Result<bool, CountersError>;
 
     /// Adds `delta` (may be negative) to the remaining units of an existing

@@ -20,14 +20,17 @@ use redis::{
     Cmd, Pipeline, RedisFuture, Script, Value,
 };
 
-use super::{random_token, Admission, Counters, CountersError, LockToken, IN_FLIGHT, REMAINING};
+use super::{
+    random_token, Admission, Arrival, Counters, CountersError, LockToken, Outgoing, GENERATION,
+    IN_FLIGHT, REMAINING, TRANSIT,
+};
 
 const ADMIT_LUA: &str = include_str!("lua/admit.lua");
 
-// KEYS: pool, in-flight zset, in-flight hash. ARGV: ticket, REMAINING, IN_FLIGHT.
+// KEYS: pool, in-flight zset, in-flight hash. ARGV: ticket, REMAINING, IN_FLIGHT, TRANSIT.
 const RELEASE_TICKET_LUA: &str = include_str!("lua/release_ticket.lua");
 
-// KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, tickets...
+// KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, TRANSIT, tickets...
 const CLEAR_LUA: &str = include_str!("lua/clear.lua");
 
 // KEYS: in-flight zset. ARGV: age in ms, limit.
@@ -41,6 +44,17 @@ const RELEASE_LUA: &str = include_str!("lua/release.lua");
 const SEED_LUA: &str = include_str!("lua/seed.lua");
 
 const ADJUST_LUA: &str = include_str!("lua/adjust.lua");
+
+// KEYS: pool, in-flight zset, in-flight hash.
+// ARGV: REMAINING, transfer, units, IN_FLIGHT, GENERATION, TRANSIT.
+const TAKE_OUT_LUA: &str = include_str!("lua/take_out.lua");
+
+// KEYS: pool, the transfer's mark (in the pool's slot).
+// ARGV: REMAINING, units, generation, mark TTL in ms, GENERATION.
+const TAKE_IN_LUA: &str = include_str!("lua/take_in.lua");
+
+// KEYS: the transfer's mark. ARGV: mark TTL in ms.
+const CANCEL_IN_LUA: &str = include_str!("lua/cancel_in.lua");
 
 const UNLOCK_LUA: &str = include_str!("lua/unlock.lua");
 
@@ -127,6 +141,9 @@ pub struct RedisCounters {
     seed: Arc<Script>,
     adjust: Arc<Script>,
     unlock: Arc<Script>,
+    take_out: Arc<Script>,
+    take_in: Arc<Script>,
+    cancel_in: Arc<Script>,
 }
 
 impl RedisCounters {
@@ -210,6 +227,9 @@ impl RedisCounters {
             seed: Arc::new(Script::new(SEED_LUA)),
             adjust: Arc::new(Script::new(ADJUST_LUA)),
             unlock: Arc::new(Script::new(UNLOCK_LUA)),
+            take_out: Arc::new(Script::new(TAKE_OUT_LUA)),
+            take_in: Arc::new(Script::new(TAKE_IN_LUA)),
+            cancel_in: Arc::new(Script::new(CANCEL_IN_LUA)),
         }
     }
 
@@ -229,6 +249,11 @@ impl RedisCounters {
             format!("{}inflight:{{{pool}}}", self.prefix),
             format!("{}inflight-units:{{{pool}}}", self.prefix),
         )
+    }
+
+    /// The mark of a transfer into `pool`, in the pool's slot.
+    fn transfer_mark(&self, pool: &str, transfer: &str) -> String {
+        format!("{}xfer:{{{pool}}}:{transfer}", self.prefix)
     }
 
     fn ticket_key(&self, ticket: &str) -> String {
@@ -367,6 +392,7 @@ impl Counters for RedisCounters {
                 .arg(ticket)
                 .arg(REMAINING)
                 .arg(IN_FLIGHT)
+                .arg(TRANSIT)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -411,6 +437,7 @@ impl Counters for RedisCounters {
         pool: &str,
         remaining: i64,
         holders: &[(String, i64)],
+        generation: &str,
     ) -> Result<bool, CountersError> {
         let mut conn = self.conn.clone();
         let key = self.pool_key(pool);
@@ -440,10 +467,89 @@ impl Counters for RedisCounters {
                 .key(hash)
                 .arg(REMAINING)
                 .arg(remaining)
+                .arg(GENERATION)
+                .arg(generation)
                 .invoke_async(&mut conn),
         )
         .await?;
         Ok(created == 1)
+    }
+
+    async fn take_out(
+        &self,
+        from: &str,
+        transfer: &str,
+        units: i64,
+    ) -> Result<Outgoing, CountersError> {
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(from);
+        let (units, generation, moving): (i64, String, i64) = bounded(
+            self.timeout,
+            self.take_out
+                .key(self.pool_key(from))
+                .key(zset)
+                .key(hash)
+                .arg(REMAINING)
+                .arg(transfer)
+                .arg(units)
+                .arg(IN_FLIGHT)
+                .arg(GENERATION)
+                .arg(TRANSIT)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(Outgoing {
+            units,
+            generation,
+            moving,
+        })
+    }
+
+    async fn take_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        units: i64,
+        generation: &str,
+        ttl: Duration,
+    ) -> Result<Arrival, CountersError> {
+        let mut conn = self.conn.clone();
+        let code: i64 = bounded(
+            self.timeout,
+            self.take_in
+                .key(self.pool_key(to))
+                .key(self.transfer_mark(to, transfer))
+                .arg(REMAINING)
+                .arg(units)
+                .arg(generation)
+                .arg(ttl.as_millis().max(1) as u64)
+                .arg(GENERATION)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(match code {
+            1 => Arrival::Received,
+            2 => Arrival::Cancelled,
+            _ => Arrival::Refused,
+        })
+    }
+
+    async fn cancel_in(
+        &self,
+        to: &str,
+        transfer: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let received: i64 = bounded(
+            self.timeout,
+            self.cancel_in
+                .key(self.transfer_mark(to, transfer))
+                .arg(ttl.as_millis().max(1) as u64)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(received == 1)
     }
 
     async fn adjust(&self, pool: &str, delta: i64) -> Result<Option<i64>, CountersError> {
@@ -518,7 +624,7 @@ impl Counters for RedisCounters {
         let (zset, hash) = self.in_flight_keys(pool);
         for chunk in tickets.chunks(1000) {
             let mut clear = self.clear.key(self.pool_key(pool));
-            clear.key(&zset).key(&hash).arg(IN_FLIGHT);
+            clear.key(&zset).key(&hash).arg(IN_FLIGHT).arg(TRANSIT);
             for t in chunk {
                 clear.arg(*t);
             }

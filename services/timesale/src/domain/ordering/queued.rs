@@ -25,7 +25,7 @@ pub async fn admit(
     user_id: &str,
     quantity: i64,
 ) -> Result<String, TimesaleError> {
-    let claim = |sale: &Sale| {
+    let claim = |sale: &Sale, bucket| {
         let now = Utc::now();
         sale.check_active(now)?;
         sale.check_quantity(quantity)?;
@@ -38,6 +38,7 @@ pub async fn admit(
                 user_id: user_id.to_string(),
                 quantity,
                 admitted_at: now.timestamp_millis(),
+                bucket,
             },
         })
     };

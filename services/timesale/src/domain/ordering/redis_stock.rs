@@ -14,7 +14,7 @@ use promo_platform::{
     admission,
     group_commit::{by_key, whole_or_one_by_one, Answers},
     ports::{with_conflict_retry, Admission},
-    queued::Domain,
+    queued::Core,
 };
 
 use super::{
@@ -43,9 +43,10 @@ pub async fn order(
     user_id: &str,
     quantity: i64,
 ) -> Result<Order, TimesaleError> {
+    let sale = svc.core.promotion(sale_id).await?;
     admission::once_more_after_rebuild(
         &*svc.core.counters,
-        &Sales::pool(sale_id),
+        &Core::<Sales>::holder_pool(&sale, user_id),
         |e| matches!(e, TimesaleError::CountersRebuilding),
         || order_once(svc, order_id, sale_id, user_id, quantity),
     )
@@ -62,20 +63,19 @@ async fn order_once(
     let sale = svc.core.promotion(sale_id).await?;
     sale.check_active(Utc::now())?;
     sale.check_quantity(quantity)?;
-    let pool = Sales::pool(sale_id);
     let limit = sale.spec.per_user_limit;
-    match svc
-        .core
-        .counters
-        .admit(&pool, user_id, quantity, limit, None)
-        .await?
-    {
+    let (answer, pool) = svc.core.take(&sale, user_id, quantity, limit).await?;
+    match answer {
         Admission::Admitted { remaining } => {
-            svc.core
-                .metrics
-                .remaining
-                .with_label_values(&[SERVICE, sale_id])
-                .set(remaining);
+            // With one bucket its remaining is the sale's; with several the
+            // gauge waits for the next tick's sum.
+            if sale.spec.buckets == 1 {
+                svc.core
+                    .metrics
+                    .remaining
+                    .with_label_values(&[SERVICE, sale_id])
+                    .set(remaining);
+            }
         }
         Admission::LimitReached => return Err(TimesaleError::LimitExceeded(limit)),
         Admission::SoldOut => return Err(TimesaleError::SoldOut(quantity)),

@@ -1,11 +1,13 @@
 local done = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
     local v = redis.call('HGET', KEYS[3], ARGV[i])
     redis.call('HDEL', KEYS[3], ARGV[i])
     if v and redis.call('EXISTS', KEYS[1]) == 1 then
-      local units = tonumber(string.sub(v, 1, string.find(v, ':', 1, true) - 1))
+      local sep = string.find(v, ':', 1, true)
+      local units = tonumber(string.sub(v, 1, sep - 1))
       redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
+      if sep == #v then redis.call('HINCRBY', KEYS[1], ARGV[2], -units) end
     end
     done = done + 1
   end

@@ -5,9 +5,13 @@ if not v then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
 local sep = string.find(v, ':', 1, true)
 local units = tonumber(string.sub(v, 1, sep - 1))
-local holder = 'u:' .. string.sub(v, sep + 1)
 redis.call('HINCRBY', KEYS[1], ARGV[2], units)
 redis.call('HINCRBY', KEYS[1], ARGV[3], -units)
-local held = redis.call('HINCRBY', KEYS[1], holder, -units)
-if held <= 0 then redis.call('HDEL', KEYS[1], holder) end
+if sep == #v then
+  redis.call('HINCRBY', KEYS[1], ARGV[4], -units)
+else
+  local holder = 'u:' .. string.sub(v, sep + 1)
+  local held = redis.call('HINCRBY', KEYS[1], holder, -units)
+  if held <= 0 then redis.call('HDEL', KEYS[1], holder) end
+end
 return 1
