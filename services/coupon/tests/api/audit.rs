@@ -1,6 +1,8 @@
 //! Admissions whose event was never sent — the serving process died between
 //! the counters step and the send — come back by themselves through the
-//! fenced audit; one whose event is still on its way does not.
+//! fenced audit; one whose event is still on its way does not. Transfers
+//! between buckets whose mover died between two steps are settled by the
+//! same audit: the units end up in exactly one bucket.
 
 use std::time::Duration;
 
@@ -96,6 +98,85 @@ async fn an_admission_on_its_way_is_not_given_back(backend: Backend) {
         "u1 still holds one"
     );
 }
+
+/// What movers killed between a transfer's steps leave behind — one after
+/// taking units out of bucket 1, one after they arrived in bucket 0 but
+/// before the donor forgot them — is settled by the audit: the first
+/// transfer's units go back to bucket 1 (and a late arrival is refused),
+/// the second's stay in bucket 0; then the campaign sells exactly its quota.
+async fn a_dead_movers_transfers_are_settled(backend: Backend) {
+    use promo_platform::{buckets::Layout, ports::Arrival};
+    let app = spawn_app_with(backend, Options::default()).await;
+    let mut spec = crate::helpers::open_campaign(32, 1, "QUEUED");
+    spec["buckets"] = 4.into();
+    assert_eq!(app.put_campaign("moving", spec).await.status, 201);
+    let c = &app.svc.core.counters;
+    let layout = Layout::new("coupon", "moving", 4);
+    let receiver = layout.pool(0);
+    let ttl = Duration::from_secs(60);
+    let lost = c
+        .take_out(&layout.pool(1), "xfer:0:died-after-out", 1)
+        .await
+        .unwrap();
+    assert_eq!(lost.units, 4, "half of bucket 1's eight");
+    let landed = c
+        .take_out(&layout.pool(2), "xfer:0:died-after-in", 1)
+        .await
+        .unwrap();
+    let arrival = c.take_in(
+        &receiver,
+        "xfer:0:died-after-in",
+        landed.units,
+        &landed.generation,
+        ttl,
+    );
+    assert_eq!(arrival.await.unwrap(), Arrival::Received);
+    let drift = admission::drift(&**c, &layout, 32).await.unwrap();
+    assert_eq!(
+        drift,
+        Some(4),
+        "the landed transfer counts twice until settled"
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        app.svc.core.audit("moving").await.unwrap(),
+        0,
+        "no admission given back"
+    );
+    let mut left = Vec::new();
+    for pool in layout.pools() {
+        left.push(c.remaining(&pool).await.unwrap().unwrap());
+        assert_eq!(c.in_flight(&pool).await.unwrap(), 0, "{pool} settled");
+    }
+    assert_eq!(left, vec![12, 8, 4, 8]);
+    assert_eq!(admission::drift(&**c, &layout, 32).await.unwrap(), Some(0));
+    let late = c.take_in(
+        &receiver,
+        "xfer:0:died-after-out",
+        lost.units,
+        &lost.generation,
+        ttl,
+    );
+    assert_eq!(
+        late.await.unwrap(),
+        Arrival::Cancelled,
+        "a late arrival adds nothing"
+    );
+
+    let mut admitted = 0;
+    for i in 0..100 {
+        let a = app.issue("v3", "moving", &format!("buyer-{i}")).await;
+        match a.status {
+            202 => admitted += 1,
+            410 => {}
+            s => panic!("unexpected {s}: {}", a.body),
+        }
+    }
+    assert_eq!(admitted, 32, "exactly the quota, across every bucket");
+}
+
+promo_platform::on_every_backend!(a_dead_movers_transfers_are_settled);
 
 promo_platform::on_every_backend!(
     a_leaked_admission_comes_back,

@@ -54,7 +54,7 @@ async fn crash_mid_storm(kind: Kind, signal: &'static str, extra: &[&str]) {
         Kind::Coupon => (1, 2 * LIMIT as usize),
         Kind::TimeSale => (3, LIMIT as usize),
     };
-    kind.create(&client, &first.base, "fault", LIMIT, per_user)
+    kind.create(&client, &first.base, "fault", (LIMIT, per_user, 1))
         .await;
 
     let pid = first.pid();

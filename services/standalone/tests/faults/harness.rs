@@ -179,27 +179,28 @@ impl Kind {
         }
     }
 
-    /// Creates campaign or sale `id` with `limit` units, open now, queued.
+    /// Creates campaign or sale `id` with `limit` units over `buckets`
+    /// buckets, open now, queued.
     pub async fn create(
         self,
         client: &reqwest::Client,
         base: &str,
         id: &str,
-        limit: i64,
-        per_user: i64,
+        (limit, per_user, buckets): (i64, i64, u32),
     ) {
         let now = open_window();
         let (path, body) = match self {
             Kind::Coupon => (
                 format!("{base}/admin/campaigns/{id}"),
                 json!({"quota": limit, "perUserLimit": per_user, "startsAt": now.0, "endsAt": now.1,
-                       "strategy": "QUEUED", "discount": {"kind": "FIXED", "value": 1000}}),
+                       "strategy": "QUEUED", "discount": {"kind": "FIXED", "value": 1000},
+                       "buckets": buckets}),
             ),
             Kind::TimeSale => (
                 format!("{base}/admin/time-sales/{id}"),
                 json!({"product": {"sku": "SKU-F", "name": "Fault", "price": 1000}, "salePrice": 500,
                        "stock": limit, "perUserLimit": per_user, "startsAt": now.0, "endsAt": now.1,
-                       "strategy": "QUEUED"}),
+                       "strategy": "QUEUED", "buckets": buckets}),
             ),
         };
         let r = client.put(path).json(&body).send().await.expect("create");

@@ -224,6 +224,11 @@ async fn returned(client: &reqwest::Client, base: &str) -> u64 {
 }
 
 async fn kill_mid_storm(kind: Kind, victim: Victim) {
+    kill_mid_storm_over(kind, victim, 1).await
+}
+
+/// [`kill_mid_storm`] on a campaign or sale over `buckets` buckets.
+async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     let dir = TempDir::new();
     let client = harness::client();
     let id = testing::unique("fault");
@@ -271,7 +276,7 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
         Kind::Coupon => (1, 2 * LIMIT as usize),
         Kind::TimeSale => (3, LIMIT as usize),
     };
-    kind.create(&client, &server.base, &id, LIMIT, per_user)
+    kind.create(&client, &server.base, &id, (LIMIT, per_user, buckets))
         .await;
     // The consumer has joined its group once one request is decided.
     let warm_up = storm(
@@ -467,8 +472,13 @@ async fn kill_mid_storm(kind: Kind, victim: Victim) {
     let (persisted, remaining, pending) = figures;
     let row = Row {
         scenario: format!(
-            "real {} kill -9 {} (audit gave back {given_back})",
+            "real {}{} kill -9 {} (audit gave back {given_back})",
             kind.label(),
+            if buckets > 1 {
+                format!(" over {buckets} buckets")
+            } else {
+                String::new()
+            },
             match victim {
                 Victim::Server => "serve",
                 Victim::Consumer => "consume",
@@ -499,6 +509,18 @@ async fn real_coupon_serve_kill9() {
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn real_timesale_serve_kill9() {
     kill_mid_storm(Kind::TimeSale, Victim::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_serve_kill9_buckets() {
+    kill_mid_storm_over(Kind::Coupon, Victim::Server, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_timesale_redis_kill9_buckets() {
+    kill_mid_storm_over(Kind::TimeSale, Victim::Redis, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
