@@ -215,6 +215,21 @@ impl Reconciler<'_> {
                     .map_err(|e| e.in_step(Step::Validate))
             }
         };
+        // A queued promotion's buckets each need a partition of their own
+        // for their events to be persisted in parallel.
+        if checked.spec.strategy == Strategy::Queued
+            && i64::from(checked.spec.buckets) > i64::from(ctx.platform.partitions)
+        {
+            let why = format!(
+                "spec.buckets {} exceeds the {} partitions of the platform's topics \
+                 (platform.partitions in the chart); lower it or add partitions",
+                checked.spec.buckets, ctx.platform.partitions
+            );
+            return self
+                .fail(ctx, why, now)
+                .await
+                .map_err(|e| e.in_step(Step::Validate));
+        }
         let ns = self.namespace().ok_or(Error::Missing("namespace"))?;
         let (replicas, lags) = self
             .apply_workloads(ctx, &ns)
@@ -658,6 +673,7 @@ async fn consumer_replicas(
             .map(|p| Demand {
                 lag: p.status.as_ref().and_then(|s| s.pending).unwrap_or(0),
                 bounds: p.spec.consumers.clone().unwrap_or_default(),
+                buckets: p.spec.buckets,
             })
             .collect();
         let group_lag = match (&ctx.lag, ctx.platform.topics.for_consumer(consumer)) {

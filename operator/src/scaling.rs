@@ -1,10 +1,12 @@
 //! Consumer scaling, KEDA-style, as pure functions.
 //!
 //! Each queued promotion asks for
-//! `clamp(ceil(lag / lagPerReplica), minReplicas, min(maxReplicas, partitions))`
-//! replicas of the consumer Deployment its events go through; the Deployment
-//! runs the sum over the promotions sharing it, never more than the topic's
-//! partitions (a consumer without a partition does nothing).
+//! `clamp(ceil(lag / lagPerReplica), minReplicas, min(maxReplicas, partitions, buckets))`
+//! replicas of the consumer Deployment its events go through — its events
+//! are keyed by bucket, so they reach at most `buckets` partitions and more
+//! consumers than that would sit idle; the Deployment runs the sum over the
+//! promotions sharing it, never more than the topic's partitions (a
+//! consumer without a partition does nothing).
 //!
 //! A promotion's lag is its `pending` — admitted by the counters and not yet
 //! persisted, i.e. its events still on the topic. The consumer group's lag
@@ -19,11 +21,14 @@ use promotion_crd::{ConsumerScaling, Strategy};
 pub struct Demand {
     pub lag: i64,
     pub bounds: ConsumerScaling,
+    /// Its buckets: the most partitions its events reach.
+    pub buckets: u32,
 }
 
 /// Replicas one promotion asks for.
 pub fn replicas_for(d: &Demand, partitions: i32) -> i32 {
-    let upper = d.bounds.max_replicas.min(partitions).max(0);
+    let buckets = i32::try_from(d.buckets.max(1)).unwrap_or(i32::MAX);
+    let upper = d.bounds.max_replicas.min(partitions).min(buckets).max(0);
     let lower = d.bounds.min_replicas.min(upper).max(0);
     let per = d.bounds.lag_per_replica.max(1);
     let lag = d.lag.max(0);
@@ -60,6 +65,7 @@ mod tests {
     fn d(lag: i64, min: i32, max: i32, per: i64) -> Demand {
         Demand {
             lag,
+            buckets: 256,
             bounds: ConsumerScaling {
                 min_replicas: min,
                 max_replicas: max,
@@ -91,6 +97,22 @@ mod tests {
                 "lag {lag} min {min} max {max} per {per} partitions {parts}"
             );
         }
+    }
+
+    #[test]
+    fn a_promotion_asks_for_no_more_consumers_than_its_buckets() {
+        let one = Demand {
+            buckets: 1,
+            ..d(99_000, 1, 8, 1000)
+        };
+        assert_eq!(replicas_for(&one, 8), 1, "one bucket: one partition");
+        let four = Demand {
+            buckets: 4,
+            ..one.clone()
+        };
+        assert_eq!(replicas_for(&four, 8), 4);
+        let sixteen = Demand { buckets: 16, ..one };
+        assert_eq!(replicas_for(&sixteen, 8), 8, "then partitions bound it");
     }
 
     #[test]

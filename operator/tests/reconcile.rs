@@ -470,6 +470,33 @@ async fn an_invalid_spec_fails_with_an_event_and_no_retry() {
     assert!(h.admin.puts().is_empty());
 }
 
+/// A queued promotion with more buckets than the topics have partitions
+/// is refused with a condition that says so, and registered nowhere.
+#[tokio::test]
+async fn more_buckets_than_partitions_is_refused() {
+    let mut h = harness(FakeAdmin::default(), None).await;
+    let mut spec = coupon_spec("Queued", 100, chrono::Duration::hours(1));
+    spec["buckets"] = json!(h.ctx.platform.partitions + 1);
+    let p = promotion(spec, true, None);
+    h.seen(&p);
+    let task = h.reconcile(p.clone());
+    let event = h.expect_event("InvalidSpec").await;
+    assert!(
+        event["note"].as_str().unwrap().contains("partitions"),
+        "{event}"
+    );
+    let status = h.expect_status(&p).await;
+    assert_eq!(done(task).await.unwrap(), Action::await_change());
+    assert_eq!(status["phase"], "Failed");
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("InvalidSpec"))
+    );
+    assert!(ready["message"].as_str().unwrap().contains("spec.buckets"));
+    assert!(h.admin.puts().is_empty());
+}
+
 #[tokio::test]
 async fn lowering_the_quota_below_what_is_issued_is_refused() {
     let admin = FakeAdmin::with(
@@ -593,6 +620,22 @@ async fn a_failing_service_is_reported_counted_and_retried_with_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
+    // bf over 8 buckets: 2,500 pending at 1,000 per replica → 3.
+    scale_shared_consumer(8, 3).await;
+}
+
+/// The same lag on a promotion with one bucket: its events reach one
+/// partition, so it asks for one consumer, not three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_asks_for_no_more_consumers_than_its_buckets() {
+    scale_shared_consumer(1, 1).await;
+}
+
+/// bf (over `buckets` buckets, 2,500 pending) shares the coupon consumer
+/// with an idle queued promotion whose minimum is 2 (over 4 buckets): the
+/// Deployment runs bf's `bf_wants` + 2.
+async fn scale_shared_consumer(buckets: u32, bf_wants: i64) {
+    let total = bf_wants + 2;
     // 2,500 events on the coupon topic that nobody consumed: the group's lag.
     let mock = MockCluster::new(1).expect("mock cluster");
     let topic = promo_contracts::coupon::TOPIC;
@@ -615,10 +658,9 @@ async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
         },
     );
     let mut h = harness(admin, Some(Arc::new(kafka))).await;
-    // bf has 2,500 pending at 1,000 per replica → 3; another queued coupon
-    // promotion idles at its minimum of 2 → 5 in all.
     let mut spec = coupon_spec("Queued", 10_000, chrono::Duration::hours(-1));
     spec["consumers"] = json!({"minReplicas": 1, "maxReplicas": 6, "lagPerReplica": 1000});
+    spec["buckets"] = json!(buckets);
     let status = json!({"pending": 2500});
     let p = promotion(spec, true, Some(status));
     let mut other = promotion(
@@ -633,13 +675,14 @@ async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
         max_replicas: 4,
         lag_per_replica: 1000,
     });
+    other.spec.buckets = 4;
     h.seen(&p);
     h.seen(&other);
     let task = h.reconcile(p.clone());
     let applied = h.expect_applies().await;
     assert_eq!(
         applied["deployments/promo-coupon-consumer"]["spec"]["replicas"],
-        5
+        total
     );
     let owners = applied["deployments/promo-coupon"]["metadata"]["ownerReferences"]
         .as_array()
@@ -651,7 +694,7 @@ async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
     let st = h.expect_status(&p).await;
     done(task).await.unwrap();
     assert_eq!(st["consumerLag"], 2500, "read from Kafka");
-    assert_eq!(st["consumerReplicas"], 5);
+    assert_eq!(st["consumerReplicas"], total);
     assert!(
         st.get("drift").is_none(),
         "drift only when alone in the group"
@@ -663,6 +706,6 @@ async fn consumers_scale_from_lag_summed_over_sharing_promotions() {
             .consumer_replicas
             .with_label_values(&["shop", "promo-coupon-consumer"])
             .get(),
-        5
+        total
     );
 }
