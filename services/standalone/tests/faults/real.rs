@@ -39,6 +39,11 @@ enum Victim {
     /// The broker (a private tansu on durable SQLite storage), killed
     /// mid-storm and restarted on its data two seconds later.
     Broker,
+    /// One master of a private 3-master Redis Cluster (no replicas), killed
+    /// mid-storm and restarted empty three seconds later: the cluster is
+    /// down meanwhile (admission fails closed), then the pools that master
+    /// held are gone and every bucket is rebuilt from the database.
+    ClusterMaster,
 }
 
 fn binary(kind: Kind) -> PathBuf {
@@ -138,6 +143,71 @@ fn tansu(dir: &TempDir, port: u16) -> Proc {
     )
 }
 
+/// Node `port` of a private Redis Cluster, nothing kept on disk but its
+/// cluster configuration (so that a restarted node rejoins with its slots).
+fn cluster_node(dir: &TempDir, port: u16) -> Proc {
+    let home = dir.0.join(format!("cluster-{port}"));
+    std::fs::create_dir_all(&home).expect("node folder");
+    Proc::start(
+        std::path::Path::new("redis-server"),
+        &[
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            "nodes.conf".into(),
+            "--cluster-node-timeout".into(),
+            "1000".into(),
+            "--dir".into(),
+            home.display().to_string(),
+        ],
+        &[],
+        port,
+        &home.join("redis.log"),
+    )
+}
+
+/// Joins the nodes on `ports` into one cluster (no replicas) and waits
+/// until it serves every slot.
+async fn create_cluster(ports: &[u16]) {
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let made = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(made.status.success(), "cluster create: {made:?}");
+    cluster_ok(ports[0], true).await;
+}
+
+/// Waits until node `port` reports the cluster state ok (`true`) or down.
+async fn cluster_ok(port: u16, ok: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            .unwrap_or(false);
+        if info == ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster state never became ok={ok}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -168,13 +238,19 @@ impl Deployment {
             Kind::Coupon => "coupon",
             Kind::TimeSale => "timesale",
         };
+        // A comma-separated list is a Redis Cluster's masters.
+        let redis = if self.redis_url.contains("://") {
+            "--redis-url"
+        } else {
+            "--redis-cluster-nodes"
+        };
         vec![
             command.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--mysql-url".into(),
             self.mysql_url.clone(),
-            "--redis-url".into(),
+            redis.into(),
             self.redis_url.clone(),
             "--kafka-brokers".into(),
             self.kafka_brokers.clone(),
@@ -236,6 +312,7 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     let backend_port = harness::free_port();
     let start_backend = |dir: &TempDir| match victim {
         Victim::Redis => Some(redis(dir, backend_port)),
+        Victim::ClusterMaster => Some(cluster_node(dir, backend_port)),
         Victim::Database => Some(mariadb(dir, backend_port)),
         Victim::Broker => Some(tansu(dir, backend_port)),
         _ => None,
@@ -244,6 +321,21 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     if private_backend.is_some() {
         wait_port(backend_port).await;
     }
+    // The cluster's other two masters live as long as the experiment.
+    let cluster_ports = [backend_port, harness::free_port(), harness::free_port()];
+    let _other_masters: Vec<Proc> = if victim == Victim::ClusterMaster {
+        let others: Vec<Proc> = cluster_ports[1..]
+            .iter()
+            .map(|p| cluster_node(&dir, *p))
+            .collect();
+        for p in &cluster_ports {
+            wait_port(*p).await;
+        }
+        create_cluster(&cluster_ports).await;
+        others
+    } else {
+        Vec::new()
+    };
     let d = Deployment {
         kind,
         mysql_url: if victim == Victim::Database {
@@ -256,10 +348,14 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
         } else {
             testing::kafka_brokers()
         },
-        redis_url: if victim == Victim::Redis {
-            format!("redis://127.0.0.1:{backend_port}")
-        } else {
-            testing::redis_url()
+        redis_url: match victim {
+            Victim::Redis => format!("redis://127.0.0.1:{backend_port}"),
+            Victim::ClusterMaster => cluster_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => testing::redis_url(),
         },
         topic: testing::unique("fault_topic"),
         group: testing::unique("fault_group"),
@@ -302,7 +398,7 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     let pid = match victim {
         Victim::Server => server.pid(),
         Victim::Consumer => consumer.pid(),
-        Victim::Redis | Victim::Database | Victim::Broker => {
+        Victim::Redis | Victim::Database | Victim::Broker | Victim::ClusterMaster => {
             private_backend.as_ref().map_or(0, Proc::pid)
         }
     };
@@ -324,7 +420,10 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     // A killed backend comes back while the storm goes on (its requests
     // retry the 503s); Redis must answer that 503 within a second.
     let backend_fault = async {
-        if !matches!(victim, Victim::Redis | Victim::Database | Victim::Broker) {
+        if !matches!(
+            victim,
+            Victim::Redis | Victim::Database | Victim::Broker | Victim::ClusterMaster
+        ) {
             return None;
         }
         while !sent.load(Ordering::Relaxed) {
@@ -346,6 +445,11 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
             assert_eq!(r.status().as_u16(), 503, "fail closed while Redis is down");
             assert!(r.headers().contains_key("retry-after"));
             assert!(took < Duration::from_secs(1), "the 503 took {took:?}");
+        } else if victim == Victim::ClusterMaster {
+            // Down once the others notice (node timeout 1 s): every command
+            // then answers CLUSTERDOWN and admission 503.
+            cluster_ok(cluster_ports[1], false).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         } else {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -354,6 +458,9 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
         }
         private_backend = start_backend(&d.dir);
         wait_port(backend_port).await;
+        if victim == Victim::ClusterMaster {
+            cluster_ok(cluster_ports[1], true).await;
+        }
         Some(Instant::now())
     };
     let (phase1, backend_back) = tokio::join!(
@@ -397,7 +504,7 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
             consumer = d.consume();
             consumer.ready(&client, Duration::from_secs(60)).await;
         }
-        Victim::Redis | Victim::Database | Victim::Broker => {}
+        Victim::Redis | Victim::Database | Victim::Broker | Victim::ClusterMaster => {}
     }
     let phase2 = storm(
         kind,
@@ -426,7 +533,7 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
     );
     let admits_again_after = match victim {
         // The first acknowledgement after the backend returned.
-        Victim::Redis | Victim::Database | Victim::Broker => phase1
+        Victim::Redis | Victim::Database | Victim::Broker | Victim::ClusterMaster => phase1
             .ack_times
             .iter()
             .filter(|t| **t >= restarted)
@@ -485,6 +592,7 @@ async fn kill_mid_storm_over(kind: Kind, victim: Victim, buckets: u32) {
                 Victim::Redis => "redis",
                 Victim::Database => "mariadb",
                 Victim::Broker => "broker",
+                Victim::ClusterMaster => "a redis cluster master",
             }
         ),
         acknowledged: acks.len(),
@@ -521,6 +629,12 @@ async fn real_coupon_serve_kill9_buckets() {
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn real_timesale_redis_kill9_buckets() {
     kill_mid_storm_over(Kind::TimeSale, Victim::Redis, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_cluster_master_kill9_buckets() {
+    kill_mid_storm_over(Kind::Coupon, Victim::ClusterMaster, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
