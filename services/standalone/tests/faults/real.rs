@@ -61,24 +61,26 @@ fn binary(kind: Kind) -> PathBuf {
     path
 }
 
+/// A redis-server's arguments for a private node on `port` that keeps
+/// nothing on disk.
+fn redis_args(port: u16) -> Vec<String> {
+    let args = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// A private redis-server on `port`, nothing kept on disk.
 fn redis(dir: &TempDir, port: u16) -> Proc {
-    Proc::start(
-        std::path::Path::new("redis-server"),
-        &[
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-        ],
-        &[],
-        port,
-        &dir.0.join("redis.log"),
-    )
+    let bin = std::path::Path::new("redis-server");
+    Proc::start(bin, &redis_args(port), &[], port, &dir.0.join("redis.log"))
 }
 
 /// A private MariaDB on `port` with its data under `dir` (created on the
@@ -148,30 +150,21 @@ fn tansu(dir: &TempDir, port: u16) -> Proc {
 fn cluster_node(dir: &TempDir, port: u16) -> Proc {
     let home = dir.0.join(format!("cluster-{port}"));
     std::fs::create_dir_all(&home).expect("node folder");
-    Proc::start(
-        std::path::Path::new("redis-server"),
-        &[
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-            "--cluster-enabled".into(),
-            "yes".into(),
-            "--cluster-config-file".into(),
-            "nodes.conf".into(),
-            "--cluster-node-timeout".into(),
-            "1000".into(),
-            "--dir".into(),
-            home.display().to_string(),
-        ],
-        &[],
-        port,
-        &home.join("redis.log"),
-    )
+    let mut args = redis_args(port);
+    let dir = home.display().to_string();
+    for a in [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ] {
+        args.push(a.into());
+    }
+    for a in ["--cluster-node-timeout", "1000", "--dir", &dir] {
+        args.push(a.into());
+    }
+    let bin = std::path::Path::new("redis-server");
+    Proc::start(bin, &args, &[], port, &home.join("redis.log"))
 }
 
 /// Joins the nodes on `ports` into one cluster (no replicas) and waits

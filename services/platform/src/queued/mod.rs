@@ -6,26 +6,26 @@
 //! (campaign or sale), its SQL, the event, the rules that decide a batch —
 //! a service supplies as a [`Domain`]; everything else lives here once:
 //!
-//! - [`Settings`] and [`Flags`]: the tunables and the `--<service>-…` flags
-//!   every queued service has;
+//! - [`Settings`] and [`Flags`] (`settings.rs`): the tunables and the
+//!   `--<service>-…` flags every queued service has;
 //! - [`Core`]: its backends, the promotion cache, counters kept in step with
 //!   upserts, gauges, the fenced rebuild and audit ([`Rebuild`]) and the
 //!   consumer's batch ([`BatchHandler`]: decode, drop duplicates, skip what
 //!   is decided, decide the rest per promotion in id order, record fences,
 //!   commit, clear tickets, count);
-//! - [`Queued`]: what a service struct adds (routes, start); every
-//!   `Queued` is a [`Service`].
+//! - [`Queued`] (`service.rs`): what a service struct adds (routes,
+//!   tunables); every `Queued` is a [`crate::service::Service`].
+
+mod service;
+mod settings;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    marker::PhantomData,
     sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
-use axum::Router;
-use clap::{builder::ValueParser, Arg, ArgAction, ArgMatches};
 use sqlx::{AnyConnection, AnyPool};
 
 use promo_contracts::{event_bucket_key, pool_name};
@@ -35,216 +35,16 @@ use crate::{
     buckets::{self, Layout},
     cache::TtlCache,
     config::{BackendError, Backends},
-    consumer::{decode_batch, BatchHandler, ConsumerOptions, Event, PersistError},
-    http::auth::AdminToken,
+    consumer::{decode_batch, BatchHandler, Event, PersistError},
     metrics::Metrics,
     ports::{
         counters::CountersError, sql::Migrations, Admission, Counters, Database, Dialect, Message,
         Producer, Queue, QueueError,
     },
-    service::{ConsumerParts, Service},
 };
 
-/// Tunables of a queued service. The first six have a flag ([`Flags`]);
-/// the others keep these defaults in production (tests shorten them).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Topic of V3 events.
-    pub topic: String,
-    /// Partitions of the topic when this service creates it.
-    pub topic_partitions: i32,
-    /// Consumer group of the V3 consumer.
-    pub group: String,
-    /// Most events persisted in one database transaction.
-    pub consumer_max_batch: usize,
-    /// How long an admission stays in flight before the audit may give it
-    /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
-    pub audit_age: Duration,
-    /// How long an `Idempotency-Key` claim without an answer blocks retries
-    /// before one may take it over ([`crate::http::idempotency::LEASE`] by default).
-    pub idempotency_lease: Duration,
-    /// How long a promotion read stays cached on the hot path.
-    pub cache_ttl: Duration,
-    /// How long a V3 request id answers PENDING before it must be decided.
-    pub ticket_ttl: Duration,
-    /// How long a counter rebuild waits for its fence to be persisted.
-    pub rebuild_timeout: Duration,
-    /// How long the consumer waits to fill a batch.
-    pub consumer_max_wait: Duration,
-}
-
-/// Default of `--<service>-consumer-batch`.
-pub const CONSUMER_BATCH: usize = 1000;
-
-impl Settings {
-    /// The defaults of service `D`: its topic, group and partitions from
-    /// the contracts the operator shares.
-    pub fn of<D: Domain>() -> Self {
-        Self {
-            topic: D::TOPIC.into(),
-            topic_partitions: D::PARTITIONS,
-            group: D::GROUP.into(),
-            consumer_max_batch: CONSUMER_BATCH,
-            audit_age: admission::AUDIT_AGE,
-            idempotency_lease: crate::http::idempotency::LEASE,
-            cache_ttl: Duration::from_millis(500),
-            ticket_ttl: Duration::from_secs(24 * 3600),
-            rebuild_timeout: Duration::from_secs(30),
-            consumer_max_wait: Duration::from_millis(20),
-        }
-    }
-
-    pub fn consumer_options(&self, service: &'static str) -> ConsumerOptions {
-        ConsumerOptions {
-            service,
-            topic: self.topic.clone(),
-            group: self.group.clone(),
-            max_batch: self.consumer_max_batch,
-            max_wait: self.consumer_max_wait,
-        }
-    }
-}
-
-/// The flags of [`Settings`], named after the service so `promo
-/// standalone` can take several services' side by side:
-/// `--coupon-topic` / `PROMO_COUPON_TOPIC`, `--timesale-topic`, ….
-/// Flatten it into the service's own `clap::Args`.
-#[derive(Debug, Clone)]
-pub struct Flags<D> {
-    pub topic: String,
-    pub topic_partitions: i32,
-    pub group: String,
-    pub consumer_batch: usize,
-    pub audit_age_seconds: u64,
-    pub idempotency_lease_seconds: u64,
-    domain: PhantomData<fn() -> D>,
-}
-
-/// `(name, help)` of each flag, in the order of [`Flags`]' fields.
-const FLAGS: [(&str, &str); 6] = [
-    ("topic", "Topic of V3 events."),
-    (
-        "topic-partitions",
-        "Partitions of the topic when this service creates it.",
-    ),
-    ("consumer-group", "Consumer group of the V3 consumer."),
-    (
-        "consumer-batch",
-        "Most events persisted in one database transaction.",
-    ),
-    (
-        "audit-age-seconds",
-        "Seconds an admission stays in flight (counted, its event not yet persisted) \
-         before the audit may give it back when no event arrived. At least 11 (the \
-         queue's delivery timeout is 10 s).",
-    ),
-    (
-        "idempotency-lease-seconds",
-        "Seconds an Idempotency-Key whose first request never answered (its process \
-         died) answers 409 before a retry may run it again; the retry answers from the \
-         first request's effect if it happened. Keep it above the longest a request \
-         can take; at least 5.",
-    ),
-];
-
-impl<D: Domain> Flags<D> {
-    fn id(name: &str) -> String {
-        format!("{}-{name}", D::SERVICE)
-    }
-
-    /// The settings these flags make (the rest at their defaults), with
-    /// their floors applied.
-    pub fn settings(&self) -> Settings {
-        let delivery = crate::ports::queue::DELIVERY_TIMEOUT.as_secs();
-        Settings {
-            topic: self.topic.clone(),
-            topic_partitions: self.topic_partitions,
-            group: self.group.clone(),
-            consumer_max_batch: self.consumer_batch.max(1),
-            audit_age: Duration::from_secs(self.audit_age_seconds.max(delivery + 1)),
-            idempotency_lease: Duration::from_secs(self.idempotency_lease_seconds.max(5)),
-            ..Settings::of::<D>()
-        }
-    }
-
-    fn value<T: Clone + Send + Sync + 'static>(
-        m: &ArgMatches,
-        name: &str,
-    ) -> Result<T, clap::Error> {
-        m.get_one::<T>(&Self::id(name)).cloned().ok_or_else(|| {
-            clap::Error::raw(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                format!("--{} is missing", Self::id(name)),
-            )
-        })
-    }
-}
-
-impl<D: Domain> clap::FromArgMatches for Flags<D> {
-    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
-        Ok(Self {
-            topic: Self::value(m, FLAGS[0].0)?,
-            topic_partitions: Self::value(m, FLAGS[1].0)?,
-            group: Self::value(m, FLAGS[2].0)?,
-            consumer_batch: Self::value(m, FLAGS[3].0)?,
-            audit_age_seconds: Self::value(m, FLAGS[4].0)?,
-            idempotency_lease_seconds: Self::value(m, FLAGS[5].0)?,
-            domain: PhantomData,
-        })
-    }
-
-    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(m)?;
-        Ok(())
-    }
-}
-
-impl<D: Domain> clap::Args for Flags<D> {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        let defaults = Settings::of::<D>();
-        let values: [(String, ValueParser); 6] = [
-            (defaults.topic, ValueParser::string()),
-            (
-                defaults.topic_partitions.to_string(),
-                clap::value_parser!(i32).into(),
-            ),
-            (defaults.group, ValueParser::string()),
-            (
-                defaults.consumer_max_batch.to_string(),
-                clap::value_parser!(usize).into(),
-            ),
-            (
-                defaults.audit_age.as_secs().to_string(),
-                clap::value_parser!(u64).into(),
-            ),
-            (
-                defaults.idempotency_lease.as_secs().to_string(),
-                clap::value_parser!(u64).into(),
-            ),
-        ];
-        FLAGS
-            .iter()
-            .zip(values)
-            .fold(cmd, |cmd, ((name, help), (default, parser))| {
-                let id = Self::id(name);
-                let upper = id.to_uppercase().replace('-', "_");
-                cmd.arg(
-                    Arg::new(id.clone())
-                        .long(id)
-                        .env(format!("PROMO_{upper}"))
-                        .value_name(upper)
-                        .help(*help)
-                        .action(ArgAction::Set)
-                        .value_parser(parser)
-                        .default_value(default),
-                )
-            })
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        Self::augment_args(cmd)
-    }
-}
+pub use service::{with_database, Queued};
+pub use settings::{Flags, Settings, CONSUMER_BATCH};
 
 /// How a promotion stands in the database: what the counters are seeded
 /// from and the gauges show.
@@ -825,102 +625,5 @@ impl<D: Domain> Rebuild for Core<D> {
             .counter_rebuilds
             .with_label_values(&[D::SERVICE, key])
             .inc();
-    }
-}
-
-/// A queued service: a [`Core`] plus its own routes and tunables. Every
-/// `Queued` is a [`Service`] with a V3 consumer (the core's batch).
-pub trait Queued: Send + Sync + Sized + 'static {
-    type Domain: Domain;
-    /// The core's [`Settings`] and the service's own tunables.
-    type Settings: Send;
-    /// Its own database on the shared server (or its SQLite file).
-    const DATABASE: &'static str;
-    fn migrations() -> &'static Migrations;
-    /// The core's part of the service's settings.
-    fn core_settings(settings: &Self::Settings) -> Settings;
-    /// The service on its opened core.
-    fn with_core(core: Arc<Core<Self::Domain>>, settings: Self::Settings) -> Arc<Self>;
-    fn core(&self) -> &Arc<Core<Self::Domain>>;
-    /// Every route of the service (admin routes behind `token`).
-    fn routes(self: &Arc<Self>, token: AdminToken) -> Router;
-    fn api_doc() -> utoipa::openapi::OpenApi;
-}
-
-/// A queued service on a database already opened and migrated (tests).
-pub async fn with_database<Q: Queued>(
-    db: Database,
-    backends: &Backends,
-    metrics: Arc<Metrics>,
-    settings: Q::Settings,
-) -> Result<Arc<Q>, BackendError> {
-    let core = Core::with_database(db, backends, metrics, Q::core_settings(&settings)).await?;
-    Ok(Q::with_core(core, settings))
-}
-
-#[async_trait]
-impl<Q: Queued> Service for Q {
-    type Settings = <Q as Queued>::Settings;
-    const NAME: &'static str = <Q::Domain as Domain>::SERVICE;
-    const DATABASE: &'static str = Q::DATABASE;
-    const QUEUED: bool = true;
-
-    fn migrations() -> &'static Migrations {
-        <Q as Queued>::migrations()
-    }
-
-    /// Opens (creating and migrating) the service's database and its topic.
-    async fn start(
-        backends: &Backends,
-        metrics: Arc<Metrics>,
-        settings: <Q as Queued>::Settings,
-    ) -> Result<Arc<Self>, BackendError> {
-        let core = Core::open(
-            backends,
-            <Q as Queued>::DATABASE,
-            <Q as Queued>::migrations(),
-            metrics,
-            Q::core_settings(&settings),
-        )
-        .await?;
-        Ok(Q::with_core(core, settings))
-    }
-
-    fn database(&self) -> &Database {
-        &self.core().db
-    }
-
-    fn counters(&self) -> Arc<dyn Counters> {
-        self.core().counters.clone()
-    }
-
-    fn metrics(&self) -> Arc<Metrics> {
-        self.core().metrics.clone()
-    }
-
-    fn router(self: &Arc<Self>, token: AdminToken) -> Router {
-        self.routes(token)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        Q::api_doc()
-    }
-
-    async fn tick(&self) -> Result<(), String> {
-        self.core()
-            .refresh_gauges()
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {
-        let core = self.core();
-        Some(ConsumerParts {
-            queue: core.queue.clone(),
-            handler: core.clone(),
-            options: core
-                .settings
-                .consumer_options(<Q::Domain as Domain>::SERVICE),
-        })
     }
 }
