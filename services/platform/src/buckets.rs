@@ -158,34 +158,59 @@ pub const REFILL_ROUNDS: u32 = 64;
 pub const MOVING_PAUSE: Duration = Duration::from_millis(1);
 
 /// How long this process takes a promotion whose every bucket was found
-/// empty as sold out without asking the buckets again ([`DryMemo`]).
+/// empty as sold out without asking the buckets again ([`Refills`]).
 pub const DRY_FOR: Duration = Duration::from_millis(10);
 
-/// Promotions this process found sold out in every bucket lately, so that
-/// the storm of requests after a sell-out costs one counters step each
-/// (its own bucket's) instead of two passes over every bucket. The price:
-/// a unit given back (a cancel, the audit) may wait up to [`DRY_FOR`]
-/// before a request from another bucket finds it — a request in the unit's
-/// own bucket finds it at once. One entry per promotion that sold out
-/// (ids come from the admin API, not from buyers), dropped when stale.
-#[derive(Default)]
-pub struct DryMemo {
-    until: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+/// Locks that let one admission per bucket and process refill at a time.
+const REFILL_LOCKS: usize = 64;
+
+/// What this process knows of its refills, so that a storm near or after
+/// a sell-out does not multiply counters steps:
+///
+/// - one refill per bucket at a time (a bucket's requests that find it
+///   short queue behind the one refilling it, then look at their bucket
+///   again before refilling themselves) — locks by hash of the pool, a
+///   fixed 64 of them;
+/// - promotions found sold out in every bucket lately: for [`DRY_FOR`]
+///   after, a request that does not fit its own bucket is answered sold
+///   out without asking the others. The price: a unit given back (a
+///   cancel, the audit) may wait up to [`DRY_FOR`] before a request from
+///   another bucket finds it — one in the unit's own bucket finds it at
+///   once. One entry per promotion that sold out (ids come from the admin
+///   API, not from buyers), dropped when stale.
+pub struct Refills {
+    locks: Vec<tokio::sync::Mutex<()>>,
+    dry_until: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
-impl DryMemo {
-    fn is_dry(&self, pool: &str) -> bool {
-        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+impl Default for Refills {
+    fn default() -> Self {
+        Self {
+            locks: (0..REFILL_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            dry_until: Default::default(),
+        }
+    }
+}
+
+impl Refills {
+    fn lock_for(&self, pool: &str) -> &tokio::sync::Mutex<()> {
+        &self.locks[bucket_of(pool, REFILL_LOCKS as u32) as usize]
+    }
+
+    fn is_dry(&self, promotion: &str) -> bool {
+        let until = self.dry_until.lock().unwrap_or_else(|p| p.into_inner());
         until
-            .get(pool)
+            .get(promotion)
             .is_some_and(|t| *t > std::time::Instant::now())
     }
 
-    fn note_dry(&self, pool: &str) {
+    fn note_dry(&self, promotion: &str) {
         let now = std::time::Instant::now();
-        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = self.dry_until.lock().unwrap_or_else(|p| p.into_inner());
         until.retain(|_, t| *t > now);
-        until.insert(pool.to_string(), now + DRY_FOR);
+        until.insert(promotion.to_string(), now + DRY_FOR);
     }
 }
 
@@ -197,7 +222,7 @@ impl DryMemo {
 /// one pass looks at them in turn can slip past one pass; past two in a
 /// row it would have to move twice), or after [`REFILL_ROUNDS`] rounds —
 /// or, within [`DRY_FOR`] of such an answer in this process, when the
-/// holder's own bucket has too few ([`DryMemo`]). Returns the answer and
+/// holder's own bucket has too few ([`Refills`]). Returns the answer and
 /// the pool of `holder`'s bucket.
 pub async fn take(
     counters: &dyn Counters,
@@ -206,23 +231,31 @@ pub async fn take(
     units: i64,
     limit: i64,
     ticket: Option<(&str, Duration)>,
-    memo: &DryMemo,
+    refills: &Refills,
 ) -> Result<(Admission, String), CountersError> {
     let bucket = layout.home(holder);
     let pool = layout.pool(bucket);
     let whole = layout.pool(0);
-    let (mut rounds, mut quiet, mut pause) = (0, 0, MOVING_PAUSE);
+    let (mut rounds, mut quiet, mut pause) = (1, 0, MOVING_PAUSE);
+    let mut answer = counters.admit(&pool, holder, units, limit, ticket).await?;
     loop {
-        let answer = counters.admit(&pool, holder, units, limit, ticket).await?;
-        rounds += 1;
         if answer != Admission::SoldOut
             || layout.buckets == 1
             || rounds > REFILL_ROUNDS
-            || memo.is_dry(&whole)
+            || refills.is_dry(&whole)
         {
             return Ok((answer, pool));
         }
-        let found = refill(counters, layout, bucket, units).await?;
+        let found = {
+            let _only_refill_of_this_bucket = refills.lock_for(&pool).lock().await;
+            // The refill queued before this one may have brought enough.
+            answer = counters.admit(&pool, holder, units, limit, ticket).await?;
+            rounds += 1;
+            if answer != Admission::SoldOut {
+                return Ok((answer, pool));
+            }
+            refill(counters, layout, bucket, units).await?
+        };
         if found.arrived > 0 {
             quiet = 0;
         } else if found.moving {
@@ -231,10 +264,12 @@ pub async fn take(
         } else {
             quiet += 1;
             if quiet == 2 {
-                memo.note_dry(&whole);
+                refills.note_dry(&whole);
                 return Ok((answer, pool));
             }
         }
+        answer = counters.admit(&pool, holder, units, limit, ticket).await?;
+        rounds += 1;
     }
 }
 

@@ -142,7 +142,7 @@ async fn buckets_sell_out_exactly(c: Arc<dyn Counters>, buckets: u32, home: fn(u
                     units,
                     3,
                     None,
-                    &buckets::DryMemo::default(),
+                    &buckets::Refills::default(),
                 )
                 .await
                 .unwrap();

@@ -208,7 +208,7 @@ pub struct Core<D: Domain> {
     pub settings: Settings,
     rebuilds: Arc<Rebuilds>,
     cache: TtlCache<D::Promotion>,
-    dry: buckets::DryMemo,
+    dry: buckets::Refills,
 }
 
 impl<D: Domain> Core<D> {
@@ -249,7 +249,7 @@ impl<D: Domain> Core<D> {
             cache: TtlCache::new(settings.cache_ttl),
             settings,
             rebuilds: Arc::default(),
-            dry: buckets::DryMemo::default(),
+            dry: buckets::Refills::default(),
         }))
     }
 
