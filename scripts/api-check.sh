@@ -28,7 +28,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 # Embedded backends only: the flags decide, whatever PROMO_* is exported.
-env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
   target/debug/promo standalone --listen "127.0.0.1:$port" --data-dir "$work/data" \
   --admin-token "$token" > "$work/promo.log" 2>&1 &
 pid=$!

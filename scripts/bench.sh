@@ -44,7 +44,7 @@ for mode in $MODES; do
   log "$mode: promo standalone on 127.0.0.1:$port"
   # Only the flags choose the backends: the PROMO_* URLs exported above
   # would otherwise turn the embedded run into a real one.
-  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
     target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
   pid=$!
   ready=

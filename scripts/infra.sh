@@ -73,6 +73,8 @@ up_redis() {
   wait_port "$REDIS_PORT" Redis 20
 }
 
+cluster_nodes() { for p in $CLUSTER_PORTS; do printf '127.0.0.1:%s,' "$p"; done | sed 's/,$//'; }
+
 cluster_ok() { # every slot served
   redis-cli -p "${CLUSTER_PORTS%% *}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
 }
@@ -140,7 +142,6 @@ print_env() {
   cat <<ENV
 PROMO_MYSQL_URL=mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT
 PROMO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-PROMO_REDIS_CLUSTER_NODES=$(for p in $CLUSTER_PORTS; do printf '127.0.0.1:%s,' "$p"; done | sed 's/,$//')
 PROMO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 ENV
 }
@@ -148,6 +149,7 @@ ENV
 case "${1:-up}" in
   up)
     up_mariadb; up_redis; up_redis_cluster; up_tansu
+    log "the Redis Cluster's masters, for --redis-cluster-nodes instead of --redis-url: $(cluster_nodes)"
     log "ready; the URLs (export them to use the real backends):"
     print_env ;;
   down)

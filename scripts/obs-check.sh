@@ -41,7 +41,7 @@ trap cleanup EXIT
 cargo build -q --bin promo
 log "promo standalone on 127.0.0.1:$APP_PORT"
 # Embedded database and queue: the exported PROMO_* URLs must not apply.
-env -u PROMO_MYSQL_URL -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+env -u PROMO_MYSQL_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
   target/debug/promo standalone --listen "127.0.0.1:$APP_PORT" --data-dir "$work/data" \
   --redis-url "$PROMO_REDIS_URL" --redis-prefix "$prefix" > "$work/promo.log" 2>&1 &
 pids+=($!)

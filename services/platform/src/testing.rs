@@ -135,20 +135,28 @@ pub enum Backend {
     Cluster,
 }
 
+/// One test per backend for `async fn scenario(Backend)`: `backend_tests!(
+/// scenario: embedded => Embedded, real => Real)` makes `scenario::embedded`
+/// and `scenario::real`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($scenario:ident: $($name:ident => $backend:ident),+) => {
+        mod $scenario {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$scenario($crate::testing::Backend::$backend).await
+                }
+            )+
+        }
+    };
+}
+
 /// Runs each `async fn scenario(Backend)` as two tests, `embedded` and `real`.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                super::$scenario($crate::testing::Backend::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn real() {
-                super::$scenario($crate::testing::Backend::Real).await
-            }
-        }
+        $crate::backend_tests!($scenario: embedded => Embedded, real => Real);
     )*};
 }
 
@@ -158,20 +166,7 @@ macro_rules! on_both_backends {
 #[macro_export]
 macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                super::$scenario($crate::testing::Backend::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn real() {
-                super::$scenario($crate::testing::Backend::Real).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn cluster() {
-                super::$scenario($crate::testing::Backend::Cluster).await
-            }
-        }
+        $crate::backend_tests!($scenario: embedded => Embedded, real => Real, cluster => Cluster);
     )*};
 }
 
