@@ -412,7 +412,7 @@ pub const AUDIT_AGE: Duration = Duration::from_secs(15);
 /// Most tickets one audit round looks at per pool.
 const AUDIT_BATCH: usize = 1000;
 
-/// The fenced audit of promotion `key`'s pools: gives back the admissions
+/// The fenced audit of a promotion's pools (`layout`): gives back the admissions
 /// whose event was never sent (the serving process died between the
 /// counters step and the send, or a send failed): their units return to
 /// their bucket and their holder's count drops, so nothing stays taken for
@@ -428,9 +428,8 @@ const AUDIT_BATCH: usize = 1000;
 /// atomic step that also forgets the ticket, so the consumer's clearing, a
 /// failed send's release and other replicas' audits cannot give it back
 /// twice. Returns how many admissions it gave back.
-pub async fn audit<R: Rebuild + ?Sized>(r: &R, key: &str) -> Result<u64, R::Error> {
-    let buckets = r.buckets(key).await?;
-    let layout = Layout::new(r.service(), key, buckets);
+pub async fn audit<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Result<u64, R::Error> {
+    let (key, layout) = (layout.id, *layout);
     let mut returned = 0;
     for bucket in 0..layout.buckets {
         let pool = layout.pool(bucket);
@@ -563,7 +562,7 @@ pub async fn audit_and_measure_drift<R: Rebuild + ?Sized>(
     drift_gauge: &prometheus::IntGaugeVec,
 ) {
     let key = layout.id;
-    if let Err(e) = audit(r, key).await {
+    if let Err(e) = audit(r, layout).await {
         tracing::warn!(key, error = %e, "admission audit failed; retried next round");
     }
     match drift(r.counters(), layout, persisted_left).await {

@@ -235,14 +235,13 @@ pub async fn take(
 ) -> Result<(Admission, String), CountersError> {
     let bucket = layout.home(holder);
     let pool = layout.pool(bucket);
-    let whole = layout.pool(0);
     let (mut rounds, mut quiet, mut pause) = (1, 0, MOVING_PAUSE);
     let mut answer = counters.admit(&pool, holder, units, limit, ticket).await?;
     loop {
         if answer != Admission::SoldOut
             || layout.buckets == 1
             || rounds > REFILL_ROUNDS
-            || refills.is_dry(&whole)
+            || refills.is_dry(layout.id)
         {
             return Ok((answer, pool));
         }
@@ -264,7 +263,7 @@ pub async fn take(
         } else {
             quiet += 1;
             if quiet == 2 {
-                refills.note_dry(&whole);
+                refills.note_dry(layout.id);
                 return Ok((answer, pool));
             }
         }

@@ -300,15 +300,6 @@ impl<D: Domain> Core<D> {
         Ok(admission::figures(&*self.counters, &layout, s.left(), s.counted, s.queued).await?)
     }
 
-    /// Every bucket's remaining units, or `None` without counters (a
-    /// strategy that does not count, or a pool missing).
-    pub async fn bucket_remainings(&self, p: &D::Promotion) -> Result<Option<Vec<i64>>, D::Error> {
-        if !D::standing(p).counted {
-            return Ok(None);
-        }
-        Ok(admission::bucket_remainings(&*self.counters, &Self::layout(p)).await?)
-    }
-
     /// Refreshes the remaining/pending gauges of every promotion; for
     /// queued ones also audits the admissions in flight and measures the drift.
     pub async fn refresh_gauges(&self) -> Result<(), D::Error> {
@@ -344,7 +335,10 @@ impl<D: Domain> Core<D> {
 
     /// Audits now (see [`admission::audit`]); returns how many admissions it gave back.
     pub async fn audit(&self, id: &str) -> Result<u64, D::Error> {
-        admission::audit(self, id).await
+        let p = D::get(self.db.pool(), id)
+            .await?
+            .ok_or_else(|| D::Error::unknown(id))?;
+        admission::audit(self, &Self::layout(&p)).await
     }
 
     /// The V3 step for promotion `id`: `claim` looks at the promotion (from
