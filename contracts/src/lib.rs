@@ -43,6 +43,20 @@ pub fn event_bucket_key(id: &str, bucket: Option<u32>) -> String {
     }
 }
 
+/// The topic partition that V3 events and fences of bucket `bucket` of
+/// promotion `id` go to, on a topic of `partitions` partitions:
+/// `(xxh3_64(id as UTF-8, seed 0) + bucket) mod partitions`. A promotion's
+/// buckets take consecutive partitions from a start its id picks, so while
+/// buckets ≤ partitions no two of its buckets share a partition (their
+/// events are persisted in parallel), and different promotions start on
+/// different partitions. One bucket's events all go to one partition, so
+/// they stay in order behind its fences.
+pub fn partition_of(id: &str, bucket: u32, partitions: u32) -> i32 {
+    let n = u64::from(partitions.max(1));
+    let start = xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % n;
+    ((start + u64::from(bucket) % n) % n) as i32
+}
+
 /// `total` units split over `buckets` buckets: the first `total mod
 /// buckets` buckets get one more than the rest.
 pub fn split(total: i64, buckets: u32) -> Vec<i64> {
@@ -114,6 +128,27 @@ mod tests {
             let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
             assert!(hi - lo <= 1, "{parts:?}");
         }
+    }
+
+    #[test]
+    fn a_promotions_buckets_take_distinct_partitions() {
+        // xxh3_64("c-1") mod 8 picks the start; the buckets follow it round.
+        let start = (xxhash_rust::xxh3::xxh3_64(b"c-1") % 8) as i32;
+        assert_eq!(partition_of("c-1", 0, 8), start);
+        let mut seen: Vec<i32> = (0..8).map(|b| partition_of("c-1", b, 8)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            partition_of("c-1", 8, 8),
+            start,
+            "bucket 8 wraps to bucket 0's"
+        );
+        assert_eq!(partition_of("anything", 5, 1), 0);
+        assert_eq!(
+            partition_of("anything", u32::MAX, 0),
+            0,
+            "no partitions reads as one"
+        );
     }
 
     #[test]

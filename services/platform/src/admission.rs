@@ -167,7 +167,7 @@ pub async fn bucket_remainings(
 }
 
 /// The V3 step after the counters admitted `ticket` in `pool`
-/// ([`buckets::take`]): publish `event` keyed by `key`. When the event
+/// ([`buckets::take`]): publish `event` keyed by `key` to `partition`. When the event
 /// cannot be sent the request is not acknowledged and the units go back —
 /// at once when the queue says the event was surely not stored; when it may
 /// have been (a delivery timeout), the ticket stays in flight and the audit
@@ -177,11 +177,11 @@ pub async fn publish<E: From<QueueError>>(
     counters: &dyn Counters,
     producer: &dyn Producer,
     pool: &str,
-    key: &str,
+    (key, partition): (&str, i32),
     ticket: &str,
     event: Vec<u8>,
 ) -> Result<(), E> {
-    if let Err(e) = producer.send(key, event).await {
+    if let Err(e) = producer.send_to(partition, key, event).await {
         if e.maybe_delivered() {
             tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
         } else if let Err(re) = counters.release_ticket(pool, ticket).await {
@@ -287,12 +287,12 @@ pub trait Rebuild: Send + Sync + 'static {
     async fn needs_fence(&self, _key: &str) -> Result<bool, Self::Error> {
         Ok(true)
     }
-    /// Sends fence `fence_id` for promotion `key` keyed by `bucket_key`
-    /// (so it lands behind that bucket's events).
+    /// Sends fence `fence_id` for bucket `bucket` of `layout` to the
+    /// bucket's partition (so it lands behind that bucket's events).
     async fn send_fence(
         &self,
-        key: &str,
-        bucket_key: &str,
+        layout: &Layout<'_>,
+        bucket: u32,
         fence_id: &str,
     ) -> Result<(), Self::Error>;
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, Self::Error>;
@@ -345,8 +345,8 @@ async fn rebuild_locked<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Resu
     for pool in &pools {
         r.counters().remove(pool).await?;
     }
-    let keys: Vec<String> = (0..layout.buckets).map(|b| layout.key(b)).collect();
-    pass_fences(r, layout.id, &keys, "rebuild").await?;
+    let all: Vec<u32> = (0..layout.buckets).collect();
+    pass_fences(r, layout, &all, "rebuild").await?;
     let (remaining, holders) = r.baseline(layout.id).await?;
     let mut by_bucket = vec![Vec::new(); pools.len()];
     for (holder, units) in holders {
@@ -367,22 +367,23 @@ async fn rebuild_locked<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Resu
     Ok(created)
 }
 
-/// Sends a fence on each of `keys` (buckets of promotion `key`) and waits
-/// until the consumer has persisted them all: then every event sent on
-/// those keys before the fences is in the database.
+/// Sends a fence on each of `buckets` of `layout` and waits until the
+/// consumer has persisted them all: then every event sent for those
+/// buckets before the fences is in the database.
 async fn pass_fences<R: Rebuild + ?Sized>(
     r: &R,
-    key: &str,
-    keys: &[String],
+    layout: &Layout<'_>,
+    buckets: &[u32],
     why: &str,
 ) -> Result<(), R::Error> {
+    let key = layout.id;
     if !r.needs_fence(key).await? {
         return Ok(());
     }
-    let mut fences = Vec::with_capacity(keys.len());
-    for bucket_key in keys {
+    let mut fences = Vec::with_capacity(buckets.len());
+    for &bucket in buckets {
         let fence_id = uuid::Uuid::now_v7().to_string();
-        r.send_fence(key, bucket_key, &fence_id).await?;
+        r.send_fence(layout, bucket, &fence_id).await?;
         fences.push(fence_id);
     }
     let deadline = tokio::time::Instant::now() + r.fence_timeout();
@@ -453,8 +454,7 @@ pub async fn audit<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Result<u6
             continue;
         }
         let lock = format!("audit:{pool}");
-        let bucket_key = layout.key(bucket);
-        let work = audit_locked(r, key, &bucket_key, &pool, &requests);
+        let work = audit_locked(r, &layout, bucket, &pool, &requests);
         returned += with_pool_lock(r, &lock, work).await?.unwrap_or(0);
     }
     Ok(returned)
@@ -462,12 +462,13 @@ pub async fn audit<R: Rebuild + ?Sized>(r: &R, layout: &Layout<'_>) -> Result<u6
 
 async fn audit_locked<R: Rebuild + ?Sized>(
     r: &R,
-    key: &str,
-    bucket_key: &str,
+    layout: &Layout<'_>,
+    bucket: u32,
     pool: &str,
     stale: &[String],
 ) -> Result<u64, R::Error> {
-    pass_fences(r, key, &[bucket_key.to_string()], "audit").await?;
+    let key = layout.id;
+    pass_fences(r, layout, &[bucket], "audit").await?;
     let decided = r.decided(stale).await?;
     let done: Vec<&str> = stale
         .iter()

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use promo_contracts::{bucket_key, bucket_of, pool_name};
+use promo_contracts::{bucket_key, bucket_of, partition_of, pool_name};
 
 use crate::ports::{counters::CountersError, Admission, Arrival, Counters};
 
@@ -34,10 +34,16 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// The bucket's key: V3 events of its users and its fences are keyed
-    /// by it (one partition per bucket, a user's events in order).
+    /// The bucket's key: V3 events of its users and its fences carry it
+    /// as their message key.
     pub fn key(&self, bucket: u32) -> String {
         bucket_key(self.id, bucket, self.buckets)
+    }
+
+    /// The topic partition of the bucket's events and fences, on a topic
+    /// of `partitions` ([`promo_contracts::partition_of`]).
+    pub fn partition(&self, bucket: u32, partitions: u32) -> i32 {
+        partition_of(self.id, bucket, partitions)
     }
 
     /// The bucket's counters pool.

@@ -371,3 +371,43 @@ async fn kafka_producer_is_replaced_after_a_fatal_error() {
     let payloads: Vec<&[u8]> = got.iter().map(|m| &m.payload[..]).collect();
     assert_eq!(payloads, [&b"before"[..], &b"after"[..]]);
 }
+
+/// Events name their partition (a promotion's buckets on distinct ones).
+/// A topic smaller than configured is grown at start where the broker can
+/// (Kafka); tansu cannot, and the error says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sends_to_the_named_partition_on_tansu() {
+    let q = testing::kafka();
+    let topic = testing::unique("partitions");
+    q.ensure_topic(&topic, 4).await.expect("topic");
+    q.ensure_topic(&topic, 4)
+        .await
+        .expect("as many as configured");
+    q.ensure_topic(&topic, 2)
+        .await
+        .expect("more than configured");
+    let err = q
+        .ensure_topic(&topic, 6)
+        .await
+        .expect_err("tansu cannot grow it");
+    let err = err.to_string();
+    assert!(
+        err.contains("has 4 partitions, 6 are configured") && err.contains("configure 4"),
+        "{err}"
+    );
+    let p = q.producer(&topic).unwrap();
+    for partition in [3, 0, 2, 1, 3] {
+        p.send_to(partition, "k", format!("to-{partition}").into_bytes())
+            .await
+            .expect("send");
+    }
+    let mut c = q.consumer(&topic, &testing::unique("group")).await.unwrap();
+    let got = take(&mut *c, 5).await;
+    assert_eq!(got.len(), 5);
+    for m in &got {
+        let payload = String::from_utf8(m.payload.clone()).unwrap();
+        assert_eq!(payload, format!("to-{}", m.partition));
+    }
+    let on_three = got.iter().filter(|m| m.partition == 3).count();
+    assert_eq!(on_three, 2);
+}

@@ -378,12 +378,14 @@ impl<D: Domain> Core<D> {
             )
             .await?;
             if let Admission::Admitted { .. } = answer {
-                let (producer, key) = (&*self.producer, layout.key(bucket));
+                let key = layout.key(bucket);
+                let partition =
+                    layout.partition(bucket, self.settings.topic_partitions.max(1) as u32);
                 admission::publish::<D::Error>(
                     &*self.counters,
-                    producer,
+                    &*self.producer,
                     &pool,
-                    &key,
+                    (&key, partition),
                     ticket,
                     c.event.encode(),
                 )
@@ -577,12 +579,16 @@ impl<D: Domain> Rebuild for Core<D> {
 
     async fn send_fence(
         &self,
-        key: &str,
-        bucket_key: &str,
+        layout: &Layout<'_>,
+        bucket: u32,
         fence_id: &str,
     ) -> Result<(), D::Error> {
-        let fence = D::Event::fence(key, fence_id);
-        Ok(self.producer.send(bucket_key, fence.encode()).await?)
+        let fence = D::Event::fence(layout.id, fence_id);
+        let partition = layout.partition(bucket, self.settings.topic_partitions.max(1) as u32);
+        Ok(self
+            .producer
+            .send_to(partition, &layout.key(bucket), fence.encode())
+            .await?)
     }
 
     async fn fence_seen(&self, fence_id: &str) -> Result<bool, D::Error> {

@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer},
     error::KafkaError,
@@ -117,6 +117,23 @@ impl KafkaQueue {
         self.producer.get().0
     }
 
+    /// How many partitions `topic` has, from the broker's metadata.
+    async fn partition_count(&self, topic: &str) -> Result<i32, QueueError> {
+        let (_, producer) = self.producer.get();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            Ok(metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len() as i32))
+        })
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
+    }
+
     fn config(&self, group: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
@@ -137,12 +154,28 @@ struct KafkaProducer {
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.deliver(None, key, &payload).await
+    }
+
+    async fn send_to(&self, partition: i32, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.deliver(Some(partition), key, &payload).await
+    }
+}
+
+impl KafkaProducer {
+    async fn deliver(
+        &self,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
         let (generation, producer) = self.shared.get();
+        let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         let sent = producer
-            .send(
-                FutureRecord::to(&self.topic).key(key).payload(&payload),
-                Timeout::After(super::DELIVERY_TIMEOUT),
-            )
+            .send(record, Timeout::After(super::DELIVERY_TIMEOUT))
             .await;
         match sent {
             Ok(_) => Ok(()),
@@ -223,12 +256,42 @@ impl Queue for KafkaQueue {
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
             )
             .await?;
+        let mut existed = false;
         for r in results {
             match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
                 Err((_, code)) => return Err(KafkaError::AdminOp(code).into()),
             }
         }
+        if !existed {
+            return Ok(());
+        }
+        // Events name their partition (one per bucket): an older, smaller
+        // topic is grown rather than sent to partitions it lacks.
+        let have = self.partition_count(topic).await?;
+        if have >= partitions {
+            return Ok(());
+        }
+        let refused = |why: String| {
+            QueueError::Task(format!(
+                "topic {topic} has {have} partitions, {partitions} are configured, and \
+                 growing it failed ({why}): grow it by hand or configure {have}"
+            ))
+        };
+        let grown = admin
+            .create_partitions(
+                &[NewPartitions::new(topic, partitions as usize)],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        for r in grown {
+            if let Err((_, code)) = r {
+                return Err(refused(format!("{code:?}")));
+            }
+        }
+        tracing::info!(topic, from = have, to = partitions, "topic grown");
         Ok(())
     }
 

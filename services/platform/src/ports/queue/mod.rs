@@ -66,8 +66,17 @@ pub struct Message {
 
 #[async_trait]
 pub trait Producer: Send + Sync {
-    /// Sends one message and returns once the broker has it (acks=all).
+    /// Sends one message and returns once the broker has it (acks=all);
+    /// the queue picks its partition from `key`.
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError>;
+
+    /// [`Producer::send`] to partition `partition` (below the topic's
+    /// count; see [`Queue::ensure_topic`]). The embedded queue has one
+    /// partition per topic and ignores it.
+    async fn send_to(&self, partition: i32, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        let _ = partition;
+        self.send(key, payload).await
+    }
 }
 
 #[async_trait]
@@ -82,7 +91,9 @@ pub trait Consumer: Send {
 
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Creates `topic` if it does not exist yet.
+    /// Creates `topic` with `partitions` partitions if it does not exist
+    /// yet; Kafka grows an existing topic that has fewer (and fails, naming
+    /// both counts, when the broker refuses).
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError>;
     fn producer(&self, topic: &str) -> Result<Arc<dyn Producer>, QueueError>;
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, QueueError>;
