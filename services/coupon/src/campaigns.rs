@@ -19,7 +19,7 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::{
     domain::{
-        issue::batch::{decide, Wanted},
+        issue::batch::{decide, decide_unlocked, Wanted},
         Campaign, CampaignSpec, CouponError, Strategy,
     },
     events::{CouponEvent, IssueBody},
@@ -94,22 +94,33 @@ impl Domain for Campaigns {
         // Refusals only: an issued request's coupon row carries its request id.
         let mut refused = Vec::new();
         let mut issued = 0u64;
-        match store::lock_campaign(tx, dialect, campaign).await? {
+        let wanted: Vec<Wanted> = fresh
+            .iter()
+            .map(|r| Wanted {
+                user_id: &r.body.user_id,
+                request_id: Some(&r.id),
+                at: from_ms(r.body.admitted_at),
+            })
+            .collect();
+        // First without the campaign's row lock (see `decide_unlocked`);
+        // under it when that would refuse anything.
+        let mut answers = None;
+        if let Some(c) = store::read_campaign(tx, dialect, campaign, false).await? {
+            answers = decide_unlocked(tx, dialect, &c, &wanted).await?;
+            if answers.is_none() {
+                if let Some(c) = store::lock_campaign(tx, dialect, campaign).await? {
+                    answers = Some(decide(tx, dialect, &c, &wanted).await?);
+                }
+            }
+        }
+        match answers {
             None => {
                 for r in fresh {
                     refused.push(refusal(campaign, r, "unknown_campaign"));
                 }
             }
-            Some(c) => {
-                let wanted: Vec<Wanted> = fresh
-                    .iter()
-                    .map(|r| Wanted {
-                        user_id: &r.body.user_id,
-                        request_id: Some(&r.id),
-                        at: from_ms(r.body.admitted_at),
-                    })
-                    .collect();
-                for (r, answer) in fresh.iter().zip(decide(tx, dialect, &c, &wanted).await?) {
+            Some(answers) => {
+                for (r, answer) in fresh.iter().zip(answers) {
                     match answer {
                         Ok(_) => issued += 1,
                         Err(why) => refused.push(refusal(campaign, r, why.reason())),

@@ -1,13 +1,18 @@
 //! The batch consumer loop shared by the queued (V3) strategies.
 //!
-//! poll a batch → persist it in one database transaction → commit offsets.
-//! Offsets are committed only after the database commit, so a crash in
-//! between redelivers the batch; handlers must therefore be idempotent
-//! (request ids are unique in the database).
+//! poll a batch → persist it, one database transaction per partition, up to
+//! `parallelism` partitions at once → commit offsets. Offsets are committed
+//! only after every partition's database commit, so a crash in between
+//! redelivers the batch; handlers must therefore be idempotent (request ids
+//! are unique in the database). A partition's messages stay in order in its
+//! transaction; a promotion's buckets sit on different partitions
+//! ([`promo_contracts::partition_of`]), so one hot promotion is persisted
+//! by several transactions at once.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -87,6 +92,8 @@ pub struct ConsumerOptions {
     pub group: String,
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// Most partitions persisted at the same time.
+    pub parallelism: usize,
 }
 
 /// Runs until `shutdown` is cancelled. A failed batch is retried with
@@ -137,7 +144,7 @@ pub async fn run(
                 continue;
             }
         };
-        if !persist_with_retry(&*handler, &batch, &options, &metrics, &shutdown).await {
+        if !persist_partitions(&*handler, &batch, &options, &metrics, &shutdown).await {
             break; // shutting down with the batch uncommitted: it is redelivered.
         }
         if let Err(e) = c.commit(&batch).await {
@@ -147,6 +154,38 @@ pub async fn run(
         backoff = Duration::from_millis(50);
     }
     lag_task.abort();
+}
+
+/// Persists `batch` one partition's messages at a time, up to
+/// `options.parallelism` partitions concurrently, each retried until it is
+/// stored. Returns whether all were (false only on shutdown).
+pub async fn persist_partitions(
+    handler: &dyn BatchHandler,
+    batch: &[Message],
+    options: &ConsumerOptions,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    let parts = by_partition(batch);
+    if parts.len() == 1 {
+        return persist_with_retry(handler, batch, options, metrics, shutdown).await;
+    }
+    futures::stream::iter(parts)
+        .map(|part| async move {
+            persist_with_retry(handler, &part, options, metrics, shutdown).await
+        })
+        .buffer_unordered(options.parallelism.max(1))
+        .fold(true, |all, ok| async move { all && ok })
+        .await
+}
+
+/// `batch` split by partition, each part in the batch's order.
+fn by_partition(batch: &[Message]) -> Vec<Vec<Message>> {
+    let mut parts: std::collections::BTreeMap<i32, Vec<Message>> = Default::default();
+    for m in batch {
+        parts.entry(m.partition).or_default().push(m.clone());
+    }
+    parts.into_values().collect()
 }
 
 /// Persists one batch, retrying until it succeeds or shutdown. Returns

@@ -72,6 +72,7 @@ fn options() -> ConsumerOptions {
         group: "g".into(),
         max_batch: 100,
         max_wait: Duration::from_millis(10),
+        parallelism: 1,
     }
 }
 
@@ -188,4 +189,66 @@ async fn readiness_reports_a_consumer_that_does_not_run() {
         .with_label_values(&["coupon"])
         .set(1);
     assert_eq!(status().await, 503, "stalled");
+}
+
+/// Records what each persist call was given and how many ran at once.
+#[derive(Default)]
+struct Watching {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    calls: std::sync::Mutex<Vec<Vec<(i32, i64)>>>,
+}
+
+#[async_trait]
+impl BatchHandler for Watching {
+    async fn persist(&self, batch: &[Message]) -> Result<(), PersistError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(batch.iter().map(|m| (m.partition, m.offset)).collect());
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn partitions_are_persisted_apart_in_order_and_at_most_parallelism_at_once() {
+    // Four partitions' messages interleaved, as a poll returns them.
+    let batch: Vec<Message> = (0..16)
+        .map(|i| Message {
+            partition: i % 4,
+            offset: i64::from(i / 4),
+            key: Vec::new(),
+            payload: Vec::new(),
+        })
+        .collect();
+    let handler = Watching::default();
+    let options = ConsumerOptions {
+        parallelism: 2,
+        ..options()
+    };
+    let all = consumer::persist_partitions(
+        &handler,
+        &batch,
+        &options,
+        &Metrics::new(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(all);
+    let mut calls = handler.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls.len(), 4, "one transaction per partition");
+    for (p, call) in calls.iter().enumerate() {
+        let expected: Vec<(i32, i64)> = (0..4).map(|o| (p as i32, o)).collect();
+        assert_eq!(*call, expected, "partition {p} whole and in order");
+    }
+    assert_eq!(
+        handler.most.load(Ordering::SeqCst),
+        2,
+        "two at once, never more"
+    );
 }

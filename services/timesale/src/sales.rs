@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::{
     domain::{
-        ordering::batch::{decide, Wanted},
+        ordering::batch::{decide, decide_unlocked, Wanted},
         Order, Sale, SaleSpec, Strategy, TimesaleError,
     },
     events::{OrderBody, OrderEvent},
@@ -91,7 +91,19 @@ impl Domain for Sales {
         sale_id: &str,
         fresh: &[&Fresh<OrderBody>],
     ) -> Result<(u64, u64), TimesaleError> {
-        let orders = match store::read_sale(tx, dialect, sale_id, true).await? {
+        // First without the sale's row lock (see `decide_unlocked`); under
+        // it when that would refuse anything.
+        let wanted = wanted(fresh);
+        let mut decided = None;
+        if let Some(sale) = store::read_sale(tx, dialect, sale_id, false).await? {
+            decided = decide_unlocked(tx, dialect, &sale, &wanted, Strategy::Queued).await?;
+            if decided.is_none() {
+                if let Some(sale) = store::read_sale(tx, dialect, sale_id, true).await? {
+                    decided = Some(decide(tx, dialect, &sale, &wanted, Strategy::Queued).await?);
+                }
+            }
+        }
+        let orders = match decided {
             None => fresh
                 .iter()
                 .map(|a| {
@@ -104,7 +116,7 @@ impl Domain for Sales {
                     )
                 })
                 .collect(),
-            Some(sale) => decide(tx, dialect, &sale, wanted(fresh), Strategy::Queued).await?,
+            Some(orders) => orders,
         };
         store::insert_orders(tx, &orders).await?;
         let confirmed = orders.iter().filter(|o| o.reason.is_none()).count() as u64;

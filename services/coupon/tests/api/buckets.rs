@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use futures::{stream, StreamExt};
 use promo_contracts::bucket_of;
 
-use crate::helpers::{open_campaign, spawn_app, Answer, Backend, TestApp};
+use crate::helpers::{open_campaign, spawn_app, spawn_app_partitioned, Answer, Backend, TestApp};
 
 const QUOTA: i64 = 1000;
 const BUCKETS: u32 = 16;
@@ -107,6 +107,22 @@ async fn v3_buckets_skewed_and_rebuilt(backend: Backend) {
     app.flush_counters().await;
     answers.extend(storm(&app, "skewed", second).await);
     check_exact(&app, "skewed", &accepted(&answers)).await;
+}
+
+/// 8 buckets on 8 partitions, persisted by four members of the consumer
+/// group at once (two partitions each, each member two partitions at a
+/// time): their transactions of the one campaign overlap, and still every
+/// 202 is one row and exactly the quota is stored. Kafka only: the
+/// embedded queue has one partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_consumers_share_one_campaigns_partitions_on_tansu() {
+    let app = spawn_app_partitioned(Backend::Real, 8, 4).await;
+    let mut spec = open_campaign(QUOTA, 1, "QUEUED");
+    spec["buckets"] = 8.into();
+    assert_eq!(app.put_campaign("shared", spec).await.status, 201);
+    let users: Vec<String> = (0..2500).map(|i| format!("user-{i}")).collect();
+    let answers = storm(&app, "shared", &users).await;
+    check_exact(&app, "shared", &accepted(&answers)).await;
 }
 
 promo_platform::on_every_backend!(

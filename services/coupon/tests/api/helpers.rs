@@ -29,8 +29,30 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
+    spawn_app_on(backend, testing::queued_settings::<Campaigns>(LEASE), opts).await
+}
+
+/// The app with the V3 topic in `partitions` partitions and `consumers`
+/// members of its consumer group.
+pub async fn spawn_app_partitioned(backend: Backend, partitions: i32, consumers: usize) -> TestApp {
+    let queued = promo_platform::queued::Settings {
+        topic_partitions: partitions,
+        ..testing::queued_settings::<Campaigns>(LEASE)
+    };
+    let opts = Options {
+        consumers,
+        ..Options::default()
+    };
+    spawn_app_on(backend, queued, opts).await
+}
+
+async fn spawn_app_on(
+    backend: Backend,
+    queued: promo_platform::queued::Settings,
+    opts: Options,
+) -> TestApp {
     let settings = Settings {
-        queued: testing::queued_settings::<Campaigns>(LEASE),
+        queued,
         ..Settings::default()
     };
     let backends = TestBackends::migrated::<CouponService>(backend, "coupon").await;

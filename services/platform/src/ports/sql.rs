@@ -461,6 +461,24 @@ pub fn sqlite_file_url(dir: &std::path::Path, name: &str) -> String {
     format!("sqlite://{}/{name}.db?mode=rwc", dir.display())
 }
 
+/// Marks a point in the open transaction of `tx` that [`rollback_to`] can
+/// return to (MySQL/MariaDB and SQLite alike), keeping what came before.
+pub async fn savepoint(tx: &mut sqlx::AnyConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("SAVEPOINT {name}"))
+        .execute(&mut *tx)
+        .await
+        .map(drop)
+}
+
+/// Undoes what `tx` wrote since [`savepoint`] `name`; the transaction
+/// stays open.
+pub async fn rollback_to(tx: &mut sqlx::AnyConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("ROLLBACK TO SAVEPOINT {name}"))
+        .execute(&mut *tx)
+        .await
+        .map(drop)
+}
+
 /// `items` in chunks of at most `max` (a power of two), each padded with
 /// copies of its last item to a power of two. For look-ups, where a repeated
 /// key changes no answer: a statement built per chunk then has one of a few

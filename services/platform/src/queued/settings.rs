@@ -7,18 +7,21 @@ use clap::{builder::ValueParser, Arg, ArgAction, ArgMatches};
 use super::Domain;
 use crate::{admission, consumer::ConsumerOptions};
 
-/// Tunables of a queued service. The first six have a flag ([`Flags`]);
+/// Tunables of a queued service. The first seven have a flag ([`Flags`]);
 /// the others keep these defaults in production (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Topic of V3 events.
     pub topic: String,
-    /// Partitions of the topic when this service creates it.
+    /// Partitions of the topic: created (or grown) with this many; a
+    /// bucket's events go to one of them ([`promo_contracts::partition_of`]).
     pub topic_partitions: i32,
     /// Consumer group of the V3 consumer.
     pub group: String,
     /// Most events persisted in one database transaction.
     pub consumer_max_batch: usize,
+    /// Most partitions' batches one consumer persists at once.
+    pub consumer_parallelism: usize,
     /// How long an admission stays in flight before the audit may give it
     /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
     pub audit_age: Duration,
@@ -38,6 +41,9 @@ pub struct Settings {
 /// Default of `--<service>-consumer-batch`.
 pub const CONSUMER_BATCH: usize = 1000;
 
+/// Default of `--<service>-consumer-parallelism`.
+pub const CONSUMER_PARALLELISM: usize = 4;
+
 impl Settings {
     /// The defaults of service `D`: its topic, group and partitions from
     /// the contracts the operator shares.
@@ -47,6 +53,7 @@ impl Settings {
             topic_partitions: D::PARTITIONS,
             group: D::GROUP.into(),
             consumer_max_batch: CONSUMER_BATCH,
+            consumer_parallelism: CONSUMER_PARALLELISM,
             audit_age: admission::AUDIT_AGE,
             idempotency_lease: crate::http::idempotency::LEASE,
             cache_ttl: Duration::from_millis(500),
@@ -62,6 +69,7 @@ impl Settings {
             topic: self.topic.clone(),
             group: self.group.clone(),
             max_batch: self.consumer_max_batch,
+            parallelism: self.consumer_parallelism,
             max_wait: self.consumer_max_wait,
         }
     }
@@ -77,22 +85,30 @@ pub struct Flags<D> {
     pub topic_partitions: i32,
     pub group: String,
     pub consumer_batch: usize,
+    pub consumer_parallelism: usize,
     pub audit_age_seconds: u64,
     pub idempotency_lease_seconds: u64,
     domain: PhantomData<fn() -> D>,
 }
 
 /// `(name, help)` of each flag, in the order of [`Flags`]' fields.
-const FLAGS: [(&str, &str); 6] = [
+const FLAGS: [(&str, &str); 7] = [
     ("topic", "Topic of V3 events."),
     (
         "topic-partitions",
-        "Partitions of the topic when this service creates it.",
+        "Partitions of the topic: created, or grown, with this many at start. A \
+         promotion's buckets go to distinct partitions while it has no more buckets \
+         than this; every replica must be given the same number.",
     ),
     ("consumer-group", "Consumer group of the V3 consumer."),
     (
         "consumer-batch",
         "Most events persisted in one database transaction.",
+    ),
+    (
+        "consumer-parallelism",
+        "Most partitions whose events one consumer process persists at the same \
+         time (one database transaction each). At least 1.",
     ),
     (
         "audit-age-seconds",
@@ -120,9 +136,10 @@ impl<D: Domain> Flags<D> {
         let delivery = crate::ports::queue::DELIVERY_TIMEOUT.as_secs();
         Settings {
             topic: self.topic.clone(),
-            topic_partitions: self.topic_partitions,
+            topic_partitions: self.topic_partitions.max(1),
             group: self.group.clone(),
             consumer_max_batch: self.consumer_batch.max(1),
+            consumer_parallelism: self.consumer_parallelism.max(1),
             audit_age: Duration::from_secs(self.audit_age_seconds.max(delivery + 1)),
             idempotency_lease: Duration::from_secs(self.idempotency_lease_seconds.max(5)),
             ..Settings::of::<D>()
@@ -149,8 +166,9 @@ impl<D: Domain> clap::FromArgMatches for Flags<D> {
             topic_partitions: Self::value(m, FLAGS[1].0)?,
             group: Self::value(m, FLAGS[2].0)?,
             consumer_batch: Self::value(m, FLAGS[3].0)?,
-            audit_age_seconds: Self::value(m, FLAGS[4].0)?,
-            idempotency_lease_seconds: Self::value(m, FLAGS[5].0)?,
+            consumer_parallelism: Self::value(m, FLAGS[4].0)?,
+            audit_age_seconds: Self::value(m, FLAGS[5].0)?,
+            idempotency_lease_seconds: Self::value(m, FLAGS[6].0)?,
             domain: PhantomData,
         })
     }
@@ -164,7 +182,7 @@ impl<D: Domain> clap::FromArgMatches for Flags<D> {
 impl<D: Domain> clap::Args for Flags<D> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         let defaults = Settings::of::<D>();
-        let values: [(String, ValueParser); 6] = [
+        let values: [(String, ValueParser); 7] = [
             (defaults.topic, ValueParser::string()),
             (
                 defaults.topic_partitions.to_string(),
@@ -173,6 +191,10 @@ impl<D: Domain> clap::Args for Flags<D> {
             (defaults.group, ValueParser::string()),
             (
                 defaults.consumer_max_batch.to_string(),
+                clap::value_parser!(usize).into(),
+            ),
+            (
+                defaults.consumer_parallelism.to_string(),
                 clap::value_parser!(usize).into(),
             ),
             (

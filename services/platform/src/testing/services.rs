@@ -146,6 +146,8 @@ pub async fn claim_like(db: &Database, like: &str, key: &str, claimed_at: i64) {
 pub struct Options {
     /// Run the V3 consumer in the test process.
     pub consumer: bool,
+    /// How many members of the consumer group run (when `consumer`).
+    pub consumers: usize,
     pub admin_token: Option<String>,
 }
 
@@ -153,6 +155,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             consumer: true,
+            consumers: 1,
             admin_token: None,
         }
     }
@@ -209,7 +212,9 @@ pub async fn serve_service<S: crate::service::Service>(
 ) -> ServiceApp<S> {
     let shutdown = CancellationToken::new();
     if opts.consumer {
-        crate::service::spawn_consumer(&svc, shutdown.clone());
+        for _ in 0..opts.consumers.max(1) {
+            crate::service::spawn_consumer(&svc, shutdown.clone());
+        }
     }
     let token = crate::http::auth::AdminToken(opts.admin_token.clone().map(Into::into));
     let app = crate::http::server::assemble(

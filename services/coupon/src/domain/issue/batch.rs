@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use promo_platform::ports::Dialect;
+use promo_platform::ports::{sql, Dialect};
 use sqlx::AnyConnection;
 
 use crate::{
@@ -62,9 +62,57 @@ pub(crate) async fn decide(
     c: &Campaign,
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<Result<Coupon, Refused>>, CouponError> {
-    let users: Vec<&str> = wanted.iter().map(|w| w.user_id).collect();
-    let mut held: HashMap<String, i64> =
-        store::count_users_coupons(tx, dialect, &c.id, &users).await?;
+    let held = store::count_users_coupons(tx, dialect, &c.id, &users(wanted)).await?;
+    let (answers, seqs) = plan(c, held, wanted);
+    if !write(tx, c, &answers, wanted, &seqs).await? {
+        // Cannot happen under the row lock; refuse the batch rather than oversell.
+        return Err(CouponError::SoldOut);
+    }
+    Ok(answers)
+}
+
+/// [`decide`] without the campaign's row lock, for the V3 consumer, whose
+/// partitions' transactions of one campaign then overlap instead of
+/// queueing for the row from their first statement: the issued count moves
+/// in the conditional update at the end (the row is locked from there to
+/// the commit only). Issues every request or nothing: `None`, with nothing
+/// written, when any would be refused from what this transaction read or
+/// when the quota is gone by the time the count moves (another partition's
+/// transaction took it) — the caller then locks the row and decides again.
+/// A user's coupons counted here cannot be outdated by another consumer:
+/// each user's events are on one partition, and two transactions that
+/// still raced on one user would collide on the UNIQUE (campaign, user,
+/// seq) key, failing the batch, which is retried.
+pub(crate) async fn decide_unlocked(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    c: &Campaign,
+    wanted: &[Wanted<'_>],
+) -> Result<Option<Vec<Result<Coupon, Refused>>>, CouponError> {
+    let held = store::count_users_coupons(tx, dialect, &c.id, &users(wanted)).await?;
+    let (answers, seqs) = plan(c, held, wanted);
+    if answers.iter().any(Result::is_err) {
+        return Ok(None);
+    }
+    sql::savepoint(tx, "unlocked").await?;
+    if write(tx, c, &answers, wanted, &seqs).await? {
+        return Ok(Some(answers));
+    }
+    sql::rollback_to(tx, "unlocked").await?;
+    Ok(None)
+}
+
+fn users<'a>(wanted: &[Wanted<'a>]) -> Vec<&'a str> {
+    wanted.iter().map(|w| w.user_id).collect()
+}
+
+/// The answer to each of `wanted`, in order, given the coupons each user
+/// holds and the campaign's count as read; and the issued coupons' `seq`.
+fn plan(
+    c: &Campaign,
+    mut held: HashMap<String, i64>,
+    wanted: &[Wanted<'_>],
+) -> (Vec<Result<Coupon, Refused>>, Vec<i64>) {
     let mut available = c.spec.quota - c.issued;
     let mut answers = Vec::with_capacity(wanted.len());
     let mut seqs = Vec::new();
@@ -81,11 +129,23 @@ pub(crate) async fn decide(
             Ok(Coupon::issue(c, w.user_id, w.at))
         });
     }
+    (answers, seqs)
+}
+
+/// Inserts the issued coupons and moves the count, if the quota still
+/// allows it; returns whether it did.
+async fn write(
+    tx: &mut AnyConnection,
+    c: &Campaign,
+    answers: &[Result<Coupon, Refused>],
+    wanted: &[Wanted<'_>],
+    seqs: &[i64],
+) -> Result<bool, CouponError> {
     let rows: Vec<NewCoupon> = answers
         .iter()
         .zip(wanted)
         .filter_map(|(a, w)| Some((a.as_ref().ok()?, w)))
-        .zip(&seqs)
+        .zip(seqs)
         .map(|((coupon, w), seq)| NewCoupon {
             coupon,
             seq: *seq,
@@ -93,9 +153,5 @@ pub(crate) async fn decide(
         })
         .collect();
     store::insert_coupons(tx, &rows).await?;
-    if !rows.is_empty() && !store::add_issued(tx, &c.id, rows.len() as i64).await? {
-        // Cannot happen under the row lock; refuse the batch rather than oversell.
-        return Err(CouponError::SoldOut);
-    }
-    Ok(answers)
+    Ok(rows.is_empty() || store::add_issued(tx, &c.id, rows.len() as i64).await?)
 }

@@ -1,6 +1,7 @@
 //! Deciding many orders of one sale in one transaction — the V3 consumer's
 //! batches and V2's group commit share this. Under the sale's row lock
-//! (taken by the caller) each order is checked in order: the user's units
+//! (taken by the caller; see `decide_unlocked` for the consumer's first
+//! try without it) each order is checked in order: the user's units
 //! against the per-user limit, the quantity against the stock left, no
 //! partial fills. Then the users' units and the sold count move with one
 //! statement each; the caller stores the orders it wants kept.
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use promo_platform::ports::Dialect;
+use promo_platform::ports::{sql, Dialect};
 use sqlx::AnyConnection;
 
 use crate::{
@@ -32,41 +33,123 @@ pub(crate) async fn decide(
     tx: &mut AnyConnection,
     dialect: Dialect,
     sale: &Sale,
-    wanted: Vec<Wanted<'_>>,
+    wanted: &[Wanted<'_>],
     strategy: Strategy,
 ) -> Result<Vec<Order>, TimesaleError> {
-    let users: Vec<&str> = wanted.iter().map(|w| w.user_id).collect();
-    let held = store::user_units(tx, dialect, &sale.id, &users).await?;
+    let held = store::user_units(tx, dialect, &sale.id, &users(wanted)).await?;
+    let plan = plan(sale, &held, wanted);
+    if !write(tx, dialect, sale, &held, &plan).await? {
+        // Cannot happen under the row lock; refuse the batch rather than oversell.
+        return Err(TimesaleError::SoldOut(plan.taken));
+    }
+    Ok(orders(sale, wanted, &plan, strategy))
+}
+
+/// [`decide`] without the sale's row lock, for the V3 consumer, whose
+/// partitions' transactions of one sale then overlap instead of queueing
+/// for the row from their first statement: the sold count moves in the
+/// conditional update at the end (the row is locked from there to the
+/// commit only). Confirms every order or nothing: `None`, with nothing
+/// written, when any would be refused from what this transaction read (a
+/// cancel may have returned stock since) or when the stock is gone by the
+/// time the count moves — the caller then locks the row and decides again.
+/// The users' units read here cannot be outdated by another consumer: each
+/// user's orders are on one partition, which one consumer persists at a
+/// time, and a redelivered order collides on its id.
+pub(crate) async fn decide_unlocked(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    sale: &Sale,
+    wanted: &[Wanted<'_>],
+    strategy: Strategy,
+) -> Result<Option<Vec<Order>>, TimesaleError> {
+    let held = store::user_units(tx, dialect, &sale.id, &users(wanted)).await?;
+    let plan = plan(sale, &held, wanted);
+    if plan.outcomes.iter().any(Result::is_err) {
+        return Ok(None);
+    }
+    sql::savepoint(tx, "unlocked").await?;
+    if write(tx, dialect, sale, &held, &plan).await? {
+        return Ok(Some(orders(sale, wanted, &plan, strategy)));
+    }
+    sql::rollback_to(tx, "unlocked").await?;
+    Ok(None)
+}
+
+fn users<'a>(wanted: &[Wanted<'a>]) -> Vec<&'a str> {
+    wanted.iter().map(|w| w.user_id).collect()
+}
+
+/// What a batch decided: each order's outcome, the users' units after it
+/// and the units taken from the stock.
+struct Plan<'a> {
+    outcomes: Vec<Result<(), &'static str>>,
+    units: HashMap<&'a str, i64>,
+    taken: i64,
+}
+
+fn plan<'a>(sale: &Sale, held: &HashMap<String, i64>, wanted: &[Wanted<'a>]) -> Plan<'a> {
     let mut units: HashMap<&str, i64> = HashMap::new();
     let mut available = sale.spec.stock - sale.sold;
     let mut taken = 0;
-    let mut orders = Vec::with_capacity(wanted.len());
+    let mut outcomes = Vec::with_capacity(wanted.len());
     for w in wanted {
         let h = units
             .entry(w.user_id)
             .or_insert_with(|| held.get(w.user_id).copied().unwrap_or(0));
-        let outcome = if w.quantity < 1 || *h + w.quantity > sale.spec.per_user_limit {
-            Err("limit_exceeded")
-        } else if available < w.quantity {
-            Err("sold_out")
-        } else {
-            *h += w.quantity;
-            available -= w.quantity;
-            taken += w.quantity;
-            Ok(())
-        };
-        orders.push(Order::decided(
-            w.order_id, sale, w.user_id, w.quantity, strategy, outcome, w.at,
-        ));
+        outcomes.push(
+            if w.quantity < 1 || *h + w.quantity > sale.spec.per_user_limit {
+                Err("limit_exceeded")
+            } else if available < w.quantity {
+                Err("sold_out")
+            } else {
+                *h += w.quantity;
+                available -= w.quantity;
+                taken += w.quantity;
+                Ok(())
+            },
+        );
     }
-    let changed: HashMap<&str, i64> = units
-        .into_iter()
-        .filter(|(u, n)| held.get(*u).copied().unwrap_or(0) != *n)
+    Plan {
+        outcomes,
+        units,
+        taken,
+    }
+}
+
+/// Writes the users' changed units and takes the stock, if the stock still
+/// allows it; returns whether it did.
+async fn write(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    sale: &Sale,
+    held: &HashMap<String, i64>,
+    plan: &Plan<'_>,
+) -> Result<bool, TimesaleError> {
+    let changed: HashMap<&str, i64> = plan
+        .units
+        .iter()
+        .filter(|(u, n)| held.get(**u).copied().unwrap_or(0) != **n)
+        .map(|(u, n)| (*u, *n))
         .collect();
     store::set_user_units(tx, dialect, &sale.id, &changed).await?;
-    if taken > 0 && !store::take_stock(tx, &sale.id, taken).await? {
-        // Cannot happen under the row lock; refuse the batch rather than oversell.
-        return Err(TimesaleError::SoldOut(taken));
-    }
-    Ok(orders)
+    Ok(plan.taken == 0 || store::take_stock(tx, &sale.id, plan.taken).await?)
+}
+
+fn orders(sale: &Sale, wanted: &[Wanted<'_>], plan: &Plan<'_>, strategy: Strategy) -> Vec<Order> {
+    wanted
+        .iter()
+        .zip(&plan.outcomes)
+        .map(|(w, outcome)| {
+            Order::decided(
+                w.order_id.clone(),
+                sale,
+                w.user_id,
+                w.quantity,
+                strategy,
+                *outcome,
+                w.at,
+            )
+        })
+        .collect()
 }

@@ -150,7 +150,7 @@ async fn batch_transaction(
             answers.fill(&indices, || Err(TimesaleError::NotActive(reason.clone())));
             continue;
         }
-        let wanted = indices
+        let wanted: Vec<Wanted> = indices
             .iter()
             .map(|&i| Wanted {
                 order_id: batch[i].order_id.clone(),
@@ -159,7 +159,7 @@ async fn batch_transaction(
                 at: now,
             })
             .collect();
-        let orders = decide(&mut tx, dialect, &sale, wanted, Strategy::RedisLock).await?;
+        let orders = decide(&mut tx, dialect, &sale, &wanted, Strategy::RedisLock).await?;
         let confirmed: Vec<Order> = orders
             .iter()
             .filter(|o| o.reason.is_none())
