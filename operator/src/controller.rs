@@ -240,14 +240,18 @@ impl Reconciler<'_> {
             .register(ctx, &ns, &checked, &mut observed, now)
             .await
             .map_err(|e| e.in_step(Step::Register))?;
-        observed.push(
-            self.prewarm(ctx, &checked, figures.as_ref(), now)
-                .await
-                .map_err(|e| e.in_step(Step::Counters))?,
-        );
+        let (seeded, lowest_bucket) = self
+            .prewarm(ctx, &checked, figures.as_ref(), now)
+            .await
+            .map_err(|e| e.in_step(Step::Counters))?;
+        observed.push(seeded);
         let scaled = Scaled::of(&checked, &replicas, &lags);
         observed.push(scaled.observation());
-        self.publish_status(ctx, &ns, &checked, figures, scaled, observed, now)
+        let counters = Counted {
+            scaled,
+            lowest_bucket,
+        };
+        self.publish_status(ctx, &ns, &checked, figures, counters, observed, now)
             .await
             .map_err(|e| e.in_step(Step::Status))
     }
@@ -365,10 +369,11 @@ impl Reconciler<'_> {
         ns: &str,
         checked: &Checked,
         figures: Option<Figures>,
-        scaled: Scaled,
+        counted: Counted,
         mut observed: Vec<Observation>,
         now: DateTime<Utc>,
     ) -> Result<Action> {
+        let scaled = &counted.scaled;
         let phase = status::phase(&checked.spec, figures.as_ref(), now);
         let registered = observed
             .iter()
@@ -406,6 +411,8 @@ impl Reconciler<'_> {
                 group_lag: scaled.group_lag,
                 replicas: scaled.replicas,
                 drift,
+                buckets: checked.spec.buckets,
+                lowest_bucket: counted.lowest_bucket,
                 observed: &observed,
                 generation: self.meta().generation,
                 now,
@@ -502,20 +509,23 @@ impl Reconciler<'_> {
     /// issued exactly. An existing pool is never touched. A pool lost
     /// during the window is rebuilt by the service itself, behind a fence
     /// on the queue, because only it can account for events in flight.
+    /// Also returns what the emptiest bucket holds when every bucket's
+    /// counters were there.
     async fn prewarm(
         &self,
         ctx: &Context,
         checked: &Checked,
         figures: Option<&Figures>,
         now: DateTime<Utc>,
-    ) -> Result<Observation> {
+    ) -> Result<(Observation, Option<i64>)> {
         if checked.spec.strategy != Strategy::Queued {
-            return Ok(Observation::new(
+            let seeded = Observation::new(
                 ConditionType::CountersSeeded,
                 true,
                 Reason::NotQueued,
                 "V1/V2 decide in the database",
-            ));
+            );
+            return Ok((seeded, None));
         }
         let layout = layout(checked.spec.kind, &checked.name, checked.spec.buckets);
         let mut present = Vec::new();
@@ -526,7 +536,7 @@ impl Reconciler<'_> {
         }
         if present.len() == layout.buckets as usize {
             let lowest = present.iter().min().copied().unwrap_or(0);
-            return Ok(Observation::new(
+            let seeded = Observation::new(
                 ConditionType::CountersSeeded,
                 true,
                 Reason::Present,
@@ -535,9 +545,10 @@ impl Reconciler<'_> {
                     present.iter().sum::<i64>(),
                     layout.buckets
                 ),
-            ));
+            );
+            return Ok((seeded, Some(lowest)));
         }
-        match figures {
+        let seeded = match figures {
             // Only a promotion with no pool at all: a partial set would be
             // re-derived by the service's rebuild, behind fences.
             Some(f)
@@ -552,22 +563,35 @@ impl Reconciler<'_> {
                     created |= ctx.counters.seed(pool, share, &[], "").await?;
                 }
                 if created {
-                    self.publish(ctx, EventType::Normal, "CountersSeeded", format!("pre-warmed {} bucket(s) of {} with {}", layout.buckets, checked.name, f.limit)).await?;
+                    let note = format!(
+                        "pre-warmed {} bucket(s) of {} with {}",
+                        layout.buckets, checked.name, f.limit
+                    );
+                    self.publish(ctx, EventType::Normal, "CountersSeeded", note)
+                        .await?;
                 }
-                Ok(Observation::new(
-ConditionType::CountersSeeded, true,
-Reason::Prewarmed, format!("seeded with {}", f.limit)))
+                Observation::new(
+                    ConditionType::CountersSeeded,
+                    true,
+                    Reason::Prewarmed,
+                    format!("seeded with {}", f.limit),
+                )
             }
-            Some(_) => Ok(Observation::new(
-ConditionType::CountersSeeded,
+            Some(_) => Observation::new(
+                ConditionType::CountersSeeded,
                 false,
-Reason::Rebuilding,
-                "counters missing while the promotion may have requests in flight; the service rebuilds them from the database (503 meanwhile)",
-            )),
-            None => Ok(Observation::new(
-ConditionType::CountersSeeded, false,
-Reason::NotRegistered, "the service does not know the promotion yet")),
-        }
+                Reason::Rebuilding,
+                "counters missing while the promotion may have requests in flight; \
+                 the service rebuilds them from the database (503 meanwhile)",
+            ),
+            None => Observation::new(
+                ConditionType::CountersSeeded,
+                false,
+                Reason::NotRegistered,
+                "the service does not know the promotion yet",
+            ),
+        };
+        Ok((seeded, None))
     }
 
     /// On delete: close the campaign or sale at the service (paused, window
@@ -606,6 +630,13 @@ fn kind_label(kind: PromotionType) -> &'static str {
         PromotionType::Coupon => "coupon",
         PromotionType::TimeSale => "time-sale",
     }
+}
+
+/// What the counters and scale steps saw of one promotion, for its status.
+struct Counted {
+    scaled: Scaled,
+    /// Left in the emptiest bucket's counters, when every bucket's were read.
+    lowest_bucket: Option<i64>,
 }
 
 /// The scale step's outcome for one promotion: whether its strategy uses

@@ -160,6 +160,9 @@ pub struct Inputs<'a> {
     /// Replicas the promotion's consumer Deployment was given.
     pub replicas: i32,
     pub drift: Option<i64>,
+    pub buckets: u32,
+    /// Left in the emptiest bucket's counters, when all were read.
+    pub lowest_bucket: Option<i64>,
     pub observed: &'a [Observation],
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
@@ -174,6 +177,12 @@ pub fn build(previous: &PromotionStatus, i: Inputs<'_>) -> PromotionStatus {
         issued: i.figures.map(|f| f.issued),
         remaining: i.figures.map(|f| f.remaining),
         pending: i.figures.map(|f| f.pending),
+        buckets: Some(i.buckets),
+        lowest_bucket_remaining: if i.uses_consumer {
+            i.lowest_bucket
+        } else {
+            None
+        },
         consumer_lag: if i.uses_consumer { i.group_lag } else { None },
         consumer_replicas: i.uses_consumer.then_some(i.replicas),
         drift: i.drift,
@@ -244,6 +253,8 @@ mod tests {
             group_lag: Some(7),
             replicas: 3,
             drift: Some(-2),
+            buckets: 4,
+            lowest_bucket: Some(9),
             observed: &observed,
             generation: Some(4),
             now,
@@ -262,6 +273,10 @@ mod tests {
             (queued.drift, queued.observed_generation),
             (Some(-2), Some(4))
         );
+        assert_eq!(
+            (queued.buckets, queued.lowest_bucket_remaining),
+            (Some(4), Some(9))
+        );
         assert_eq!(queued.conditions.len(), 1);
         assert_eq!(queued.conditions[0].type_, "Ready");
         assert_eq!(queued.conditions[0].reason, "Reconciled");
@@ -270,6 +285,11 @@ mod tests {
             (direct.consumer_lag, direct.consumer_replicas),
             (None, None),
             "no consumer fields for V1/V2"
+        );
+        assert_eq!(
+            (direct.buckets, direct.lowest_bucket_remaining),
+            (Some(4), None),
+            "no counters for V1/V2"
         );
     }
     use chrono::TimeZone;

@@ -409,6 +409,44 @@ async fn a_new_promotion_gets_workloads_registration_counters_and_status() {
     );
 }
 
+/// A queued promotion over 4 buckets: pre-warm splits the quota over every
+/// bucket's pool; the status names the buckets and what the emptiest holds.
+#[tokio::test]
+async fn every_bucket_is_prewarmed_and_the_lowest_is_in_the_status() {
+    let mut h = harness(FakeAdmin::default(), None).await;
+    let mut spec = coupon_spec("Queued", 100, chrono::Duration::hours(1));
+    spec["buckets"] = json!(4);
+    let p = promotion(spec.clone(), true, None);
+    h.seen(&p);
+    let task = h.reconcile(p.clone());
+    h.expect_applies().await;
+    h.expect_event("Registered").await;
+    let seeded = h.expect_event("CountersSeeded").await;
+    assert!(seeded["note"].as_str().unwrap().contains("4 bucket(s)"));
+    h.expect_event("PhaseChanged").await;
+    let status = h.expect_status(&p).await;
+    done(task).await.unwrap();
+    assert_eq!(status["buckets"], 4);
+    let bucket = |b| promo_contracts::pool_name("coupon", &promo_contracts::bucket_key("bf", b, 4));
+    for b in 0..4 {
+        assert_eq!(h.counters.remaining(&bucket(b)).await.unwrap(), Some(25));
+    }
+
+    // Bucket 2's users take 20; the next status says so.
+    h.counters.adjust(&bucket(2), -20).await.unwrap();
+    let p2 = promotion(spec, true, Some(status));
+    h.seen(&p2);
+    let task = h.reconcile(p2.clone());
+    h.expect_applies().await;
+    let st = h.expect_status(&p2).await;
+    done(task).await.unwrap();
+    assert_eq!(st["buckets"], 4);
+    assert_eq!(st["lowestBucketRemaining"], 5);
+    let present = condition(&st, "CountersSeeded");
+    assert_eq!(present["reason"], "Present");
+    assert!(present["message"].as_str().unwrap().contains("80 left"));
+}
+
 #[tokio::test]
 async fn raising_the_quota_registers_the_new_quota_once() {
     let admin = FakeAdmin::with(

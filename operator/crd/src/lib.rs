@@ -226,6 +226,14 @@ pub struct PromotionStatus {
     /// Admitted by the counters, not yet persisted (V3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<i64>,
+    /// Buckets the promotion's counters (and V3 events) are spread over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<u32>,
+    /// Units left in the emptiest bucket's counters (V3 only, when every
+    /// bucket's counters exist). Near 0 while `remaining` is not: requests
+    /// of that bucket's users take units from the other buckets first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lowest_bucket_remaining: Option<i64>,
     /// Lag of the consumer group this promotion's events go through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_lag: Option<i64>,
