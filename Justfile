@@ -75,6 +75,11 @@ obs-check: infra-up
 bench:
     scripts/bench.sh
 
+# One hot promotion over 1 vs 8 buckets on Redis and the Redis Cluster, and
+# the consumer's pace with 1 vs 4 partitions persisted at once (real backends).
+bench-buckets:
+    scripts/bench-buckets.sh
+
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:
     cargo run -q --bin promotion-operator -- crd > crds/promotion.yaml

@@ -58,6 +58,10 @@ struct Args {
     /// than any run can take, so every request is admitted).
     #[arg(long, default_value_t = 100_000_000)]
     quota: i64,
+    /// Buckets of the campaign or sale (1–256): its counters and V3 events
+    /// spread over this many pools and partitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    buckets: u32,
     /// Bearer token for the admin API.
     #[arg(long, env = "PROMO_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -73,6 +77,7 @@ struct Args {
 struct Report {
     scenario: Scenario,
     label: String,
+    buckets: u32,
     model: Model,
     connections: Option<usize>,
     rate: Option<u64>,
@@ -107,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
     });
     let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let key = setup(&client, args.scenario, &run, args.quota)
+    let key = setup(&client, args.scenario, &run, args.quota, args.buckets)
         .await
         .with_context(|| format!("setting up {:?} against {}", args.scenario, args.target))?;
     let plan = Arc::new(Plan {
@@ -146,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     let report = Report {
         scenario: args.scenario,
         label: args.label.clone(),
+        buckets: args.buckets,
         model: args.model,
         connections: (args.model == Model::Closed).then_some(args.connections),
         rate: (args.model == Model::Open).then_some(args.rate),

@@ -178,6 +178,7 @@ pub(crate) async fn setup(
     scenario: Scenario,
     run: &str,
     quota: i64,
+    buckets: u32,
 ) -> anyhow::Result<String> {
     let (start, end) = (
         "2020-01-01T00:00:00Z".to_string(),
@@ -193,12 +194,13 @@ pub(crate) async fn setup(
         Scenario::CouponV1 | Scenario::CouponV2 | Scenario::CouponV3 => (
             format!("/admin/campaigns/{key}"),
             json!({"quota": quota, "perUserLimit": 1, "startsAt": start, "endsAt": end,
-                   "strategy": strategy, "discount": {"kind": "FIXED", "value": 1000}}),
+                   "strategy": strategy, "discount": {"kind": "FIXED", "value": 1000}, "buckets": buckets}),
         ),
         Scenario::TimesaleV1 | Scenario::TimesaleV2 | Scenario::TimesaleV3 => (
             format!("/admin/time-sales/{key}"),
             json!({"product": {"sku": "BENCH", "name": "Bench", "price": 1000}, "salePrice": 900,
-                   "stock": quota, "perUserLimit": 1, "startsAt": start, "endsAt": end, "strategy": strategy}),
+                   "stock": quota, "perUserLimit": 1, "startsAt": start, "endsAt": end, "strategy": strategy,
+                   "buckets": buckets}),
         ),
         Scenario::PointsUse | Scenario::PointsBalance => {
             let plan = Plan {
