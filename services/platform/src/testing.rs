@@ -119,8 +119,34 @@ impl Default for TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removes the folder; when a test is failing it first prints the last
+    /// lines of every `*.log` in it (the processes a test started), so a
+    /// failure on a CI machine can be told apart from a flaw of a backend.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_log_tails(&self.0, 60);
+        }
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn print_log_tails(dir: &std::path::Path, lines: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        eprintln!("---- last {lines} lines of {} ----", log.display());
+        for line in &all[all.len().saturating_sub(lines)..] {
+            eprintln!("{line}");
+        }
     }
 }
 
