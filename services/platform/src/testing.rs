@@ -121,10 +121,15 @@ impl Default for TempDir {
 impl Drop for TempDir {
     /// Removes the folder; when a test is failing it first prints the last
     /// lines of every `*.log` in it (the processes a test started), so a
-    /// failure on a CI machine can be told apart from a flaw of a backend.
+    /// failure on a CI machine can be told apart from a flaw of a backend,
+    /// and keeps the folder when `PROMO_TEST_KEEP_FAILED` is set.
     fn drop(&mut self) {
         if std::thread::panicking() {
             print_log_tails(&self.0, 60);
+            if std::env::var_os("PROMO_TEST_KEEP_FAILED").is_some() {
+                eprintln!("kept {} (PROMO_TEST_KEEP_FAILED)", self.0.display());
+                return;
+            }
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
