@@ -135,6 +135,27 @@ pub fn container_security() -> SecurityContext {
     }
 }
 
+/// The container's arguments: the subcommand and its port; for the queued
+/// services also the platform's topic, consumer group and partitions, so
+/// that every replica routes a bucket's events to the same partition and
+/// the operator's partition count is the one the topics have.
+fn args(platform: &PlatformConfig, c: Component) -> Vec<String> {
+    let mut args = vec![
+        c.subcommand().into(),
+        "--listen".into(),
+        format!("0.0.0.0:{}", platform.port),
+    ];
+    if let Some(t) = platform.topics.for_service(c) {
+        let service = c.service();
+        args.extend([
+            format!("--{service}-topic={}", t.topic),
+            format!("--{service}-consumer-group={}", t.group),
+            format!("--{service}-topic-partitions={}", platform.partitions),
+        ]);
+    }
+    args
+}
+
 pub fn deployment(
     platform: &PlatformConfig,
     c: Component,
@@ -149,11 +170,7 @@ pub fn deployment(
         name: c.service().into(),
         image: Some(platform.image(c).into()),
         image_pull_policy: Some(platform.image_pull_policy.clone()),
-        args: Some(vec![
-            c.subcommand().into(),
-            "--listen".into(),
-            format!("0.0.0.0:{port}"),
-        ]),
+        args: Some(args(platform, c)),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
                 name: platform.backends_secret.clone(),
@@ -367,7 +384,17 @@ spec:
         let pod = spec.template.spec.unwrap();
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("reg/coupon:1"));
-        assert_eq!(c.args.as_ref().unwrap()[0], "serve");
+        assert_eq!(
+            c.args.as_ref().unwrap()[..],
+            [
+                "serve",
+                "--listen",
+                "0.0.0.0:8080",
+                "--coupon-topic=promo.coupon.issue",
+                "--coupon-consumer-group=coupon-consumer",
+                "--coupon-topic-partitions=8",
+            ]
+        );
         assert_eq!(
             c.env_from.as_ref().unwrap()[0]
                 .secret_ref

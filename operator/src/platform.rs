@@ -100,8 +100,9 @@ pub struct PlatformConfig {
     /// replaced (`{service}` by the Service name, e.g. `promo-coupon`).
     #[serde(default = "admin_url")]
     pub admin_url: String,
-    /// Partitions of the coupon and timesale topics: the most consumers that
-    /// can do useful work.
+    /// Partitions of the coupon and timesale topics, passed to their
+    /// services (`--<service>-topic-partitions`): the most consumers that can
+    /// do useful work, and the most buckets a queued promotion may have.
     #[serde(default = "partitions")]
     pub partitions: i32,
     #[serde(default)]
@@ -170,6 +171,16 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// The topic and group of the queued service `c` runs (its API or its
+    /// consumer); none for the point service.
+    pub fn for_service(&self, c: Component) -> Option<&TopicGroup> {
+        match c {
+            Component::CouponApi | Component::CouponConsumer => Some(&self.coupon),
+            Component::TimesaleApi | Component::TimesaleConsumer => Some(&self.timesale),
+            Component::PointApi => None,
+        }
+    }
+
     pub fn for_consumer(&self, c: Component) -> Option<&TopicGroup> {
         match c {
             Component::CouponConsumer => Some(&self.coupon),
