@@ -112,6 +112,7 @@ if os.path.exists(bounds):
     print(open(bounds).read())
 print("## Reproduce\n")
 print("```sh\njust bench                                   # the whole ladder, both backend sets, writes this file")
+print("just bench-buckets                           # one hot promotion over 1 vs 8 buckets (target/bench-buckets/table.md)")
 print("PROMO_BENCH_SECONDS=30 PROMO_BENCH_MODES=real just bench")
 print("target/release/promo-bench --scenario coupon-v3 --model open --rate 20000 --seconds 10   # one scenario, open model")
 print("```")
