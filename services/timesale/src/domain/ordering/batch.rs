@@ -54,8 +54,9 @@ pub(crate) async fn decide(
 /// cancel may have returned stock since) or when the stock is gone by the
 /// time the count moves — the caller then locks the row and decides again.
 /// The users' units read here cannot be outdated by another consumer: each
-/// user's orders are on one partition, which one consumer persists at a
-/// time, and a redelivered order collides on its id.
+/// user's orders are on one partition (while the topic keeps the partition
+/// count the services are configured with), which one consumer persists at
+/// a time, and a redelivered order collides on its id.
 pub(crate) async fn decide_unlocked(
     tx: &mut AnyConnection,
     dialect: Dialect,
