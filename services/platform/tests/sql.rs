@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use promo_platform::{
-    ports::{sql::Migrations, Database, Migration},
+    ports::{
+        sql::{self, Migrations},
+        Database, Migration,
+    },
     testing,
 };
 
@@ -115,6 +118,39 @@ async fn suite(db: Database) {
         .await
         .unwrap();
     assert_eq!(n, 40);
+
+    // The consumer's unlocked try: what it wrote after a savepoint goes when
+    // the conditional update at the end finds the bound gone; what came
+    // before stays, and the transaction goes on to commit.
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO claims (item, who) VALUES ('a', 'before')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sql::savepoint(&mut tx, "unlocked").await.unwrap();
+    sqlx::query("INSERT INTO claims (item, who) VALUES ('a', 'after')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let moved = sqlx::query("UPDATE items SET n = n + 1 WHERE id = 'a' AND n + 1 <= 40")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(moved, 0, "the bound is gone");
+    sql::rollback_to(&mut tx, "unlocked").await.unwrap();
+    sqlx::query("INSERT INTO claims (item, who) VALUES ('a', 'locked')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut who: Vec<String> =
+        sqlx::query_scalar("SELECT who FROM claims WHERE item = 'a' AND who <> 'x'")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    who.sort();
+    assert_eq!(who, ["before", "locked"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
