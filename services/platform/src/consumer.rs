@@ -166,11 +166,11 @@ pub async fn persist_partitions(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> bool {
-    let parts = by_partition(batch);
-    if parts.len() == 1 {
+    let first = batch.first().map(|m| m.partition);
+    if batch.iter().all(|m| Some(m.partition) == first) {
         return persist_with_retry(handler, batch, options, metrics, shutdown).await;
     }
-    futures::stream::iter(parts)
+    futures::stream::iter(by_partition(batch))
         .map(|part| async move {
             persist_with_retry(handler, &part, options, metrics, shutdown).await
         })

@@ -378,9 +378,7 @@ impl<D: Domain> Core<D> {
             )
             .await?;
             if let Admission::Admitted { .. } = answer {
-                let key = layout.key(bucket);
-                let partition =
-                    layout.partition(bucket, self.settings.topic_partitions.max(1) as u32);
+                let (key, partition) = self.route(&layout, bucket);
                 admission::publish::<D::Error>(
                     &*self.counters,
                     &*self.producer,
@@ -442,6 +440,13 @@ impl<D: Domain> Core<D> {
             &self.dry,
         )
         .await
+    }
+
+    /// The message key and topic partition of bucket `bucket`'s events and
+    /// fences.
+    fn route(&self, layout: &Layout<'_>, bucket: u32) -> (String, i32) {
+        let partitions = self.settings.topic_partitions.max(1) as u32;
+        (layout.key(bucket), layout.partition(bucket, partitions))
     }
 
     /// The pool `holder` counts in, of promotion `p`.
@@ -584,10 +589,10 @@ impl<D: Domain> Rebuild for Core<D> {
         fence_id: &str,
     ) -> Result<(), D::Error> {
         let fence = D::Event::fence(layout.id, fence_id);
-        let partition = layout.partition(bucket, self.settings.topic_partitions.max(1) as u32);
+        let (key, partition) = self.route(layout, bucket);
         Ok(self
             .producer
-            .send_to(partition, &layout.key(bucket), fence.encode())
+            .send_to(partition, &key, fence.encode())
             .await?)
     }
 
