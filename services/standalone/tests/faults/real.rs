@@ -656,6 +656,16 @@ async fn real_timesale_serve_kill9() {
     kill_mid_storm(Kind::TimeSale, Victim::Server).await;
 }
 
+/// The consumer killed while it persists several partitions at once (16
+/// buckets over the topic's 8 partitions, 4 at a time): some partitions'
+/// transactions committed, the offsets not; the redelivered events of
+/// those are skipped as decided, the others persisted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_coupon_consume_kill9_buckets() {
+    kill_mid_storm_over(Kind::Coupon, Victim::Consumer, 16).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: scripts/faults.sh"]
 async fn real_coupon_serve_kill9_buckets() {
