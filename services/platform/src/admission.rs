@@ -182,14 +182,22 @@ pub async fn publish<E: From<QueueError>>(
     event: Vec<u8>,
 ) -> Result<(), E> {
     if let Err(e) = producer.send_to(partition, key, event).await {
-        if e.maybe_delivered() {
-            tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
-        } else if let Err(re) = counters.release_ticket(pool, ticket).await {
-            tracing::error!(error = %re, pool, "could not give back an unsent admission; the audit will");
-        }
+        unsent(counters, pool, ticket, &e).await;
         return Err(e.into());
     }
     Ok(())
+}
+
+/// After the event of `ticket`'s admission in `pool` failed to send with
+/// `e`: gives the units back at once when the queue says the event surely
+/// was not stored; leaves the ticket in flight for the audit when it may
+/// have been.
+pub async fn unsent(counters: &dyn Counters, pool: &str, ticket: &str, e: &QueueError) {
+    if e.maybe_delivered() {
+        tracing::warn!(error = %e, pool, "event may or may not be queued; the audit decides");
+    } else if let Err(re) = counters.release_ticket(pool, ticket).await {
+        tracing::error!(error = %re, pool, "could not give back an unsent admission; the audit will");
+    }
 }
 
 /// Opens a queued service's topic at start: creates it when missing, marks

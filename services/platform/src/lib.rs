@@ -19,6 +19,8 @@ pub mod admission;
 pub mod buckets;
 pub mod cache;
 #[cfg(feature = "service")]
+pub mod coalesce;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "service")]
 pub mod consumer;

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub pending: IntGaugeVec,
     pub counter_rebuilds: IntCounterVec,
     pub consumer_batch_size: HistogramVec,
+    pub admission_batch_size: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub consumer_persist_duration: HistogramVec,
     pub consumer_messages: IntCounterVec,
@@ -93,6 +94,15 @@ impl Metrics {
             consumer_batch_size: HistogramVec::new(
                 HistogramOpts::new("promo_consumer_batch_size", "Messages per consumed batch")
                     .buckets(exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
+                &["service"],
+            )
+            .expect("valid metric"),
+            admission_batch_size: HistogramVec::new(
+                HistogramOpts::new(
+                    "promo_admission_batch_size",
+                    "V3 admissions of one bucket decided in one coalesced counters step",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 8).unwrap_or_default()),
                 &["service"],
             )
             .expect("valid metric"),
@@ -201,6 +211,7 @@ impl Metrics {
             Box::new(m.pending.clone()),
             Box::new(m.counter_rebuilds.clone()),
             Box::new(m.consumer_batch_size.clone()),
+            Box::new(m.admission_batch_size.clone()),
             Box::new(m.consumer_lag.clone()),
             Box::new(m.consumer_persist_duration.clone()),
             Box::new(m.consumer_messages.clone()),

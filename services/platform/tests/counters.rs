@@ -5,12 +5,13 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use promo_platform::{
     buckets::{self, Layout},
-    ports::{Admission, Arrival, Counters, MemoryCounters, Outgoing},
+    ports::{Admission, Arrival, Ask, Counters, MemoryCounters, Outgoing},
     testing,
 };
 
 async fn suite(c: Arc<dyn Counters>) {
     admission_rules(&*c).await;
+    batched_admissions(&*c).await;
     concurrent_admissions_never_oversell(c.clone()).await;
     seed_only_once_and_adjust(&*c).await;
     tickets(&*c).await;
@@ -239,6 +240,113 @@ async fn admission_rules(c: &dyn Counters) {
     // Releasing into a missing pool does not resurrect it.
     c.release(pool, "u1", 1).await.unwrap();
     assert_eq!(c.remaining(pool).await.unwrap(), None);
+}
+
+/// `admit_many` answers each ask exactly as `admit` one after another
+/// would (same answers, same pool afterwards), marks the admitted tickets
+/// pending and in flight so they can be given back, and answers Missing to
+/// all for a missing pool.
+async fn batched_admissions(c: &dyn Counters) {
+    let ttl = Duration::from_secs(60);
+    let missing = [Ask {
+        holder: "u",
+        units: 1,
+        limit: 1,
+        ticket: "b-missing",
+    }];
+    assert_eq!(
+        c.admit_many("batch-none", &missing, ttl).await.unwrap(),
+        vec![Admission::Missing]
+    );
+    assert!(!c.ticket_pending("b-missing").await.unwrap());
+    assert!(c
+        .admit_many("batch-none", &[], ttl)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A fixed mix: 23 holders, 1–3 units, limits 1–4, a ticket repeated
+    // now and then (in one batch and across batches), until sold out.
+    let holders: Vec<String> = (0..23).map(|i| format!("h{i}")).collect();
+    let tickets: Vec<String> = (0..60)
+        .map(|i| format!("t{}", if i % 11 == 10 { i - 3 } else { i }))
+        .collect();
+    let asks: Vec<(usize, i64, i64, usize)> = (0..60)
+        .map(|i| (i * 7 % 23, (i % 3 + 1) as i64, (i % 4 + 1) as i64, i))
+        .collect();
+    for pool in ["batch-one", "batch-many"] {
+        c.seed(pool, 40, &[("h0".to_string(), 1)], "")
+            .await
+            .unwrap();
+    }
+    let mut one_by_one = Vec::new();
+    for &(h, units, limit, t) in &asks {
+        let ticket = format!("one-{}", tickets[t]);
+        one_by_one.push(
+            c.admit("batch-one", &holders[h], units, limit, Some((&ticket, ttl)))
+                .await
+                .unwrap(),
+        );
+    }
+    let batch_tickets: Vec<String> = tickets.iter().map(|t| format!("many-{t}")).collect();
+    let mut batched = Vec::new();
+    let mut rest = &asks[..];
+    for size in [1, 7, 2, 30, 20] {
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        let group: Vec<Ask<'_>> = now
+            .iter()
+            .map(|&(h, units, limit, t)| Ask {
+                holder: &holders[h],
+                units,
+                limit,
+                ticket: &batch_tickets[t],
+            })
+            .collect();
+        batched.extend(c.admit_many("batch-many", &group, ttl).await.unwrap());
+        rest = later;
+    }
+    assert!(rest.is_empty());
+    assert_eq!(batched, one_by_one);
+    assert!(batched.contains(&Admission::InFlight));
+    assert!(batched.contains(&Admission::LimitReached));
+    assert!(batched.contains(&Admission::SoldOut));
+    for pool in ["batch-one", "batch-many"] {
+        assert_eq!(c.remaining(pool).await.unwrap(), Some(0), "{pool}");
+    }
+    assert_eq!(
+        c.in_flight("batch-many").await.unwrap(),
+        c.in_flight("batch-one").await.unwrap()
+    );
+    // An admitted ticket is pending and can be given back once, to its holder.
+    let (i, _) = batched
+        .iter()
+        .enumerate()
+        .find(|(_, a)| matches!(a, Admission::Admitted { .. }))
+        .unwrap();
+    let (h, units, limit, t) = asks[i];
+    assert!(c.ticket_pending(&batch_tickets[t]).await.unwrap());
+    assert!(c
+        .release_ticket("batch-many", &batch_tickets[t])
+        .await
+        .unwrap());
+    assert!(!c
+        .release_ticket("batch-many", &batch_tickets[t])
+        .await
+        .unwrap());
+    assert_eq!(c.remaining("batch-many").await.unwrap(), Some(units));
+    let again = [Ask {
+        holder: &holders[h],
+        units,
+        limit,
+        ticket: "many-again",
+    }];
+    assert_eq!(
+        c.admit_many("batch-many", &again, ttl).await.unwrap(),
+        vec![Admission::Admitted { remaining: 0 }]
+    );
+    for pool in ["batch-one", "batch-many"] {
+        c.remove(pool).await.unwrap();
+    }
 }
 
 async fn concurrent_admissions_never_oversell(c: Arc<dyn Counters>) {

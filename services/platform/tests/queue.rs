@@ -4,7 +4,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use promo_platform::{
-    ports::{KafkaQueue, LocalQueue, Queue},
+    ports::{KafkaQueue, LocalQueue, Queue, Record},
     testing,
 };
 use rdkafka::{
@@ -38,10 +38,24 @@ async fn suite(q: Arc<dyn Queue>, topic: &str, create: bool) {
     }
     let group = testing::unique("group");
     let p = q.producer(topic).expect("producer");
-    for i in 0..100 {
+    for i in 0..50 {
         p.send("k", format!("m{i}").into_bytes())
             .await
             .expect("send");
+    }
+    // The rest sent together, in two groups: stored in order, each acknowledged.
+    for range in [50..60, 60..100] {
+        let records = range
+            .map(|i| Record {
+                partition: 0,
+                key: "k".into(),
+                payload: format!("m{i}").into_bytes(),
+            })
+            .collect::<Vec<_>>();
+        let n = records.len();
+        let sent = p.send_many(records).await;
+        assert_eq!(sent.len(), n);
+        assert!(sent.iter().all(Result::is_ok), "{sent:?}");
     }
 
     // First member takes 60 messages in order, commits the first 40, "crashes".
@@ -272,6 +286,22 @@ async fn local_queue_is_bounded() {
     assert!(p.send("k", vec![1]).await.is_err(), "full");
     let mut c = q.consumer("t", "g").await.unwrap();
     let b = c.poll(10, WAIT).await.unwrap();
+    assert_eq!(b.len(), 3);
+    c.commit(&b[..1]).await.unwrap();
+    // Two sent together with room for one: neither is stored.
+    let two = vec![
+        Record {
+            partition: 0,
+            key: "k".into(),
+            payload: vec![2],
+        };
+        2
+    ];
+    let sent = p.send_many(two).await;
+    assert!(sent.iter().all(Result::is_err), "{sent:?}");
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let b = c.poll(10, WAIT).await.unwrap();
+    assert_eq!(b.len(), 2, "nothing of the refused pair was stored");
     c.commit(&b).await.unwrap();
     p.send("k", vec![1]).await.expect("room after commit");
 }

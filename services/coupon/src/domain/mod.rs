@@ -86,6 +86,10 @@ impl promo_platform::queued::QueuedError for CouponError {
         CouponError::Unsettled
     }
 
+    fn stopped(why: &str) -> Self {
+        CouponError::Stopped(why.to_string())
+    }
+
     fn persist_reason(&self) -> &'static str {
         match self {
             CouponError::Sql(e) => e.persist_reason(),

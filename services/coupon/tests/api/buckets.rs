@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 use futures::{stream, StreamExt};
 use promo_contracts::bucket_of;
 
-use crate::helpers::{open_campaign, spawn_app, spawn_app_partitioned, Answer, Backend, TestApp};
+use crate::helpers::{
+    open_campaign, spawn_app, spawn_app_partitioned, spawn_app_uncoalesced, Answer, Backend,
+    TestApp,
+};
 
 const QUOTA: i64 = 1000;
 const BUCKETS: u32 = 16;
@@ -91,6 +94,16 @@ async fn v3_buckets_issue_exactly_the_quota(backend: Backend) {
     check_exact(&app, "hot", &accepted(&answers)).await;
 }
 
+/// The same with admission coalescing off (on is the default): each
+/// admission its own counters step and send.
+async fn v3_buckets_uncoalesced_issue_exactly_the_quota(backend: Backend) {
+    let app = spawn_app_uncoalesced(backend).await;
+    bucketed_campaign(&app, "one-by-one").await;
+    let users: Vec<String> = (0..5000).map(|i| format!("user-{i}")).collect();
+    let answers = storm(&app, "one-by-one", &users).await;
+    check_exact(&app, "one-by-one", &accepted(&answers)).await;
+}
+
 /// Every arrival in buckets 0 and 1 of 16: the other 14 buckets' units
 /// move to them. Halfway, the counters are lost; admission answers 503
 /// until every bucket is rebuilt from the database behind fences.
@@ -129,3 +142,4 @@ promo_platform::on_every_backend!(
     v3_buckets_issue_exactly_the_quota,
     v3_buckets_skewed_and_rebuilt
 );
+promo_platform::on_both_backends!(v3_buckets_uncoalesced_issue_exactly_the_quota);

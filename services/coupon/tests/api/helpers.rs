@@ -46,6 +46,16 @@ pub async fn spawn_app_partitioned(backend: Backend, partitions: i32, consumers:
     spawn_app_on(backend, queued, opts).await
 }
 
+/// The app with admission coalescing off: each V3 admission its own
+/// counters step and send.
+pub async fn spawn_app_uncoalesced(backend: Backend) -> TestApp {
+    let queued = promo_platform::queued::Settings {
+        coalesce: false,
+        ..testing::queued_settings::<Campaigns>(LEASE)
+    };
+    spawn_app_on(backend, queued, Options::default()).await
+}
+
 async fn spawn_app_on(
     backend: Backend,
     queued: promo_platform::queued::Settings,

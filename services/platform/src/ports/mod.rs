@@ -10,8 +10,8 @@ pub mod sql;
 
 pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
 pub use counters::{
-    Admission, Arrival, Counters, LockToken, MemoryCounters, Outgoing, RedisCounters,
+    Admission, Arrival, Ask, Counters, LockToken, MemoryCounters, Outgoing, RedisCounters,
 };
-pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError};
+pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError, Record};
 #[cfg(feature = "service")]
 pub use sql::{with_conflict_retry, Database, Dialect, LockConflict, Migration, SqlError};

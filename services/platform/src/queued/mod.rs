@@ -34,6 +34,7 @@ use crate::{
     admission::{self, PoolSpec, Rebuild, Rebuilds},
     buckets::{self, Layout},
     cache::TtlCache,
+    coalesce::{Admit, CoalesceError, Coalescer},
     config::{BackendError, Backends},
     consumer::{decode_batch, BatchHandler, Event, PersistError},
     metrics::Metrics,
@@ -143,6 +144,8 @@ pub trait QueuedError:
     fn rebuilding() -> Self;
     /// An earlier run of the same request is still in flight.
     fn unsettled() -> Self;
+    /// A task the service needs is gone (it is stopping).
+    fn stopped(why: &str) -> Self;
     /// The `reason` label of a batch the consumer failed to persist.
     fn persist_reason(&self) -> &'static str;
     /// The `outcome` label of `promo_admissions_total` for this refusal.
@@ -209,6 +212,8 @@ pub struct Core<D: Domain> {
     rebuilds: Arc<Rebuilds>,
     cache: TtlCache<D::Promotion>,
     dry: buckets::Refills,
+    /// V3 admissions' lanes, when coalescing is on.
+    coalescer: Option<Coalescer>,
 }
 
 impl<D: Domain> Core<D> {
@@ -240,8 +245,19 @@ impl<D: Domain> Core<D> {
             settings.ticket_ttl,
         )
         .await?;
+        let coalescer = settings.coalesce.then(|| {
+            Coalescer::start(
+                backends.counters.clone(),
+                producer.clone(),
+                settings.ticket_ttl,
+                metrics
+                    .admission_batch_size
+                    .with_label_values(&[D::SERVICE]),
+            )
+        });
         Ok(Arc::new(Self {
             db,
+            coalescer,
             counters: backends.counters.clone(),
             queue: backends.queue.clone(),
             producer,
@@ -348,7 +364,9 @@ impl<D: Domain> Core<D> {
     /// most `limit` in all) and mark `ticket` pending — taking units from
     /// other buckets first when the holder's has too few
     /// ([`buckets::take`]); then the event goes to the topic keyed by the
-    /// bucket ([`admission::publish`]). A missing pool starts a rebuild;
+    /// bucket ([`admission::publish`]). With coalescing on, the step and
+    /// the send go through the lanes ([`crate::coalesce`]) and only a bucket
+    /// short of units takes the refilling path. A missing pool starts a rebuild;
     /// when it is back within [`admission::REBUILD_WAIT`] the step runs once
     /// more, else the answer is the domain's "rebuilding" (503).
     pub async fn admit<F>(
@@ -366,6 +384,31 @@ impl<D: Domain> Core<D> {
             let layout = Self::layout(&p);
             let bucket = layout.home(holder);
             let c = claim(&p, (layout.buckets > 1).then_some(bucket))?;
+            let (key, partition) = self.route(&layout, bucket);
+            if let Some(lanes) = &self.coalescer {
+                let pool = layout.pool(bucket);
+                let answer = lanes
+                    .admit(Admit {
+                        pool: pool.clone(),
+                        holder: holder.to_string(),
+                        units: c.units,
+                        limit: c.limit,
+                        ticket: ticket.to_string(),
+                        key: key.clone(),
+                        partition,
+                        event: c.event.encode(),
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        CoalesceError::Counters(e) => D::Error::from(e),
+                        CoalesceError::Queue(e) => D::Error::from(e),
+                        CoalesceError::Stopped => D::Error::stopped("the admission lanes stopped"),
+                    })?;
+                // A bucket short of units refills from the others below.
+                if answer != Admission::SoldOut || layout.buckets == 1 {
+                    return Ok::<_, D::Error>((answer, c.limit, pool, layout.buckets));
+                }
+            }
             let ttl = self.settings.ticket_ttl;
             let (answer, pool) = buckets::take(
                 &*self.counters,
@@ -378,7 +421,6 @@ impl<D: Domain> Core<D> {
             )
             .await?;
             if let Admission::Admitted { .. } = answer {
-                let (key, partition) = self.route(&layout, bucket);
                 admission::publish::<D::Error>(
                     &*self.counters,
                     &*self.producer,

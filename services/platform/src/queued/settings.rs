@@ -7,7 +7,7 @@ use clap::{builder::ValueParser, Arg, ArgAction, ArgMatches};
 use super::Domain;
 use crate::{admission, consumer::ConsumerOptions};
 
-/// Tunables of a queued service. The first seven have a flag ([`Flags`]);
+/// Tunables of a queued service. The first eight have a flag ([`Flags`]);
 /// the others keep these defaults in production (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -22,6 +22,9 @@ pub struct Settings {
     pub consumer_max_batch: usize,
     /// Most partitions' batches one consumer persists at once.
     pub consumer_parallelism: usize,
+    /// Whether concurrent V3 admissions of one bucket share one counters
+    /// step and one send ([`crate::coalesce`]).
+    pub coalesce: bool,
     /// How long an admission stays in flight before the audit may give it
     /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
     pub audit_age: Duration,
@@ -54,6 +57,7 @@ impl Settings {
             group: D::GROUP.into(),
             consumer_max_batch: CONSUMER_BATCH,
             consumer_parallelism: CONSUMER_PARALLELISM,
+            coalesce: true,
             audit_age: admission::AUDIT_AGE,
             idempotency_lease: crate::http::idempotency::LEASE,
             cache_ttl: Duration::from_millis(500),
@@ -86,13 +90,14 @@ pub struct Flags<D> {
     pub group: String,
     pub consumer_batch: usize,
     pub consumer_parallelism: usize,
+    pub admission_coalescing: bool,
     pub audit_age_seconds: u64,
     pub idempotency_lease_seconds: u64,
     domain: PhantomData<fn() -> D>,
 }
 
 /// `(name, help)` of each flag, in the order of [`Flags`]' fields.
-const FLAGS: [(&str, &str); 7] = [
+const FLAGS: [(&str, &str); 8] = [
     ("topic", "Topic of V3 events."),
     (
         "topic-partitions",
@@ -109,6 +114,13 @@ const FLAGS: [(&str, &str); 7] = [
         "consumer-parallelism",
         "Most partitions whose events one consumer process persists at the same \
          time (one database transaction each). At least 1.",
+    ),
+    (
+        "admission-coalescing",
+        "Whether V3 admissions of one bucket arriving while the previous counters \
+         step runs go to the counters in one step and their events to the queue \
+         together (each request is still answered after its own event is stored). \
+         on or off.",
     ),
     (
         "audit-age-seconds",
@@ -140,6 +152,7 @@ impl<D: Domain> Flags<D> {
             group: self.group.clone(),
             consumer_max_batch: self.consumer_batch.max(1),
             consumer_parallelism: self.consumer_parallelism.max(1),
+            coalesce: self.admission_coalescing,
             audit_age: Duration::from_secs(self.audit_age_seconds.max(delivery + 1)),
             idempotency_lease: Duration::from_secs(self.idempotency_lease_seconds.max(5)),
             ..Settings::of::<D>()
@@ -167,8 +180,9 @@ impl<D: Domain> clap::FromArgMatches for Flags<D> {
             group: Self::value(m, FLAGS[2].0)?,
             consumer_batch: Self::value(m, FLAGS[3].0)?,
             consumer_parallelism: Self::value(m, FLAGS[4].0)?,
-            audit_age_seconds: Self::value(m, FLAGS[5].0)?,
-            idempotency_lease_seconds: Self::value(m, FLAGS[6].0)?,
+            admission_coalescing: Self::value(m, FLAGS[5].0)?,
+            audit_age_seconds: Self::value(m, FLAGS[6].0)?,
+            idempotency_lease_seconds: Self::value(m, FLAGS[7].0)?,
             domain: PhantomData,
         })
     }
@@ -182,7 +196,7 @@ impl<D: Domain> clap::FromArgMatches for Flags<D> {
 impl<D: Domain> clap::Args for Flags<D> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         let defaults = Settings::of::<D>();
-        let values: [(String, ValueParser); 7] = [
+        let values: [(String, ValueParser); 8] = [
             (defaults.topic, ValueParser::string()),
             (
                 defaults.topic_partitions.to_string(),
@@ -196,6 +210,10 @@ impl<D: Domain> clap::Args for Flags<D> {
             (
                 defaults.consumer_parallelism.to_string(),
                 clap::value_parser!(usize).into(),
+            ),
+            (
+                if defaults.coalesce { "on" } else { "off" }.to_string(),
+                clap::builder::BoolishValueParser::new().into(),
             ),
             (
                 defaults.audit_age.as_secs().to_string(),

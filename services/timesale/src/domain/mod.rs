@@ -74,6 +74,10 @@ impl promo_platform::queued::QueuedError for TimesaleError {
         TimesaleError::Unsettled
     }
 
+    fn stopped(why: &str) -> Self {
+        TimesaleError::Stopped(why.to_string())
+    }
+
     fn persist_reason(&self) -> &'static str {
         match self {
             TimesaleError::Sql(e) => e.persist_reason(),

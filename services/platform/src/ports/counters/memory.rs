@@ -9,7 +9,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{random_token, Admission, Arrival, Counters, CountersError, LockToken, Outgoing};
+use super::{random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing};
 
 #[derive(Default)]
 struct Pool {
@@ -93,6 +93,40 @@ impl State {
     }
 
     /// Marks `ticket` pending until `expiry` (a mark again moves it).
+    /// One admission step ([`Counters::admit`]) under the lock.
+    fn admit(
+        &mut self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        limit: i64,
+        ticket: Option<(&str, Duration)>,
+        now: Instant,
+    ) -> Admission {
+        let Some(p) = self.pools.get_mut(pool) else {
+            return Admission::Missing;
+        };
+        if ticket.is_some_and(|(t, _)| p.in_flight.contains_key(t)) {
+            return Admission::InFlight;
+        }
+        let held = p.holders.get(holder).copied().unwrap_or(0);
+        if held + units > limit {
+            return Admission::LimitReached;
+        }
+        if p.remaining < units {
+            return Admission::SoldOut;
+        }
+        p.remaining -= units;
+        *p.holders.entry(holder.to_string()).or_default() += units;
+        let remaining = p.remaining;
+        if let Some((t, ttl)) = ticket {
+            p.fly(t, now, holder, units);
+            self.expire_tickets(now);
+            self.mark_ticket(t, now + ttl);
+        }
+        Admission::Admitted { remaining }
+    }
+
     fn mark_ticket(&mut self, ticket: &str, expiry: Instant) {
         self.clear_ticket(ticket);
         self.tickets.insert(ticket.to_string(), expiry);
@@ -165,29 +199,24 @@ impl Counters for MemoryCounters {
         ticket: Option<(&str, Duration)>,
     ) -> Result<Admission, CountersError> {
         let mut s = self.lock();
-        let Some(p) = s.pools.get_mut(pool) else {
-            return Ok(Admission::Missing);
-        };
-        if ticket.is_some_and(|(t, _)| p.in_flight.contains_key(t)) {
-            return Ok(Admission::InFlight);
-        }
-        let held = p.holders.get(holder).copied().unwrap_or(0);
-        if held + units > limit {
-            return Ok(Admission::LimitReached);
-        }
-        if p.remaining < units {
-            return Ok(Admission::SoldOut);
-        }
-        p.remaining -= units;
-        *p.holders.entry(holder.to_string()).or_default() += units;
-        let remaining = p.remaining;
-        if let Some((t, ttl)) = ticket {
-            let now = Instant::now();
-            p.fly(t, now, holder, units);
-            s.expire_tickets(now);
-            s.mark_ticket(t, now + ttl);
-        }
-        Ok(Admission::Admitted { remaining })
+        Ok(s.admit(pool, holder, units, limit, ticket, Instant::now()))
+    }
+
+    async fn admit_many(
+        &self,
+        pool: &str,
+        asks: &[Ask<'_>],
+        ticket_ttl: Duration,
+    ) -> Result<Vec<Admission>, CountersError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        Ok(asks
+            .iter()
+            .map(|a| {
+                let ticket = Some((a.ticket, ticket_ttl));
+                s.admit(pool, a.holder, a.units, a.limit, ticket, now)
+            })
+            .collect())
     }
 
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {

@@ -43,6 +43,10 @@ pub enum CountersError {
         #[source]
         source: ::redis::RedisError,
     },
+    /// One failure of a step taken for several callers at once
+    /// ([`Counters::admit_many`]), given to each of them.
+    #[error(transparent)]
+    Shared(std::sync::Arc<CountersError>),
 }
 
 /// The answer of one admission step.
@@ -59,6 +63,15 @@ pub enum Admission {
     /// The ticket asked for is already in flight (an earlier run of the same
     /// request took its units): nothing was taken.
     InFlight,
+}
+
+/// One ticketed admission of a batch ([`Counters::admit_many`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask<'a> {
+    pub holder: &'a str,
+    pub units: i64,
+    pub limit: i64,
+    pub ticket: &'a str,
 }
 
 /// Units a transfer took out of a pool ([`Counters::take_out`]).
@@ -109,6 +122,19 @@ pub trait Counters: Send + Sync {
         limit: i64,
         ticket: Option<(&str, Duration)>,
     ) -> Result<Admission, CountersError>;
+
+    /// Many ticketed admissions in one pool as one atomic step (one Redis
+    /// script call): each answered, in order, exactly as [`Counters::admit`]
+    /// would answer it had they come one after another (a ticket twice in
+    /// one batch: the second is [`Admission::InFlight`]); every admitted
+    /// ticket is marked pending for `ticket_ttl` (on Redis just after the
+    /// step). A missing pool answers [`Admission::Missing`] to all.
+    async fn admit_many(
+        &self,
+        pool: &str,
+        asks: &[Ask<'_>],
+        ticket_ttl: Duration,
+    ) -> Result<Vec<Admission>, CountersError>;
 
     /// Gives `units` back to the pool and to `holder` (a cancel, or a
     /// synchronous order the database refused). No-op when the pool is missing.

@@ -21,11 +21,15 @@ use redis::{
 };
 
 use super::{
-    random_token, Admission, Arrival, Counters, CountersError, LockToken, Outgoing, GENERATION,
-    IN_FLIGHT, REMAINING, TRANSIT,
+    random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing,
+    GENERATION, IN_FLIGHT, REMAINING, TRANSIT,
 };
 
 const ADMIT_LUA: &str = include_str!("lua/admit.lua");
+
+// KEYS: pool, in-flight zset, in-flight hash.
+// ARGV: REMAINING, IN_FLIGHT, then holder, units, limit, ticket per admission.
+const ADMIT_MANY_LUA: &str = include_str!("lua/admit_many.lua");
 
 // KEYS: pool, in-flight zset, in-flight hash. ARGV: ticket, REMAINING, IN_FLIGHT, TRANSIT.
 const RELEASE_TICKET_LUA: &str = include_str!("lua/release_ticket.lua");
@@ -134,6 +138,7 @@ pub struct RedisCounters {
     prefix: String,
     timeout: Duration,
     admit: Arc<Script>,
+    admit_many: Arc<Script>,
     release: Arc<Script>,
     release_ticket: Arc<Script>,
     clear: Arc<Script>,
@@ -220,6 +225,7 @@ impl RedisCounters {
             prefix: prefix.to_string(),
             timeout,
             admit: Arc::new(Script::new(ADMIT_LUA)),
+            admit_many: Arc::new(Script::new(ADMIT_MANY_LUA)),
             release: Arc::new(Script::new(RELEASE_LUA)),
             release_ticket: Arc::new(Script::new(RELEASE_TICKET_LUA)),
             clear: Arc::new(Script::new(CLEAR_LUA)),
@@ -301,6 +307,17 @@ impl RedisCounters {
     }
 }
 
+/// The answer an admission script gives as `{code, remaining}`.
+fn admission(code: i64, remaining: i64) -> Admission {
+    match code {
+        0 => Admission::Admitted { remaining },
+        1 => Admission::LimitReached,
+        2 => Admission::SoldOut,
+        4 => Admission::InFlight,
+        _ => Admission::Missing,
+    }
+}
+
 fn holder_field(holder: &str) -> String {
     format!("u:{holder}")
 }
@@ -338,13 +355,7 @@ impl Counters for RedisCounters {
                 .invoke_async(&mut conn),
         )
         .await?;
-        let answer = match code {
-            0 => Admission::Admitted { remaining: left },
-            1 => Admission::LimitReached,
-            2 => Admission::SoldOut,
-            4 => Admission::InFlight,
-            _ => Admission::Missing,
-        };
+        let answer = admission(code, left);
         // The pending mark, after the step: it is read by id alone, so it
         // lives in its own slot. A crash between the two leaves the ticket
         // in flight and unmarked — never acknowledged (the event is sent
@@ -353,6 +364,42 @@ impl Counters for RedisCounters {
             self.set_ticket(&mut conn, t, ttl).await?;
         }
         Ok(answer)
+    }
+
+    async fn admit_many(
+        &self,
+        pool: &str,
+        asks: &[Ask<'_>],
+        ticket_ttl: Duration,
+    ) -> Result<Vec<Admission>, CountersError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let (zset, hash) = self.in_flight_keys(pool);
+        let mut step = self.admit_many.key(self.pool_key(pool));
+        step.key(zset).key(hash).arg(REMAINING).arg(IN_FLIGHT);
+        for a in asks {
+            step.arg(a.holder).arg(a.units).arg(a.limit).arg(a.ticket);
+        }
+        let flat: Vec<i64> = bounded(self.timeout, step.invoke_async(&mut conn)).await?;
+        if flat.len() == 1 {
+            return Ok(vec![Admission::Missing; asks.len()]);
+        }
+        let answers: Vec<Admission> = flat
+            .chunks_exact(2)
+            .map(|pair| admission(pair[0], pair[1]))
+            .collect();
+        // The pending marks after the step, as in `admit`: a crash between
+        // leaves the tickets in flight, unmarked and unacknowledged.
+        let admitted: Vec<&str> = asks
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| matches!(a, Admission::Admitted { .. }))
+            .map(|(ask, _)| ask.ticket)
+            .collect();
+        self.mark_pending(&admitted, ticket_ttl).await?;
+        Ok(answers)
     }
 
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError> {

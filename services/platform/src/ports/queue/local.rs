@@ -32,7 +32,7 @@ use tokio::sync::{watch, Notify};
 use super::{
     last_offsets,
     log::{self, Appender, DurableLog},
-    Consumer, Message, Producer, Queue, QueueError,
+    Consumer, Message, Producer, Queue, QueueError, Record,
 };
 
 /// Segment size of the durable log: a segment is deleted whole once every
@@ -347,62 +347,95 @@ impl Producer for LocalProducer {
     /// Returns once the message is written to its segment (a durable topic;
     /// with fdatasync once it is on the disk) or in the log (in memory).
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.append(vec![(key.as_bytes().to_vec(), payload)]).await
+    }
+
+    /// All in one append: one lock, one write to the segment (and one
+    /// fdatasync), all stored or none.
+    async fn send_many(&self, records: Vec<Record>) -> Vec<Result<(), QueueError>> {
+        let n = records.len();
+        let appended = self
+            .append(
+                records
+                    .into_iter()
+                    .map(|r| (r.key.into_bytes(), r.payload))
+                    .collect(),
+            )
+            .await;
+        (0..n).map(|_| appended.clone()).collect()
+    }
+}
+
+impl LocalProducer {
+    /// Appends `records` (key, payload) to the topic, all or none.
+    async fn append(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), QueueError> {
+        let n = records.len();
+        if n == 0 {
+            return Ok(());
+        }
         let shared = &self.topic.shared;
         let d = {
             let mut log = shared.lock();
             let waiting = log.messages.len() + shared.writing.load(Ordering::Relaxed);
-            if waiting >= self.capacity {
+            if waiting + n > self.capacity {
                 log.trim();
                 let waiting = log.messages.len() + shared.writing.load(Ordering::Relaxed);
-                if waiting >= self.capacity {
+                if waiting + n > self.capacity {
                     return Err(QueueError::Full(waiting));
                 }
             }
             let Some(d) = shared.durable.as_ref() else {
-                let offset = log.end();
-                log.messages.push(Message {
-                    partition: 0,
-                    offset,
-                    key: key.as_bytes().to_vec(),
-                    payload,
-                });
+                for (key, payload) in records {
+                    let offset = log.end();
+                    log.messages.push(Message {
+                        partition: 0,
+                        offset,
+                        key,
+                        payload,
+                    });
+                }
                 drop(log);
                 shared.arrived.notify_waiters();
                 return Ok(());
             };
-            shared.writing.fetch_add(1, Ordering::Relaxed);
+            shared.writing.fetch_add(n, Ordering::Relaxed);
             d
         };
-        let offset = {
+        let last = {
             let mut guard = locked(&d.writer);
             let w = &mut *guard;
             let failed = d.synced.borrow().failed.clone();
-            let offset = w.appender.next_offset();
+            let first = w.appender.next_offset();
             w.buf.clear();
-            log::encode(&mut w.buf, offset, key.as_bytes(), &payload);
+            for (i, (key, payload)) in records.iter().enumerate() {
+                log::encode(&mut w.buf, first + i as i64, key, payload);
+            }
             let written = match failed {
                 Some(f) => Err(QueueError::Task(f.to_string())),
-                None => d.log.write(&mut w.appender, &w.buf, 1),
+                None => d.log.write(&mut w.appender, &w.buf, n as i64),
             };
             if let Err(e) = written {
-                shared.writing.fetch_sub(1, Ordering::Relaxed);
+                shared.writing.fetch_sub(n, Ordering::Relaxed);
                 return Err(e);
             }
-            let m = Message {
-                partition: 0,
-                offset,
-                key: key.as_bytes().to_vec(),
-                payload,
-            };
+            let messages = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (key, payload))| Message {
+                    partition: 0,
+                    offset: first + i as i64,
+                    key,
+                    payload,
+                });
             if !d.fdatasync {
-                shared.lock().messages.push(m);
-                shared.writing.fetch_sub(1, Ordering::Relaxed);
+                shared.lock().messages.extend(messages);
+                shared.writing.fetch_sub(n, Ordering::Relaxed);
                 drop(guard);
                 shared.arrived.notify_waiters();
                 return Ok(());
             }
-            w.unsynced.push(m);
-            offset
+            w.unsynced.extend(messages);
+            first + n as i64 - 1
         };
         let idle = {
             let mut wake = locked(&d.wake.0);
@@ -416,11 +449,11 @@ impl Producer for LocalProducer {
         // before this subscription is not missed.
         let mut synced = d.synced.subscribe();
         let state = synced
-            .wait_for(|s| s.upto > offset || s.failed.is_some())
+            .wait_for(|s| s.upto > last || s.failed.is_some())
             .await
             .map_err(|_| QueueError::Task("the queue's sync thread stopped".into()))?;
         match &state.failed {
-            Some(f) if state.upto <= offset => Err(QueueError::Task(f.to_string())),
+            Some(f) if state.upto <= last => Err(QueueError::Task(f.to_string())),
             _ => Ok(()),
         }
     }

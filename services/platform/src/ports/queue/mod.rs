@@ -19,7 +19,7 @@ use rdkafka::error::KafkaError;
 pub use kafka::KafkaQueue;
 pub use local::LocalQueue;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
@@ -77,6 +77,27 @@ pub trait Producer: Send + Sync {
         let _ = partition;
         self.send(key, payload).await
     }
+
+    /// Sends `records` together; one answer per record, in order, each
+    /// as [`Producer::send_to`] would give it. Kafka hands them to the
+    /// client at once (one produce request per partition's batch); the
+    /// embedded queue appends them in one write.
+    async fn send_many(&self, records: Vec<Record>) -> Vec<Result<(), QueueError>> {
+        futures::future::join_all(
+            records
+                .into_iter()
+                .map(|r| async move { self.send_to(r.partition, &r.key, r.payload).await }),
+        )
+        .await
+    }
+}
+
+/// One message for [`Producer::send_many`].
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
 }
 
 #[async_trait]
