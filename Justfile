@@ -80,6 +80,10 @@ bench:
 bench-buckets:
     scripts/bench-buckets.sh
 
+# V3 admission coalescing on vs off (one hot bucket; embedded and real; 64 and 256 connections).
+bench-coalesce:
+    scripts/bench-coalesce.sh
+
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:
     cargo run -q --bin promotion-operator -- crd > crds/promotion.yaml

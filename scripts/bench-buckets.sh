@@ -18,14 +18,9 @@ SCENARIOS=${PROMO_BENCH_BUCKET_SCENARIOS:-"coupon-v3 timesale-v3"}
 out=target/bench-buckets
 log() { printf '[bench-buckets] %s\n' "$*" >&2; }
 
-cargo build --release -q --bin promo --bin promo-bench
-scripts/infra.sh up >/dev/null
-eval "$(scripts/infra.sh env | sed 's/^/export /')"
+. scripts/lib/bench.sh
 cluster_ports=(7001 7002 7003)
 rm -rf "$out" && mkdir -p "$out"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
 
 # Redis commands served per master since the last reset (0 for a replica).
 commands() {
@@ -36,13 +31,9 @@ commands() {
 run() {
   local name=$1 counters=$2 parallelism=$3; shift 3
   local tag=bb$(date +%s%N | cut -c1-13) data; data=$(mktemp -d)
-  for db in promo_coupon promo_timesale promo_point; do
-    mariadb -uroot -e "DROP DATABASE IF EXISTS bb_$db" 2>/dev/null || mysql -uroot -e "DROP DATABASE IF EXISTS bb_$db" 2>/dev/null || true
-  done
-  local args=(--listen "127.0.0.1:$port" --data-dir "$data" --promotions /nonexistent
-    --database-prefix bb_ --mysql-url "$PROMO_MYSQL_URL" --kafka-brokers "$PROMO_KAFKA_BROKERS"
-    --redis-prefix "$tag:" --coupon-topic "$tag.coupon" --coupon-consumer-group "$tag-c"
-    --timesale-topic "$tag.timesale" --timesale-consumer-group "$tag-t"
+  drop_databases bb_
+  # shellcheck disable=SC2207
+  local args=(--data-dir "$data" $(real_args bb_ "$tag") --redis-prefix "$tag:"
     --coupon-topic-partitions 8 --timesale-topic-partitions 8
     --coupon-consumer-parallelism "$parallelism" --timesale-consumer-parallelism "$parallelism")
   if [ "$counters" = cluster ]; then
@@ -50,12 +41,7 @@ run() {
   else
     args+=(--redis-url "$PROMO_REDIS_URL")
   fi
-  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
-    target/release/promo standalone "${args[@]}" > "$out/$name.log" 2>&1 &
-  pid=$!
-  local ready=
-  for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && { ready=1; break; }; sleep 0.2; done
-  [ -n "$ready" ] || { log "$name: never ready; its log:"; tail -20 "$out/$name.log" >&2; exit 1; }
+  start_standalone "$out/$name.log" "${args[@]}"
   for s in $SCENARIOS; do
     for b in "$@"; do
       if [ "$counters" = cluster ]; then
@@ -72,14 +58,14 @@ run() {
       sleep 2
     done
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  stop_standalone
   rm -rf "$data"
   if [ "$counters" = cluster ]; then
     for p in "${cluster_ports[@]}"; do
       redis-cli -c -p "$p" --scan --pattern "$tag:*" | xargs -r -n 1 redis-cli -c -p "$p" unlink >/dev/null
     done
   else
-    redis-cli -u "$PROMO_REDIS_URL" --scan --pattern "$tag:*" | xargs -r -n 5000 redis-cli -u "$PROMO_REDIS_URL" unlink >/dev/null
+    unlink_prefix "$tag"
   fi
 }
 

@@ -20,39 +20,20 @@ MODES=${PROMO_BENCH_MODES:-"embedded real"}
 out=target/bench
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-cargo build --release -q --bin promo --bin promo-bench
-scripts/infra.sh up >/dev/null
-eval "$(scripts/infra.sh env | sed 's/^/export /')"
+. scripts/lib/bench.sh
 rm -rf "$out" && mkdir -p "$out"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
 
 for mode in $MODES; do
   data=$(mktemp -d)
-  args=(--listen "127.0.0.1:$port" --data-dir "$data" --promotions /nonexistent)
+  args=(--data-dir "$data")
   if [ "$mode" = real ]; then
     tag=bench$(date +%s)
-    # Databases of its own (a prefix), never the ones `just run-real` uses.
-    for db in promo_coupon promo_timesale promo_point; do
-      mariadb -uroot -e "DROP DATABASE IF EXISTS bench_$db" 2>/dev/null || mysql -uroot -e "DROP DATABASE IF EXISTS bench_$db" 2>/dev/null || true
-    done
-    args+=(--database-prefix bench_ --mysql-url "$PROMO_MYSQL_URL" --redis-url "$PROMO_REDIS_URL" --kafka-brokers "$PROMO_KAFKA_BROKERS"
-           --redis-prefix "$tag:" --coupon-topic "$tag.coupon" --coupon-consumer-group "$tag-c"
-           --timesale-topic "$tag.timesale" --timesale-consumer-group "$tag-t")
+    drop_databases bench_
+    # shellcheck disable=SC2207
+    args+=($(real_args bench_ "$tag") --redis-url "$PROMO_REDIS_URL" --redis-prefix "$tag:")
   fi
   log "$mode: promo standalone on 127.0.0.1:$port"
-  # Only the flags choose the backends: the PROMO_* URLs exported above
-  # would otherwise turn the embedded run into a real one.
-  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
-    target/release/promo standalone "${args[@]}" > "$out/standalone-$mode.log" 2>&1 &
-  pid=$!
-  ready=
-  for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && { ready=1; break; }; sleep 0.2; done
-  if [ -z "$ready" ]; then
-    log "$mode: promo standalone never became ready (30 s); its log:"; tail -20 "$out/standalone-$mode.log" >&2
-    exit 1
-  fi
+  start_standalone "$out/standalone-$mode.log" "${args[@]}"
   for s in $SCENARIOS $VARIANTS; do
     load=(--connections "$CONNECTIONS")
     case $s in
@@ -63,12 +44,10 @@ for mode in $MODES; do
       --seconds "$SECONDS_PER_RUN" "${load[@]}" --json "$out/$mode-$s.json"
     sleep 2
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  stop_standalone
   rm -rf "$data"
-  if [ "$mode" = real ]; then
-    # The run's pools (one hash field per user who took a coupon or unit).
-    redis-cli -u "$PROMO_REDIS_URL" --scan --pattern "$tag:*" | xargs -r -n 5000 redis-cli -u "$PROMO_REDIS_URL" del >/dev/null
-  fi
+  # The run's pools (one hash field per user who took a coupon or unit).
+  if [ "$mode" = real ]; then unlink_prefix "$tag"; fi
 done
 python3 scripts/bench_report.py "$out" "$SECONDS_PER_RUN" "$CONNECTIONS" > BENCHMARKS.md
 log "wrote BENCHMARKS.md"

@@ -1,0 +1,52 @@
+# Shared steps of the benchmark scripts (sourced, not run): release builds,
+# the real backends, one `promo standalone` at a time on a free loopback port.
+# Sets: port (the server's), pid (while one runs). Needs log() from the caller.
+
+cargo build --release -q --bin promo --bin promo-bench
+scripts/infra.sh up >/dev/null
+eval "$(scripts/infra.sh env | sed 's/^/export /')"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
+
+# drop_databases PREFIX: the services' databases under PREFIX (never the
+# promo_* ones `just run-real` uses).
+drop_databases() {
+  for db in promo_coupon promo_timesale promo_point; do
+    mariadb -uroot -e "DROP DATABASE IF EXISTS $1$db" 2>/dev/null || mysql -uroot -e "DROP DATABASE IF EXISTS $1$db" 2>/dev/null || true
+  done
+}
+
+# real_args PREFIX TAG: flags for MariaDB (databases under PREFIX) and tansu
+# (topics and groups named after TAG); the caller adds the counters.
+real_args() {
+  echo --database-prefix "$1" --mysql-url "$PROMO_MYSQL_URL" --kafka-brokers "$PROMO_KAFKA_BROKERS" \
+    --coupon-topic "$2.coupon" --coupon-consumer-group "$2-c" \
+    --timesale-topic "$2.timesale" --timesale-consumer-group "$2-t"
+}
+
+# start_standalone LOG ARGS...: runs `promo standalone ARGS` on $port, its
+# output in LOG, and waits (30 s at most) until /readyz answers.
+start_standalone() {
+  local out=$1; shift
+  # Only the flags choose the backends: the PROMO_* URLs exported above
+  # would otherwise turn an embedded run into a real one.
+  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
+    target/release/promo standalone --listen "127.0.0.1:$port" --promotions /nonexistent "$@" > "$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0
+    sleep 0.2
+  done
+  log "promo standalone never became ready (30 s); its log:"; tail -20 "$out" >&2
+  exit 1
+}
+
+stop_standalone() {
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+}
+
+# unlink_prefix TAG: the run's Redis keys on single Redis.
+unlink_prefix() {
+  redis-cli -u "$PROMO_REDIS_URL" --scan --pattern "$1:*" | xargs -r -n 5000 redis-cli -u "$PROMO_REDIS_URL" unlink >/dev/null
+}
