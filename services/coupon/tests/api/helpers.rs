@@ -50,7 +50,7 @@ pub async fn spawn_app_partitioned(backend: Backend, partitions: i32, consumers:
 /// counters step and send.
 pub async fn spawn_app_uncoalesced(backend: Backend) -> TestApp {
     let queued = promo_platform::queued::Settings {
-        coalesce: false,
+        coalesce: promo_platform::queued::Coalescing::Off,
         ..testing::queued_settings::<Campaigns>(LEASE)
     };
     spawn_app_on(backend, queued, Options::default()).await

@@ -45,7 +45,7 @@ use crate::{
 };
 
 pub use service::{with_database, Queued};
-pub use settings::{Flags, Settings, CONSUMER_BATCH};
+pub use settings::{Coalescing, Flags, Settings, CONSUMER_BATCH};
 
 /// How a promotion stands in the database: what the counters are seeded
 /// from and the gauges show.
@@ -245,7 +245,7 @@ impl<D: Domain> Core<D> {
             settings.ticket_ttl,
         )
         .await?;
-        let coalescer = settings.coalesce.then(|| {
+        let coalescer = settings.coalesce.over(&*backends.counters).then(|| {
             Coalescer::start(
                 backends.counters.clone(),
                 producer.clone(),

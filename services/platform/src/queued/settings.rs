@@ -24,7 +24,7 @@ pub struct Settings {
     pub consumer_parallelism: usize,
     /// Whether concurrent V3 admissions of one bucket share one counters
     /// step and one send ([`crate::coalesce`]).
-    pub coalesce: bool,
+    pub coalesce: Coalescing,
     /// How long an admission stays in flight before the audit may give it
     /// back ([`admission::audit`]; never below [`admission::AUDIT_AGE`] from the flag).
     pub audit_age: Duration,
@@ -39,6 +39,36 @@ pub struct Settings {
     pub rebuild_timeout: Duration,
     /// How long the consumer waits to fill a batch.
     pub consumer_max_wait: Duration,
+}
+
+/// `--<service>-admission-coalescing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Coalescing {
+    /// On when each counters step is a network round trip (Redis).
+    Auto,
+    /// Always.
+    On,
+    /// Never: each admission its own counters step and send.
+    Off,
+}
+
+impl std::fmt::Display for Coalescing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let name = self.to_possible_value().map(|v| v.get_name().to_string());
+        f.write_str(name.as_deref().unwrap_or("auto"))
+    }
+}
+
+impl Coalescing {
+    /// Whether to coalesce over `counters`.
+    pub fn over(self, counters: &dyn crate::ports::Counters) -> bool {
+        match self {
+            Coalescing::Auto => counters.round_trip(),
+            Coalescing::On => true,
+            Coalescing::Off => false,
+        }
+    }
 }
 
 /// Default of `--<service>-consumer-batch`.
@@ -57,7 +87,7 @@ impl Settings {
             group: D::GROUP.into(),
             consumer_max_batch: CONSUMER_BATCH,
             consumer_parallelism: CONSUMER_PARALLELISM,
-            coalesce: true,
+            coalesce: Coalescing::Auto,
             audit_age: admission::AUDIT_AGE,
             idempotency_lease: crate::http::idempotency::LEASE,
             cache_ttl: Duration::from_millis(500),
@@ -90,7 +120,7 @@ pub struct Flags<D> {
     pub group: String,
     pub consumer_batch: usize,
     pub consumer_parallelism: usize,
-    pub admission_coalescing: bool,
+    pub admission_coalescing: Coalescing,
     pub audit_age_seconds: u64,
     pub idempotency_lease_seconds: u64,
     domain: PhantomData<fn() -> D>,
@@ -120,7 +150,8 @@ const FLAGS: [(&str, &str); 8] = [
         "Whether V3 admissions of one bucket arriving while the previous counters \
          step runs go to the counters in one step and their events to the queue \
          together (each request is still answered after its own event is stored). \
-         on or off.",
+         auto: on with Redis (a step is a round trip), off with the in-process \
+         counters (where it measured no gain).",
     ),
     (
         "audit-age-seconds",
@@ -212,8 +243,8 @@ impl<D: Domain> clap::Args for Flags<D> {
                 clap::value_parser!(usize).into(),
             ),
             (
-                if defaults.coalesce { "on" } else { "off" }.to_string(),
-                clap::builder::BoolishValueParser::new().into(),
+                defaults.coalesce.to_string(),
+                clap::builder::EnumValueParser::<Coalescing>::new().into(),
             ),
             (
                 defaults.audit_age.as_secs().to_string(),

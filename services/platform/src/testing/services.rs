@@ -31,6 +31,9 @@ pub fn queued_settings<D: crate::queued::Domain>(
         rebuild_timeout: Duration::from_secs(20),
         audit_age: Duration::from_millis(300),
         idempotency_lease: lease,
+        // Coalesced on every backend (in production the in-process
+        // counters do without); `Coalescing::Off` in the tests of the other path.
+        coalesce: crate::queued::Coalescing::On,
         ..crate::queued::Settings::of::<D>()
     }
 }

@@ -190,6 +190,10 @@ impl MemoryCounters {
 
 #[async_trait]
 impl Counters for MemoryCounters {
+    fn round_trip(&self) -> bool {
+        false
+    }
+
     async fn admit(
         &self,
         pool: &str,

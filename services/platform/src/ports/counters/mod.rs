@@ -238,6 +238,12 @@ pub trait Counters: Send + Sync {
 
     /// Round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), CountersError>;
+
+    /// Whether each step is a network round trip (Redis), so that one step
+    /// for many admissions saves more than it costs ([`crate::coalesce`]).
+    fn round_trip(&self) -> bool {
+        true
+    }
 }
 
 fn random_token() -> String {
