@@ -104,6 +104,8 @@ for mode in modes:
                 parts.append(f"V2 ÷ V1 = {v[2] / v[1]:.2f}")
             if v[3]:
                 parts.append(f"V3 ÷ V1 = {v[3] / v[1]:.2f}")
+            if v[2] and v[3]:
+                parts.append(f"V3 ÷ V2 = {v[3] / v[2]:.2f}")
             lines.append(f"- {family}: " + ", ".join(parts))
     if lines:
         print("\n".join(lines) + "\n")
@@ -113,6 +115,7 @@ if os.path.exists(bounds):
 print("## Reproduce\n")
 print("```sh\njust bench                                   # the whole ladder, both backend sets, writes this file")
 print("just bench-buckets                           # one hot promotion over 1 vs 8 buckets (target/bench-buckets/table.md)")
+print("just bench-coalesce                          # V3 admission coalescing on vs off (target/bench-coalesce/table.md)")
 print("PROMO_BENCH_SECONDS=30 PROMO_BENCH_MODES=real just bench")
 print("target/release/promo-bench --scenario coupon-v3 --model open --rate 20000 --seconds 10   # one scenario, open model")
 print("```")

@@ -34,6 +34,12 @@ pub struct BackendArgs {
     #[arg(long, env = "PROMO_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
+    /// Milliseconds the Kafka producer waits for more messages before it
+    /// sends a produce request (librdkafka's linger.ms). Each V3 answer
+    /// waits for its event's acknowledgement, so this adds to its latency.
+    #[arg(long, env = "PROMO_KAFKA_LINGER_MS", default_value_t = crate::ports::queue::LINGER_MS)]
+    pub kafka_linger_ms: u64,
+
     /// Folder for the embedded SQLite databases.
     #[arg(long, env = "PROMO_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -92,6 +98,7 @@ impl BackendArgs {
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
             kafka_brokers: None,
+            kafka_linger_ms: crate::ports::queue::LINGER_MS,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
             database_prefix: String::new(),
@@ -144,7 +151,7 @@ impl Backends {
             ),
         };
         let queue: Arc<dyn Queue> = match &args.kafka_brokers {
-            Some(brokers) => Arc::new(KafkaQueue::new(brokers)?),
+            Some(brokers) => Arc::new(KafkaQueue::with_linger(brokers, args.kafka_linger_ms)?),
             None => Arc::new(
                 LocalQueue::durable(args.data_dir.join("queue"), args.embedded_queue_capacity)
                     .with_fdatasync(args.embedded_durability == Durability::Power),

@@ -70,16 +70,25 @@ impl SharedProducer {
     }
 }
 
+/// Default of `--kafka-linger-ms`: a few milliseconds turn a burst of
+/// admissions sent one by one into one produce request per partition.
+pub const LINGER_MS: u64 = 2;
+
 impl KafkaQueue {
+    /// A client of `brokers` whose producer lingers [`LINGER_MS`].
     pub fn new(brokers: &str) -> Result<Self, QueueError> {
+        Self::with_linger(brokers, LINGER_MS)
+    }
+
+    /// A client of `brokers` whose producer waits up to `linger_ms` for
+    /// more messages before it sends a produce request.
+    pub fn with_linger(brokers: &str, linger_ms: u64) -> Result<Self, QueueError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // A few milliseconds of linger turns a burst of admissions into
-            // one produce request per partition.
-            .set("linger.ms", "2")
+            .set("linger.ms", linger_ms.to_string())
             .set(
                 "message.timeout.ms",
                 super::DELIVERY_TIMEOUT.as_millis().to_string(),

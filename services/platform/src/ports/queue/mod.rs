@@ -16,7 +16,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use rdkafka::error::KafkaError;
 
-pub use kafka::KafkaQueue;
+pub use kafka::{KafkaQueue, LINGER_MS};
 pub use local::LocalQueue;
 
 #[derive(Debug, Clone, thiserror::Error)]
