@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `just bench-buckets`: one hot campaign (or sale) on the real backends
-# (MariaDB + Redis + tansu), spread over 1 vs 8 buckets:
+# (MariaDB + Redis + tansu), spread over 1 vs 8 buckets (and 64 on the cluster):
 #  - on single Redis and on the 3-master Redis Cluster, with each master's
 #    Redis command count for the run (INFO commandstats after CONFIG
 #    RESETSTAT) and how far the masters' shares are apart;
@@ -70,7 +70,7 @@ run() {
 }
 
 run single-p4 single 4 1 8
-run cluster-p4 cluster 4 1 8
+run cluster-p4 cluster 4 1 8 64
 run single-p1 single 1 8
 
 python3 - "$out" <<'EOF' | tee "$out/table.md"
