@@ -122,7 +122,8 @@ impl Lane {
     async fn run(self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let jobs: Vec<Job> = std::mem::take(&mut batch);
+            // The next batch gets its room up front (growing it would move the jobs).
+            let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
             let answers = self.admit_all(&jobs).await;
             let mut sending = Vec::new();
             for ((admit, reply), answer) in jobs.into_iter().zip(answers) {
