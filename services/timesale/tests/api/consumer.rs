@@ -150,3 +150,73 @@ async fn an_order_for_an_unknown_sale_is_rejected(backend: Backend) {
 }
 
 promo_platform::on_both_backends!(an_order_for_an_unknown_sale_is_rejected);
+
+/// A user's orders on two partitions at once — what a change of the topic's
+/// partition count does to a user's bucket — persisted by two concurrent
+/// transactions of the same batch: 200 users each order 1 unit four times
+/// (two orders on each partition) against a per-user limit of 3. The
+/// unlocked first try reads the users' rows with a locking read, so the two
+/// transactions cannot both plan from the same units: one waits or fails
+/// (and is retried, as the consumer does), and every
+/// user ends with exactly 3 units confirmed and one order rejected.
+async fn a_users_orders_on_two_partitions_stay_within_the_limit(backend: Backend) {
+    use std::collections::HashMap;
+
+    use promo_platform::ports::Message;
+    use timesale_service::events::{Event, OrderEvent};
+
+    let app = spawn_app_with(backend, Options::without_consumer()).await;
+    app.sale("resized", 100_000, 3, "QUEUED").await;
+    let mut batch = Vec::new();
+    let mut offsets = [0i64; 2];
+    for round in 0..4 {
+        for u in 0..200 {
+            let partition = round % 2;
+            let order_id = uuid::Uuid::now_v7().to_string();
+            batch.push(Message {
+                partition: partition as i32,
+                offset: offsets[partition],
+                key: b"resized".to_vec(),
+                payload: OrderEvent::Order {
+                    order_id,
+                    sale: "resized".into(),
+                    user_id: format!("u{u}"),
+                    quantity: 1,
+                    admitted_at: chrono::Utc::now().timestamp_millis(),
+                    bucket: None,
+                }
+                .encode(),
+            });
+            offsets[partition] += 1;
+        }
+    }
+    // As the consumer persists a polled batch: one transaction per
+    // partition, both at once, each retried until it commits.
+    let core = &app.svc.core;
+    let options = core.settings.consumer_options("timesale");
+    let persisted = promo_platform::consumer::persist_partitions(
+        &**core,
+        &batch,
+        &options,
+        &core.metrics,
+        &app.shutdown,
+    )
+    .await;
+    assert!(persisted);
+    let rows = app.stored_orders("resized").await;
+    assert_eq!(rows.len(), 800, "every order decided once");
+    let mut confirmed: HashMap<&str, i64> = HashMap::new();
+    for (_, user, quantity, status) in &rows {
+        if status == "CONFIRMED" {
+            *confirmed.entry(user.as_str()).or_default() += quantity;
+        }
+    }
+    assert_eq!(confirmed.len(), 200);
+    assert!(
+        confirmed.values().all(|&n| n == 3),
+        "every user exactly at the limit"
+    );
+    assert_eq!(app.check_books("resized", 100_000, 3).await, 600);
+}
+
+promo_platform::on_both_backends!(a_users_orders_on_two_partitions_stay_within_the_limit);

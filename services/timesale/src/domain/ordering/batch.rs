@@ -53,10 +53,13 @@ pub(crate) async fn decide(
 /// written, when any would be refused from what this transaction read (a
 /// cancel may have returned stock since) or when the stock is gone by the
 /// time the count moves — the caller then locks the row and decides again.
-/// The users' units read here cannot be outdated by another consumer: each
-/// user's orders are on one partition (while the topic keeps the partition
-/// count the services are configured with), which one consumer persists at
-/// a time, and a redelivered order collides on its id.
+/// The users' units are read with a locking read (`FOR UPDATE` on MySQL):
+/// a user's orders are normally on one partition, but after a change of
+/// the topic's partition count two transactions can hold orders of one
+/// user, and then the second waits for the first's rows (or, for a user
+/// with no row yet, deadlocks on the gap and is retried) instead of
+/// planning from the same units; a redelivered order collides on its id.
+/// Tested: `a_users_orders_on_two_partitions_stay_within_the_limit`.
 pub(crate) async fn decide_unlocked(
     tx: &mut AnyConnection,
     dialect: Dialect,
