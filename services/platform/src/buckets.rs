@@ -239,10 +239,32 @@ pub async fn take(
     ticket: Option<(&str, Duration)>,
     refills: &Refills,
 ) -> Result<(Admission, String), CountersError> {
+    let pool = layout.pool(layout.home(holder));
+    let first = counters.admit(&pool, holder, units, limit, ticket).await?;
+    take_after(
+        counters, layout, holder, units, limit, ticket, refills, first,
+    )
+    .await
+}
+
+/// [`take`] when the first admission step in `holder`'s bucket already
+/// answered `first` (a coalesced step, [`crate::coalesce`]): goes on from
+/// there without asking that bucket again.
+#[allow(clippy::too_many_arguments)]
+pub async fn take_after(
+    counters: &dyn Counters,
+    layout: &Layout<'_>,
+    holder: &str,
+    units: i64,
+    limit: i64,
+    ticket: Option<(&str, Duration)>,
+    refills: &Refills,
+    first: Admission,
+) -> Result<(Admission, String), CountersError> {
     let bucket = layout.home(holder);
     let pool = layout.pool(bucket);
     let (mut rounds, mut quiet, mut pause) = (1, 0, MOVING_PAUSE);
-    let mut answer = counters.admit(&pool, holder, units, limit, ticket).await?;
+    let mut answer = first;
     loop {
         if answer != Admission::SoldOut
             || layout.buckets == 1

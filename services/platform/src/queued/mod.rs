@@ -385,6 +385,8 @@ impl<D: Domain> Core<D> {
             let bucket = layout.home(holder);
             let c = claim(&p, (layout.buckets > 1).then_some(bucket))?;
             let (key, partition) = self.route(&layout, bucket);
+            let ttl = self.settings.ticket_ttl;
+            let mut coalesced = None;
             if let Some(lanes) = &self.coalescer {
                 let pool = layout.pool(bucket);
                 let answer = lanes
@@ -404,13 +406,24 @@ impl<D: Domain> Core<D> {
                         CoalesceError::Queue(e) => D::Error::from(e),
                         CoalesceError::Stopped => D::Error::stopped("the admission lanes stopped"),
                     })?;
-                // A bucket short of units refills from the others below.
+                // A bucket short of units refills from the others below,
+                // without asking it again.
                 if answer != Admission::SoldOut || layout.buckets == 1 {
                     return Ok::<_, D::Error>((answer, c.limit, pool, layout.buckets));
                 }
+                coalesced = Some(answer);
             }
-            let ttl = self.settings.ticket_ttl;
-            let (answer, pool) = buckets::take(
+            let first = match coalesced {
+                Some(first) => first,
+                None => {
+                    let pool = layout.pool(bucket);
+                    let ticket = Some((ticket, ttl));
+                    (self.counters)
+                        .admit(&pool, holder, c.units, c.limit, ticket)
+                        .await?
+                }
+            };
+            let (answer, pool) = buckets::take_after(
                 &*self.counters,
                 &layout,
                 holder,
@@ -418,6 +431,7 @@ impl<D: Domain> Core<D> {
                 c.limit,
                 Some((ticket, ttl)),
                 &self.dry,
+                first,
             )
             .await?;
             if let Admission::Admitted { .. } = answer {
