@@ -386,40 +386,38 @@ impl<D: Domain> Core<D> {
             let c = claim(&p, (layout.buckets > 1).then_some(bucket))?;
             let (key, partition) = self.route(&layout, bucket);
             let ttl = self.settings.ticket_ttl;
-            let mut coalesced = None;
-            if let Some(lanes) = &self.coalescer {
-                let pool = layout.pool(bucket);
-                let answer = lanes
-                    .admit(Admit {
-                        pool: pool.clone(),
-                        holder: holder.to_string(),
-                        units: c.units,
-                        limit: c.limit,
-                        ticket: ticket.to_string(),
-                        key: key.clone(),
-                        partition,
-                        event: c.event.encode(),
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        CoalesceError::Counters(e) => D::Error::from(e),
-                        CoalesceError::Queue(e) => D::Error::from(e),
-                        CoalesceError::Stopped => D::Error::stopped("the admission lanes stopped"),
-                    })?;
-                // A bucket short of units refills from the others below,
-                // without asking it again.
-                if answer != Admission::SoldOut || layout.buckets == 1 {
-                    return Ok::<_, D::Error>((answer, c.limit, pool, layout.buckets));
+            let pool = layout.pool(bucket);
+            let first = match &self.coalescer {
+                Some(lanes) => {
+                    let answer = lanes
+                        .admit(Admit {
+                            pool: pool.clone(),
+                            holder: holder.to_string(),
+                            units: c.units,
+                            limit: c.limit,
+                            ticket: ticket.to_string(),
+                            key: key.clone(),
+                            partition,
+                            event: c.event.encode(),
+                        })
+                        .await
+                        .map_err(|e| match e {
+                            CoalesceError::Counters(e) => D::Error::from(e),
+                            CoalesceError::Queue(e) => D::Error::from(e),
+                            CoalesceError::Stopped => {
+                                D::Error::stopped("the admission lanes stopped")
+                            }
+                        })?;
+                    // Done, unless the bucket is short of units: then it
+                    // refills from the others below, not asked again.
+                    if answer != Admission::SoldOut || layout.buckets == 1 {
+                        return Ok::<_, D::Error>((answer, c.limit, pool, layout.buckets));
+                    }
+                    answer
                 }
-                coalesced = Some(answer);
-            }
-            let first = match coalesced {
-                Some(first) => first,
                 None => {
-                    let pool = layout.pool(bucket);
-                    let ticket = Some((ticket, ttl));
                     (self.counters)
-                        .admit(&pool, holder, c.units, c.limit, ticket)
+                        .admit(&pool, holder, c.units, c.limit, Some((ticket, ttl)))
                         .await?
                 }
             };
