@@ -147,6 +147,11 @@ pub struct TimeSaleBlock {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub per_user_limit: i64,
+    /// Seconds a successful order is held for payment before it expires
+    /// and its units return to the sale; absent: orders are confirmed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub hold_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -268,6 +273,8 @@ pub enum InvalidPromotion {
     Replicas,
     #[error("spec.buckets must be between 1 and {}", promo_contracts::MAX_BUCKETS)]
     Buckets,
+    #[error("spec.timeSale.holdSeconds must be between 30 and 86400")]
+    HoldSeconds,
 }
 
 /// A Promotion that passed validation: its name, its whole spec (window,
@@ -316,6 +323,9 @@ impl Promotion {
                 positive(t.sale_price, "timeSale.salePrice")?;
                 positive(t.product.price, "timeSale.product.price")?;
                 positive(t.per_user_limit, "timeSale.perUserLimit")?;
+                if t.hold_seconds.is_some_and(|h| !(30..=86_400).contains(&h)) {
+                    return Err(InvalidPromotion::HoldSeconds);
+                }
                 Offer::TimeSale(t.clone())
             }
             (PromotionType::Coupon, ..) => return Err(InvalidPromotion::Block("Coupon", "coupon")),
@@ -397,10 +407,8 @@ impl Checked {
                     body,
                 }
             }
-            Offer::TimeSale(t) => AdminRequest {
-                service: PromotionType::TimeSale,
-                path: format!("/admin/time-sales/{}", self.name),
-                body: json!({
+            Offer::TimeSale(t) => {
+                let mut body = json!({
                     "product": {"sku": t.product.sku, "name": t.product.name, "price": t.product.price},
                     "salePrice": t.sale_price,
                     "stock": t.stock,
@@ -410,8 +418,16 @@ impl Checked {
                     "strategy": s.strategy.api_name(),
                     "paused": s.paused,
                     "buckets": s.buckets,
-                }),
-            },
+                });
+                if let Some(hold) = t.hold_seconds {
+                    body["holdSeconds"] = hold.into();
+                }
+                AdminRequest {
+                    service: PromotionType::TimeSale,
+                    path: format!("/admin/time-sales/{}", self.name),
+                    body,
+                }
+            }
         }
     }
 }

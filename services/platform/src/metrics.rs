@@ -40,6 +40,9 @@ pub struct Metrics {
     pub admissions_returned: IntCounterVec,
     pub counter_drift: IntGaugeVec,
     pub consumer_heartbeat: IntGaugeVec,
+    pub holds: IntCounterVec,
+    pub held: IntGaugeVec,
+    pub hold_confirm_duration: HistogramVec,
     /// Per service, the campaign or sale ids that exist (see [`Metrics::know`]).
     known: Arc<RwLock<HashMap<String, HashSet<String>>>>,
 }
@@ -200,6 +203,28 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            holds: IntCounterVec::new(
+                Opts::new(
+                    "promo_holds_total",
+                    "Held orders that ended, by outcome (confirmed, expired, cancelled)",
+                ),
+                &["service", "outcome"],
+            )
+            .expect("valid metric"),
+            held: IntGaugeVec::new(
+                Opts::new("promo_held", "Units held for payment now (HELD orders)"),
+                &["service", "promotion"],
+            )
+            .expect("valid metric"),
+            hold_confirm_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "promo_hold_confirm_seconds",
+                    "From an order being held to its confirmation",
+                )
+                .buckets(exponential_buckets(0.5, 2.0, 18).unwrap_or_default()),
+                &["service"],
+            )
+            .expect("valid metric"),
             known: Arc::default(),
             registry,
         };
@@ -224,6 +249,9 @@ impl Metrics {
             Box::new(m.admissions_returned.clone()),
             Box::new(m.counter_drift.clone()),
             Box::new(m.consumer_heartbeat.clone()),
+            Box::new(m.holds.clone()),
+            Box::new(m.held.clone()),
+            Box::new(m.hold_confirm_duration.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

@@ -49,6 +49,11 @@ pub trait Service: Send + Sync + Sized + 'static {
     fn openapi() -> utoipa::openapi::OpenApi;
     /// Background work every few seconds (gauges, sweeps).
     async fn tick(&self) -> Result<(), String>;
+    /// Background tasks of the service's own, on their own schedule (the
+    /// time sale's hold expiry), ended by `shutdown`.
+    fn background(self: &Arc<Self>, shutdown: CancellationToken) {
+        let _ = shutdown;
+    }
     /// The V3 consumer: its queue, what persists a batch, and its options.
     fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {
         None
@@ -91,13 +96,15 @@ pub fn parts<S: Service>(
     }
 }
 
-/// Background work of a serving process: [`Service::tick`] and, when the
-/// queue lives in this process, the V3 consumer.
+/// Background work of a serving process: [`Service::tick`],
+/// [`Service::background`] and, when the queue lives in this process, the
+/// V3 consumer.
 pub fn spawn_background<S: Service>(
     svc: &Arc<S>,
     embedded_consumer: bool,
     shutdown: CancellationToken,
 ) {
+    svc.background(shutdown.clone());
     let s = svc.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -14,6 +14,7 @@ async fn suite(c: Arc<dyn Counters>) {
     batched_admissions(&*c).await;
     concurrent_admissions_never_oversell(c.clone()).await;
     seed_only_once_and_adjust(&*c).await;
+    releases_once(&*c).await;
     tickets(&*c).await;
     in_flight(&*c).await;
     locks(&*c).await;
@@ -367,6 +368,31 @@ async fn concurrent_admissions_never_oversell(c: Arc<dyn Counters>) {
     }
     assert_eq!(admitted, 50);
     assert_eq!(c.remaining(pool).await.unwrap(), Some(0));
+}
+
+/// `release_once` gives one key's units back once, whoever asks and however
+/// often; other keys still release; a missing pool takes nothing.
+async fn releases_once(c: &dyn Counters) {
+    let pool = "restock";
+    let ttl = Duration::from_secs(60);
+    assert!(c.seed(pool, 0, &[("u".to_string(), 3)], "").await.unwrap());
+    for _ in 0..3 {
+        c.release_once(pool, "u", 2, "order-1", ttl).await.unwrap();
+    }
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(2));
+    // The holder's count went down by those 2 only: 1 + 2 fits a limit of 3.
+    assert_eq!(
+        c.admit(pool, "u", 2, 3, None).await.unwrap(),
+        Admission::Admitted { remaining: 0 }
+    );
+    assert!(c.release_once(pool, "u", 1, "order-2", ttl).await.unwrap());
+    assert!(!c.release_once(pool, "u", 1, "order-2", ttl).await.unwrap());
+    assert_eq!(c.remaining(pool).await.unwrap(), Some(1));
+    assert!(!c
+        .release_once("no-such-pool", "u", 1, "order-3", ttl)
+        .await
+        .unwrap());
+    assert_eq!(c.remaining("no-such-pool").await.unwrap(), None);
 }
 
 async fn seed_only_once_and_adjust(c: &dyn Counters) {

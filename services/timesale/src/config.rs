@@ -1,6 +1,6 @@
 //! The time-sale service's flags: the queued core's ([`Flags`]: topic,
-//! partitions, group, batch, audit age, idempotency lease) and the attempts
-//! of a conflicting transaction. Every flag also reads an environment
+//! partitions, group, batch, audit age, idempotency lease), the attempts
+//! of a conflicting transaction and the hold sweep's interval. Every flag also reads an environment
 //! variable and carries a `timesale-` prefix so `promo standalone` can take
 //! them beside the other services'; defaults suit a local run.
 
@@ -16,6 +16,10 @@ pub struct TimesaleArgs {
     /// Attempts of an ordering transaction that lost a lock conflict.
     #[arg(long, env = "PROMO_TIMESALE_TX_ATTEMPTS", default_value_t = crate::DEFAULT_TX_ATTEMPTS)]
     pub timesale_tx_attempts: u32,
+    /// How often each replica expires due holds (milliseconds).
+    #[arg(long, env = "PROMO_TIMESALE_HOLD_SWEEP_MS", default_value_t = crate::DEFAULT_HOLD_SWEEP_MS,
+        value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub timesale_hold_sweep_ms: u64,
 }
 
 impl ServiceArgs for TimesaleArgs {
@@ -25,6 +29,7 @@ impl ServiceArgs for TimesaleArgs {
         Settings {
             queued: self.queued.settings(),
             tx_attempts: self.timesale_tx_attempts.max(1),
+            hold_sweep: std::time::Duration::from_millis(self.timesale_hold_sweep_ms),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The time-sale service: products on sale with a stock and a per-user
 //! limit, ordering in three strategies (V1 optimistic database, V2 Redis
-//! stock, V3 queued), order status, cancel with restock.
+//! stock, V3 queued), order status, holds that are confirmed by payment or
+//! expire, cancel with restock.
 //!
 //! Follow a request: `http/` (route, extractors) → `domain/ordering/<strategy>.rs`
 //! (the rules) → `store.rs` (SQL). What the queued core needs of sales
@@ -35,6 +36,9 @@ pub const DATABASE: &str = "promo_timesale";
 
 /// Default of `--timesale-tx-attempts`.
 pub const DEFAULT_TX_ATTEMPTS: u32 = 6;
+/// Default of `--timesale-hold-sweep-ms`: due holds end within about this
+/// long of their expiry.
+pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1000;
 
 /// Tunables: the queued core's ([`queued::Settings`]) and the attempts of
 /// a conflicting transaction; both have flags in [`config`].
@@ -43,6 +47,8 @@ pub struct Settings {
     pub queued: queued::Settings,
     /// Attempts of an ordering transaction that lost a lock conflict.
     pub tx_attempts: u32,
+    /// How often the hold sweep runs ([`domain::holds`]).
+    pub hold_sweep: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +56,7 @@ impl Default for Settings {
         Self {
             queued: queued::Settings::of::<Sales>(),
             tx_attempts: DEFAULT_TX_ATTEMPTS,
+            hold_sweep: std::time::Duration::from_millis(DEFAULT_HOLD_SWEEP_MS),
         }
     }
 }
@@ -95,6 +102,11 @@ impl Queued for TimesaleService {
 
     fn api_doc() -> utoipa::openapi::OpenApi {
         http::openapi()
+    }
+
+    /// The hold sweep ([`domain::holds`]).
+    fn background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        domain::holds::spawn_sweeper(self, self.settings.hold_sweep, shutdown);
     }
 }
 

@@ -40,6 +40,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "buckets",
             sql: include_str!("../../../migrations/timesale/mysql/0004_buckets.sql"),
         },
+        Migration {
+            version: 5,
+            name: "holds",
+            sql: include_str!("../../../migrations/timesale/mysql/0005_holds.sql"),
+        },
     ],
     sqlite: &[
         Migration {
@@ -62,17 +67,23 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "buckets",
             sql: include_str!("../../../migrations/timesale/sqlite/0004_buckets.sql"),
         },
+        Migration {
+            version: 5,
+            name: "holds",
+            sql: include_str!("../../../migrations/timesale/sqlite/0005_holds.sql"),
+        },
     ],
 };
 
 const SALE_COLUMNS: &str = "id, sku, product_name, price, sale_price, stock, sold, \
-    per_user_limit, starts_at, ends_at, strategy, paused, buckets";
+    per_user_limit, starts_at, ends_at, strategy, paused, buckets, hold_seconds, held";
 
 fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
     let strategy: String = row.try_get("strategy")?;
     Ok(Sale {
         id: row.try_get("id")?,
         sold: row.try_get("sold")?,
+        held: row.try_get("held")?,
         spec: SaleSpec {
             product: Product {
                 sku: row.try_get("sku")?,
@@ -89,6 +100,7 @@ fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
             })?,
             paused: row.try_get::<i64, _>("paused")? != 0,
             buckets: promo_platform::buckets::stored_count(row.try_get("buckets")?)?,
+            hold_seconds: row.try_get("hold_seconds")?,
         },
     })
 }
@@ -160,7 +172,7 @@ pub async fn upsert_sale(
                 sqlx::query(
                     "UPDATE sales SET sku = ?, product_name = ?, price = ?, sale_price = ?, stock = ?, \
                      per_user_limit = ?, starts_at = ?, ends_at = ?, strategy = ?, paused = ?, \
-                     buckets = ?, version = version + 1, updated_at = ? WHERE id = ?",
+                     buckets = ?, hold_seconds = ?, version = version + 1, updated_at = ? WHERE id = ?",
                 ),
                 spec,
             )
@@ -173,8 +185,8 @@ pub async fn upsert_sale(
             let inserted = bind_spec(
                 sqlx::query(
                     "INSERT INTO sales (sku, product_name, price, sale_price, stock, per_user_limit, \
-                     starts_at, ends_at, strategy, paused, buckets, created_at, updated_at, id, sold, \
-                     version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                     starts_at, ends_at, strategy, paused, buckets, hold_seconds, created_at, updated_at, \
+                     id, sold, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
                 ),
                 spec,
             )
@@ -215,6 +227,7 @@ fn bind_spec<'q>(
         .bind(spec.strategy.as_str())
         .bind(spec.paused as i64)
         .bind(i64::from(spec.buckets))
+        .bind(spec.hold_seconds)
 }
 
 /// Adds `quantity` to the user's units unless that passes `limit`; the
@@ -260,17 +273,20 @@ pub async fn units_of(tx: &mut AnyConnection, sale: &str, user: &str) -> Result<
     Ok(units.unwrap_or(0))
 }
 
-/// Takes `quantity` units of stock unless fewer remain (no partial fills).
+/// Takes `quantity` units of stock unless fewer remain (no partial fills);
+/// `held` of them are held for payment.
 pub async fn take_stock(
     tx: &mut AnyConnection,
     sale: &str,
     quantity: i64,
+    held: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE sales SET sold = sold + ?, version = version + 1, updated_at = ? \
+        "UPDATE sales SET sold = sold + ?, held = held + ?, version = version + 1, updated_at = ? \
          WHERE id = ? AND sold + ? <= stock",
     )
     .bind(quantity)
+    .bind(held)
     .bind(now_ms())
     .bind(sale)
     .bind(quantity)
@@ -279,17 +295,21 @@ pub async fn take_stock(
     Ok(done.rows_affected() == 1)
 }
 
-/// Gives a cancelled order's units back to the sale and frees the user's limit.
+/// Gives a cancelled or expired order's units back to the sale (`held`:
+/// it was a hold) and frees the user's limit.
 pub async fn return_units(
     tx: &mut AnyConnection,
     sale: &str,
     user: &str,
     quantity: i64,
+    held: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE sales SET sold = sold - ?, version = version + 1, updated_at = ? WHERE id = ?",
+        "UPDATE sales SET sold = sold - ?, held = held - ?, version = version + 1, updated_at = ? \
+         WHERE id = ?",
     )
     .bind(quantity)
+    .bind(if held { quantity } else { 0 })
     .bind(now_ms())
     .bind(sale)
     .execute(&mut *tx)
@@ -298,6 +318,21 @@ pub async fn return_units(
         .bind(quantity)
         .bind(sale)
         .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A confirmed hold's units stay sold and are no longer held.
+pub async fn release_held(
+    tx: &mut AnyConnection,
+    sale: &str,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sales SET held = held - ?, updated_at = ? WHERE id = ?")
+        .bind(quantity)
+        .bind(now_ms())
+        .bind(sale)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -364,8 +399,8 @@ pub async fn holder_units(pool: &AnyPool, sale: &str) -> Result<Vec<(String, i64
         .collect()
 }
 
-const ORDER_COLUMNS: &str =
-    "order_id, sale_id, user_id, quantity, amount, status, reason, strategy, created_at";
+const ORDER_COLUMNS: &str = "order_id, sale_id, user_id, quantity, amount, status, reason, \
+    strategy, created_at, hold_expires_at, payment_ref";
 
 fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -381,6 +416,10 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         reason: row.try_get("reason")?,
         strategy: Strategy::parse(&strategy),
         created_at: Some(from_ms(row.try_get("created_at")?)),
+        hold_expires_at: row
+            .try_get::<Option<i64>, _>("hold_expires_at")?
+            .map(from_ms),
+        payment_ref: row.try_get("payment_ref")?,
     })
 }
 
@@ -388,7 +427,7 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
 pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
     let now = now_ms();
     for chunk in orders.chunks(400) {
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!("INSERT INTO orders ({ORDER_COLUMNS}, updated_at) VALUES {values}");
         let mut q = sqlx::query(&sql);
         for o in chunk {
@@ -402,6 +441,8 @@ pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(
                 .bind(o.reason.clone())
                 .bind(o.strategy.map(Strategy::as_str).unwrap_or("QUEUED"))
                 .bind(o.created_at.map(to_ms).unwrap_or(now))
+                .bind(o.hold_expires_at.map(to_ms))
+                .bind(o.payment_ref.clone())
                 .bind(now);
         }
         q.execute(&mut *tx).await?;
@@ -437,16 +478,119 @@ pub async fn lock_order(
     .transpose()
 }
 
-/// CONFIRMED → CANCELLED; false when the order was not confirmed (any more).
-pub async fn cancel_order(tx: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+/// Moves order `id` from status `from` to `to` (with the payment reference
+/// when given); false when it was not `from` (any more).
+pub async fn move_order(
+    tx: &mut AnyConnection,
+    id: &str,
+    from: OrderStatus,
+    to: OrderStatus,
+    payment_ref: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE order_id = ? AND status = 'CONFIRMED'",
+        "UPDATE orders SET status = ?, payment_ref = COALESCE(?, payment_ref), updated_at = ? \
+         WHERE order_id = ? AND status = ?",
     )
+    .bind(to.as_str())
+    .bind(payment_ref)
     .bind(now_ms())
     .bind(id)
+    .bind(from.as_str())
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Up to `limit` HELD orders whose hold ended by `now` (epoch ms), oldest
+/// first, locked in `tx`. On MySQL rows another transaction has locked
+/// (another replica's sweep, a confirm, a cancel) are skipped rather than
+/// waited for, so concurrent sweeps claim disjoint batches.
+pub async fn claim_due_holds(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'HELD' AND hold_expires_at <= ? \
+         ORDER BY hold_expires_at LIMIT {limit}{}",
+        dialect.for_update_skip_locked()
+    ))
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(order_from_row)
+    .collect()
+}
+
+/// Units an order gave back in the database that the counters still have
+/// to get ([`crate::domain::holds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restock {
+    pub order_id: String,
+    pub sale: String,
+    pub user_id: String,
+    pub quantity: i64,
+}
+
+/// Records restocks in `tx`, beside the change that returned their units.
+pub async fn insert_restocks(
+    tx: &mut AnyConnection,
+    restocks: &[Restock],
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for chunk in restocks.chunks(400) {
+        let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO restocks (order_id, sale_id, user_id, quantity, created_at) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.order_id.clone())
+                .bind(r.sale.clone())
+                .bind(r.user_id.clone())
+                .bind(r.quantity)
+                .bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Restocks recorded before `before` (epoch ms), oldest first, at most `limit`.
+pub async fn restocks_before(
+    pool: &AnyPool,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<Restock>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT order_id, sale_id, user_id, quantity FROM restocks WHERE created_at < ? \
+         ORDER BY created_at LIMIT {limit}"
+    ))
+    .bind(before)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Restock {
+            order_id: r.try_get("order_id")?,
+            sale: r.try_get("sale_id")?,
+            user_id: r.try_get("user_id")?,
+            quantity: r.try_get("quantity")?,
+        })
+    })
+    .collect()
+}
+
+/// Forgets a restock the counters have taken.
+pub async fn delete_restock(pool: &AnyPool, order_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM restocks WHERE order_id = ?")
+        .bind(order_id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// The order ids among `ids` already decided (a redelivered batch).

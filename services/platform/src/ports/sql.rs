@@ -128,6 +128,15 @@ impl Dialect {
         }
     }
 
+    /// [`Dialect::for_update`] that skips the rows other transactions have
+    /// locked instead of waiting for them (MySQL 8, MariaDB 10.6+).
+    pub fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Dialect::MySql => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
+
     /// `INSERT` that skips rows whose key already exists.
     pub fn insert_ignore(self) -> &'static str {
         match self {

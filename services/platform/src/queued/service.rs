@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 use super::{Core, Domain, Settings};
 use crate::{
@@ -31,6 +32,10 @@ pub trait Queued: Send + Sync + Sized + 'static {
     /// Every route of the service (admin routes behind `token`).
     fn routes(self: &Arc<Self>, token: AdminToken) -> Router;
     fn api_doc() -> utoipa::openapi::OpenApi;
+    /// The service's own background tasks ([`Service::background`]).
+    fn background(self: &Arc<Self>, shutdown: CancellationToken) {
+        let _ = shutdown;
+    }
 }
 
 /// A queued service on a database already opened and migrated (tests).
@@ -97,6 +102,10 @@ impl<Q: Queued> Service for Q {
             .refresh_gauges()
             .await
             .map_err(|e| e.to_string())
+    }
+
+    fn background(self: &Arc<Self>, shutdown: CancellationToken) {
+        Queued::background(self, shutdown)
     }
 
     fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {

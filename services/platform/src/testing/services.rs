@@ -214,6 +214,7 @@ pub async fn serve_service<S: crate::service::Service>(
     opts: Options,
 ) -> ServiceApp<S> {
     let shutdown = CancellationToken::new();
+    svc.background(shutdown.clone());
     if opts.consumer {
         for _ in 0..opts.consumers.max(1) {
             crate::service::spawn_consumer(&svc, shutdown.clone());

@@ -5,6 +5,7 @@
 //! HTTP layer maps to problem+json.
 
 pub mod cancel;
+pub mod holds;
 pub mod order;
 pub mod ordering;
 pub mod sale;
@@ -35,6 +36,14 @@ pub enum TimesaleError {
     StockBelowSold { stock: i64, sold: i64 },
     #[error("{0}")]
     NotCancellable(String),
+    #[error("{0}")]
+    NotHeld(String),
+    #[error("{0}")]
+    AlreadyConfirmed(String),
+    #[error("{0}")]
+    HoldExpired(String),
+    #[error("{0}")]
+    InvalidPaymentRef(String),
     #[error("the admission counters are being rebuilt from the database")]
     CountersRebuilding,
     #[error("{0}")]

@@ -14,8 +14,14 @@ pub enum OrderStatus {
     Confirmed,
     /// Refused by the consumer; see `reason`.
     Rejected,
-    /// Cancelled after confirmation; its units went back to the sale.
+    /// Cancelled after confirmation or while held; its units went back to
+    /// the sale.
     Cancelled,
+    /// Sold and held for payment until `holdExpiresAt` (sales with
+    /// `holdSeconds`); confirmed with a payment reference.
+    Held,
+    /// A hold that was not confirmed in time; its units went back to the sale.
+    Expired,
 }
 
 impl OrderStatus {
@@ -25,6 +31,8 @@ impl OrderStatus {
             OrderStatus::Confirmed => "CONFIRMED",
             OrderStatus::Rejected => "REJECTED",
             OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Held => "HELD",
+            OrderStatus::Expired => "EXPIRED",
         }
     }
 
@@ -34,6 +42,8 @@ impl OrderStatus {
             "CONFIRMED" => Some(OrderStatus::Confirmed),
             "REJECTED" => Some(OrderStatus::Rejected),
             "CANCELLED" => Some(OrderStatus::Cancelled),
+            "HELD" => Some(OrderStatus::Held),
+            "EXPIRED" => Some(OrderStatus::Expired),
             _ => None,
         }
     }
@@ -62,10 +72,18 @@ pub struct Order {
     pub strategy: Option<Strategy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+    /// When a hold ends (HELD orders, and those that were held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    /// The payment reference a held order was confirmed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
 }
 
 impl Order {
-    /// A decided order (what the database stores).
+    /// A decided order (what the database stores): CONFIRMED, or HELD until
+    /// the sale's hold has passed from now when the sale holds; REJECTED
+    /// with its reason.
     pub fn decided(
         order_id: String,
         sale: &Sale,
@@ -81,15 +99,35 @@ impl Order {
             user_id: Some(user_id.to_string()),
             quantity: Some(quantity),
             amount: Some(sale.amount(quantity)),
-            status: if outcome.is_ok() {
-                OrderStatus::Confirmed
-            } else {
-                OrderStatus::Rejected
+            status: match (outcome, sale.spec.hold_seconds) {
+                (Err(_), _) => OrderStatus::Rejected,
+                (Ok(()), None) => OrderStatus::Confirmed,
+                (Ok(()), Some(_)) => OrderStatus::Held,
             },
             reason: outcome.err().map(str::to_string),
             strategy: Some(strategy),
             created_at: Some(at),
+            hold_expires_at: match outcome {
+                Ok(()) => sale.spec.hold().map(|h| Utc::now() + h),
+                Err(_) => None,
+            },
+            payment_ref: None,
         }
+    }
+
+    /// Whether this is a hold that has run out at `now` (whether or not
+    /// the sweep has expired it yet).
+    pub fn hold_due(&self, now: DateTime<Utc>) -> bool {
+        self.status == OrderStatus::Held && self.hold_expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// The order as of `now`: a hold that has run out reads EXPIRED even
+    /// before the sweep has reached it.
+    pub fn as_of(mut self, now: DateTime<Utc>) -> Self {
+        if self.hold_due(now) {
+            self.status = OrderStatus::Expired;
+        }
+        self
     }
 
     /// A V3 order whose sale no longer exists when the consumer decides it:
@@ -111,6 +149,8 @@ impl Order {
             reason: Some("unknown_sale".into()),
             strategy: Some(Strategy::Queued),
             created_at: Some(at),
+            hold_expires_at: None,
+            payment_ref: None,
         }
     }
 
@@ -125,6 +165,8 @@ impl Order {
             reason: None,
             strategy: None,
             created_at: None,
+            hold_expires_at: None,
+            payment_ref: None,
         }
     }
 }

@@ -46,11 +46,19 @@ pub struct SaleSpec {
     #[serde(default = "promo_platform::buckets::one")]
     #[schema(minimum = 1, maximum = 256, default = 1)]
     pub buckets: u32,
+    /// Seconds a successful order is HELD for payment before it expires and
+    /// its units return to the sale (30–86,400); absent: orders are
+    /// CONFIRMED at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 30, maximum = 86400)]
+    pub hold_seconds: Option<i64>,
 }
 
 /// Upper bounds that keep `price × quantity` far from overflow.
 pub const MAX_STOCK: i64 = 1_000_000_000;
 pub const MAX_PRICE: i64 = 1_000_000_000_000;
+/// Bounds of `holdSeconds`.
+pub const HOLD_SECONDS: std::ops::RangeInclusive<i64> = 30..=86_400;
 
 impl SaleSpec {
     pub fn validate(&self) -> Result<(), TimesaleError> {
@@ -76,7 +84,21 @@ impl SaleSpec {
         if self.ends_at <= self.starts_at {
             return bad("endsAt must be after startsAt".into());
         }
+        if let Some(h) = self.hold_seconds {
+            if !HOLD_SECONDS.contains(&h) {
+                return bad(format!(
+                    "holdSeconds must be between {} and {}",
+                    HOLD_SECONDS.start(),
+                    HOLD_SECONDS.end()
+                ));
+            }
+        }
         promo_platform::buckets::check_count(self.buckets).map_err(TimesaleError::InvalidSale)
+    }
+
+    /// How long a successful order is held, when the sale holds.
+    pub fn hold(&self) -> Option<chrono::Duration> {
+        self.hold_seconds.map(chrono::Duration::seconds)
     }
 
     /// Whether orders go through the stock counters (V2, V3).
@@ -90,8 +112,10 @@ impl SaleSpec {
 pub struct Sale {
     pub id: String,
     pub spec: SaleSpec,
-    /// Units sold (confirmed, not cancelled), persisted.
+    /// Units sold (confirmed or held; not cancelled, expired), persisted.
     pub sold: i64,
+    /// The part of `sold` held for payment (HELD orders).
+    pub held: i64,
 }
 
 impl Sale {
@@ -116,6 +140,16 @@ impl Sale {
             return Err(TimesaleError::LimitExceeded(self.spec.per_user_limit));
         }
         Ok(())
+    }
+
+    /// How many of `units` just sold are held for payment: all of them
+    /// when the sale holds, none otherwise.
+    pub fn held_part(&self, units: i64) -> i64 {
+        if self.spec.hold_seconds.is_some() {
+            units
+        } else {
+            0
+        }
     }
 
     /// What `quantity` units cost.
@@ -143,12 +177,20 @@ mod tests {
             strategy: Strategy::Database,
             paused: false,
             buckets: 1,
+            hold_seconds: None,
         }
     }
 
     #[test]
     fn validation() {
         assert!(spec().validate().is_ok());
+        for h in [30, 86_400] {
+            let held = SaleSpec {
+                hold_seconds: Some(h),
+                ..spec()
+            };
+            assert!(held.validate().is_ok(), "{h}");
+        }
         for broken in [
             SaleSpec { stock: 0, ..spec() },
             SaleSpec {
@@ -167,6 +209,14 @@ mod tests {
                 ends_at: spec().starts_at,
                 ..spec()
             },
+            SaleSpec {
+                hold_seconds: Some(29),
+                ..spec()
+            },
+            SaleSpec {
+                hold_seconds: Some(86_401),
+                ..spec()
+            },
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }
@@ -178,6 +228,7 @@ mod tests {
             id: "s".into(),
             spec: spec(),
             sold: 0,
+            held: 0,
         };
         assert!(s.check_quantity(1).is_ok());
         assert!(s.check_quantity(3).is_ok());

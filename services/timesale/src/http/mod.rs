@@ -29,17 +29,17 @@ pub fn router(svc: Arc<TimesaleService>, admin_token: AdminToken) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Time-sale service", description = "Flash-sale ordering (V1 optimistic database, V2 Redis stock, V3 queued), order status and cancel with restock."),
+    info(title = "Time-sale service", description = "Flash-sale ordering (V1 optimistic database, V2 Redis stock, V3 queued), order status, holds confirmed by payment or expiring, and cancel with restock."),
     paths(
         admin::put_sale,
         sales::list_sales, sales::get_sale,
         orders::order_default, orders::order_v1, orders::order_v2, orders::order_v3,
-        orders::get_order, orders::cancel_order,
+        orders::get_order, orders::cancel_order, orders::confirm_order,
     ),
     components(schemas(
         crate::domain::SaleSpec, crate::domain::Product, crate::domain::Strategy,
         crate::domain::Order, crate::domain::OrderStatus,
-        sales::SaleView, orders::OrderBody, orders::Accepted,
+        sales::SaleView, orders::OrderBody, orders::Accepted, orders::ConfirmBody,
     )),
     tags((name = "timesale", description = "Time sales, orders and cancellation"))
 )]
@@ -64,6 +64,12 @@ impl From<TimesaleError> for ApiError {
             TimesaleError::InvalidSale(_) => ApiError::unprocessable("invalid_sale", d),
             TimesaleError::StockBelowSold { .. } => ApiError::conflict("stock_below_sold", d),
             TimesaleError::NotCancellable(_) => ApiError::conflict("not_cancellable", d),
+            TimesaleError::NotHeld(_) => ApiError::conflict("not_held", d),
+            TimesaleError::AlreadyConfirmed(_) => ApiError::conflict("already_confirmed", d),
+            TimesaleError::HoldExpired(_) => ApiError::conflict("hold_expired", d),
+            TimesaleError::InvalidPaymentRef(_) => {
+                ApiError::unprocessable("invalid_payment_ref", d)
+            }
             TimesaleError::CountersRebuilding => {
                 ApiError::unavailable("counters_unavailable", d, 1)
             }

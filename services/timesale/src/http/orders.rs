@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::{
     domain::{
-        cancel,
+        cancel, holds,
         ordering::{self, Placed},
         Order, Strategy, TimesaleError,
     },
@@ -37,6 +37,16 @@ pub fn router() -> Router<Arc<TimesaleService>> {
         .route("/v3/time-sales/{sale}/orders", post(order_v3))
         .route("/orders/{orderId}", get(get_order))
         .route("/orders/{orderId}/cancel", post(cancel_order))
+        .route("/orders/{orderId}/confirm", post(confirm_order))
+}
+
+/// The body of `POST /orders/{orderId}/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// The payment that pays for the hold (1–128 bytes); confirming again
+    /// with the same reference answers the same order.
+    pub payment_ref: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -145,8 +155,10 @@ pub async fn order_v3(
     run(svc, Some(Strategy::Queued), sale, body, keyed).await
 }
 
-/// An order: PENDING until the V3 consumer decided it, then CONFIRMED or
-/// REJECTED (with a reason); CANCELLED after a cancel.
+/// An order: PENDING until the V3 consumer decided it, then CONFIRMED,
+/// HELD (sales with holdSeconds) or REJECTED (with a reason); CANCELLED
+/// after a cancel; EXPIRED once a hold has run out (shown so from
+/// `holdExpiresAt` on, even before the sweep has given its units back).
 #[utoipa::path(get, path = "/orders/{orderId}", tag = "timesale",
     params(("orderId" = String, Path)),
     responses((status = 200, body = Order), (status = 404, description = "order_not_found")))]
@@ -165,16 +177,34 @@ pub async fn get_order(
         None => store::get_order(pool, &order_id).await?,
     };
     decided
-        .map(Json)
+        .map(|o| Json(o.as_of(chrono::Utc::now())))
         .ok_or_else(|| TimesaleError::UnknownOrder(order_id).into())
 }
 
-/// Cancel a confirmed order: its units return to the sale (database and
-/// counters) and to the user's limit, once; cancelling again answers the same.
+/// Confirm a held order with its payment: 200 CONFIRMED; the same
+/// paymentRef again answers the same order.
+#[utoipa::path(post, path = "/orders/{orderId}/confirm", tag = "timesale",
+    params(("orderId" = String, Path)), request_body = ConfirmBody,
+    responses((status = 200, body = Order), (status = 404, description = "order_not_found"),
+        (status = 409, description = "already_confirmed (another paymentRef) / hold_expired / not_held"),
+        (status = 422, description = "invalid_payment_ref")))]
+pub async fn confirm_order(
+    State(svc): State<Arc<TimesaleService>>,
+    ApiPath(order_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ConfirmBody>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(
+        holds::confirm(&svc, &order_id, &body.payment_ref).await?,
+    ))
+}
+
+/// Cancel a confirmed or held order: its units return to the sale
+/// (database and counters) and to the user's limit, once; cancelling again
+/// answers the same. A hold that has run out answers 409 hold_expired.
 #[utoipa::path(post, path = "/orders/{orderId}/cancel", tag = "timesale",
     params(("orderId" = String, Path)),
     responses((status = 200, body = Order), (status = 404, description = "order_not_found"),
-        (status = 409, description = "not_cancellable (pending or rejected)")))]
+        (status = 409, description = "not_cancellable (pending, rejected, expired) / hold_expired")))]
 pub async fn cancel_order(
     State(svc): State<Arc<TimesaleService>>,
     ApiPath(order_id): ApiPath<String>,

@@ -29,8 +29,10 @@ pub struct SaleView {
     pub sale: String,
     #[serde(flatten)]
     pub spec: SaleSpec,
-    /// Units sold, persisted.
+    /// Units sold (confirmed or held), persisted.
     pub sold: i64,
+    /// The part of `sold` held for payment.
+    pub held: i64,
     /// Units still available.
     pub remaining: i64,
     /// Units admitted (V3), not yet persisted.
@@ -43,6 +45,7 @@ pub(crate) async fn view(svc: &TimesaleService, s: Sale) -> Result<SaleView, Api
         sale: s.id,
         spec: s.spec,
         sold: s.sold,
+        held: s.held,
         remaining,
         pending,
     })

@@ -29,10 +29,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
-    let settings = Settings {
-        queued: testing::queued_settings::<Sales>(LEASE),
-        ..Settings::default()
-    };
+    let settings = settings();
     let backends = TestBackends::migrated::<TimesaleService>(backend, "timesale").await;
     let metrics = Metrics::new();
     let svc = queued::with_database::<TimesaleService>(
@@ -44,6 +41,15 @@ pub async fn spawn_app_with(backend: Backend, opts: Options) -> TestApp {
     .await
     .expect("service starts");
     TestApp(testing::serve_service(backends, svc, metrics, opts).await)
+}
+
+/// The settings of test apps: short leases, a hold sweep every 100 ms.
+pub fn settings() -> Settings {
+    Settings {
+        queued: testing::queued_settings::<Sales>(LEASE),
+        hold_sweep: Duration::from_millis(100),
+        ..Settings::default()
+    }
 }
 
 /// A sale spec whose window is open now.
@@ -84,6 +90,35 @@ impl TestApp {
         };
         self.post(&path, json!({ "userId": user, "quantity": quantity }))
             .await
+    }
+
+    pub async fn confirm(&self, order_id: &str, payment_ref: &str) -> Answer {
+        self.post(
+            &format!("/orders/{order_id}/confirm"),
+            json!({ "paymentRef": payment_ref }),
+        )
+        .await
+    }
+
+    /// Moves the end of these orders' holds to `in_ms` from now (negative:
+    /// already past), as if that much of the hold had gone by.
+    pub async fn hold_ends_in(&self, order_ids: &[String], in_ms: i64) {
+        self.hold_ends_at(order_ids, chrono::Utc::now().timestamp_millis() + in_ms)
+            .await
+    }
+
+    /// Moves the end of these orders' holds to `at` (epoch ms).
+    pub async fn hold_ends_at(&self, order_ids: &[String], at: i64) {
+        for id in order_ids {
+            sqlx::query(
+                "UPDATE orders SET hold_expires_at = ? WHERE order_id = ? AND status = 'HELD'",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(self.svc.core.db.pool())
+            .await
+            .unwrap();
+        }
     }
 
     pub async fn cancel(&self, order_id: &str) -> Answer {
@@ -142,24 +177,34 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The invariants after any run: sold = Σ confirmed units ≤ stock, nobody
-    /// over the limit, and sale_users agrees with the orders. Returns Σ confirmed.
+    /// The invariants after any run: sold = Σ confirmed and held units ≤
+    /// stock, held = Σ held units, nobody over the limit, and sale_users
+    /// agrees with the orders. Returns Σ confirmed and held.
     pub async fn check_books(&self, sale: &str, stock: i64, limit: i64) -> i64 {
         let rows = self.stored_orders(sale).await;
         let mut per_user: HashMap<&str, i64> = HashMap::new();
-        let mut total = 0;
+        let (mut total, mut held) = (0, 0);
         for (_, user, q, status) in &rows {
-            if status == "CONFIRMED" {
+            if status == "CONFIRMED" || status == "HELD" {
                 *per_user.entry(user).or_default() += q;
                 total += q;
+            }
+            if status == "HELD" {
+                held += q;
             }
         }
         assert!(total <= stock, "oversold: {total} > {stock}");
         assert_eq!(
             self.sold_column(sale).await,
             total,
-            "sold column = Σ confirmed units"
+            "sold column = Σ confirmed and held units"
         );
+        let held_column: i64 = sqlx::query_scalar("SELECT held FROM sales WHERE id = ?")
+            .bind(sale)
+            .fetch_one(self.svc.core.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(held_column, held, "held column = Σ held units");
         for (user, units) in &per_user {
             assert!(*units <= limit, "{user} holds {units} > limit {limit}");
         }

@@ -231,6 +231,28 @@ impl Counters for MemoryCounters {
         Ok(())
     }
 
+    async fn release_once(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        // Beside the transfers' marks, under a prefix no transfer id has.
+        let mark = format!("released:{key}");
+        if !s.pools.contains_key(pool) || s.transfer_mark(pool, &mark, now).is_some() {
+            return Ok(false);
+        }
+        s.mark_transfer(pool, &mark, true, now + ttl);
+        if let Some(p) = s.pools.get_mut(pool) {
+            p.give_back(holder, units);
+        }
+        Ok(true)
+    }
+
     async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
         let mut s = self.lock();
         let Some(p) = s.pools.get_mut(pool) else {

@@ -140,6 +140,20 @@ pub trait Counters: Send + Sync {
     /// synchronous order the database refused). No-op when the pool is missing.
     async fn release(&self, pool: &str, holder: &str, units: i64) -> Result<(), CountersError>;
 
+    /// [`Counters::release`] at most once per `key` within `ttl` (an
+    /// order's units, given back by whoever gets there first after a
+    /// crash): the key is remembered in the same step. Returns whether the
+    /// units were given back now (false: given back before under `key`, or
+    /// the pool is missing — a rebuild then counts from the database).
+    async fn release_once(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError>;
+
     /// Gives an in-flight ticket's units back to the pool and its holder and
     /// forgets the ticket, in one step — only if it is still in flight, so a
     /// ticket is given back at most once whoever tries. Returns whether it was.

@@ -262,6 +262,11 @@ impl RedisCounters {
         format!("{}xfer:{{{pool}}}:{transfer}", self.prefix)
     }
 
+    /// The mark of a [`Counters::release_once`] into `pool`, in the pool's slot.
+    fn release_mark(&self, pool: &str, key: &str) -> String {
+        format!("{}released:{{{pool}}}:{key}", self.prefix)
+    }
+
     fn ticket_key(&self, ticket: &str) -> String {
         format!("{}ticket:{ticket}", self.prefix)
     }
@@ -415,6 +420,30 @@ impl Counters for RedisCounters {
         )
         .await?;
         Ok(())
+    }
+
+    async fn release_once(
+        &self,
+        pool: &str,
+        holder: &str,
+        units: i64,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, CountersError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = bounded(
+            self.timeout,
+            self.release
+                .key(self.pool_key(pool))
+                .key(self.release_mark(pool, key))
+                .arg(REMAINING)
+                .arg(holder_field(holder))
+                .arg(units)
+                .arg(ttl.as_millis().max(1) as u64)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(done == 1)
     }
 
     async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {

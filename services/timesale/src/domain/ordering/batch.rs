@@ -137,7 +137,8 @@ async fn write(
         .map(|(u, n)| (*u, *n))
         .collect();
     store::set_user_units(tx, dialect, &sale.id, &changed).await?;
-    Ok(plan.taken == 0 || store::take_stock(tx, &sale.id, plan.taken).await?)
+    let held = sale.held_part(plan.taken);
+    Ok(plan.taken == 0 || store::take_stock(tx, &sale.id, plan.taken, held).await?)
 }
 
 fn orders(sale: &Sale, wanted: &[Wanted<'_>], plan: &Plan<'_>, strategy: Strategy) -> Vec<Order> {

@@ -86,7 +86,8 @@ pub(crate) async fn order_in_transaction(
         return Err(TimesaleError::LimitExceeded(limit));
     }
     store::insert_orders(&mut tx, std::slice::from_ref(&order)).await?;
-    if !store::take_stock(&mut tx, sale_id, quantity).await? {
+    let held = sale.held_part(quantity);
+    if !store::take_stock(&mut tx, sale_id, quantity, held).await? {
         return Err(TimesaleError::SoldOut(quantity));
     }
     tx.commit().await?;
