@@ -23,7 +23,8 @@ import urllib.request
 import uuid
 
 
-def call(method, url, body=None, headers=None):
+def call_json(method, url, body=None, headers=None):
+    """The status and the JSON body (None when there is none)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("content-type", "application/json")
@@ -31,9 +32,30 @@ def call(method, url, body=None, headers=None):
         req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
+            raw = r.read()
+            status = r.status
     except urllib.error.HTTPError as e:
-        return e.code
+        raw, status = e.read(), e.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+def call(method, url, body=None, headers=None):
+    return call_json(method, url, body, headers)[0]
+
+
+def held_then_confirmed(base, user):
+    """Orders a pair of midnight-sneakers (held while the buyer pays) and
+    confirms the hold; the statuses of both calls."""
+    status, order = call_json("POST", f"{base}/time-sales/midnight-sneakers/orders",
+                              {"userId": user, "quantity": 1})
+    if status != 201 or not order or order.get("status") != "HELD":
+        return [status]
+    confirmed = call("POST", f"{base}/orders/{order['orderId']}/confirm",
+                     {"paymentRef": f"pay-{user}"})
+    return [status, confirmed]
 
 
 def load(base, seconds, flush_cmd):
@@ -48,7 +70,7 @@ def load(base, seconds, flush_cmd):
             call("POST", f"{base}/v3/campaigns/cyber-week-queued/issue", {"userId": user}),
             call("POST", f"{base}/v3/campaigns/cyber-week-queued/issue", {"userId": user}),  # 409
             call("POST", f"{base}/campaigns/no-such-campaign/issue", {"userId": user}),  # 404
-            call("POST", f"{base}/time-sales/midnight-sneakers/orders", {"userId": user, "quantity": 1}),
+            *held_then_confirmed(base, user),
             call("POST", f"{base}/time-sales/flash-airpods/orders", {"userId": user, "quantity": 2}),
             call("POST", f"{base}/v1/time-sales/flash-airpods/orders", {"userId": user + "-b", "quantity": 1}),
             call("POST", f"{base}/time-sales/weekend-coffee/orders", {"userId": user, "quantity": 1}),  # 422
