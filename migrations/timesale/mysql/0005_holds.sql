@@ -12,12 +12,14 @@ CREATE INDEX ix_orders_hold ON orders (status, hold_expires_at);
 -- Units a committed cancel or expiry still has to give back to the
 -- counters: written in the same transaction as the change, deleted once
 -- the counters have them (a crash in between leaves the row for the next
--- sweep; the counters take each order's units at most once).
+-- sweep; the counters take each order's units at most once). A counter
+-- rebuild counts these units as still taken, since they are not yet given.
 CREATE TABLE IF NOT EXISTS restocks (
   order_id         VARCHAR(36) NOT NULL PRIMARY KEY,
   sale_id          VARCHAR(128) NOT NULL,
   user_id          VARCHAR(128) NOT NULL,
   quantity         BIGINT NOT NULL,
   created_at       BIGINT NOT NULL,
-  KEY ix_restocks_created (created_at)
+  KEY ix_restocks_created (created_at),
+  KEY ix_restocks_sale (sale_id)
 ) ENGINE=InnoDB;

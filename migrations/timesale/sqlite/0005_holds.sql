@@ -11,7 +11,8 @@ CREATE INDEX IF NOT EXISTS ix_orders_hold ON orders (status, hold_expires_at);
 -- Units a committed cancel or expiry still has to give back to the
 -- counters: written in the same transaction as the change, deleted once
 -- the counters have them (a crash in between leaves the row for the next
--- sweep; the counters take each order's units at most once).
+-- sweep; the counters take each order's units at most once). A counter
+-- rebuild counts these units as still taken, since they are not yet given.
 CREATE TABLE IF NOT EXISTS restocks (
   order_id         TEXT NOT NULL PRIMARY KEY,
   sale_id          TEXT NOT NULL,
@@ -20,3 +21,4 @@ CREATE TABLE IF NOT EXISTS restocks (
   created_at       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_restocks_created ON restocks (created_at);
+CREATE INDEX IF NOT EXISTS ix_restocks_sale ON restocks (sale_id);

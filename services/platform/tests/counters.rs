@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use promo_platform::{
     buckets::{self, Layout},
-    ports::{Admission, Arrival, Ask, Counters, MemoryCounters, Outgoing},
+    ports::{Admission, Arrival, Ask, Counters, MemoryCounters, Outgoing, Released},
     testing,
 };
 
@@ -376,23 +376,31 @@ async fn releases_once(c: &dyn Counters) {
     let pool = "restock";
     let ttl = Duration::from_secs(60);
     assert!(c.seed(pool, 0, &[("u".to_string(), 3)], "").await.unwrap());
-    for _ in 0..3 {
-        c.release_once(pool, "u", 2, "order-1", ttl).await.unwrap();
-    }
+    let answers = [
+        c.release_once(pool, "u", 2, "order-1", ttl).await.unwrap(),
+        c.release_once(pool, "u", 2, "order-1", ttl).await.unwrap(),
+        c.release_once(pool, "u", 2, "order-1", ttl).await.unwrap(),
+    ];
+    assert_eq!(answers, [Released::Now, Released::Before, Released::Before]);
     assert_eq!(c.remaining(pool).await.unwrap(), Some(2));
     // The holder's count went down by those 2 only: 1 + 2 fits a limit of 3.
     assert_eq!(
         c.admit(pool, "u", 2, 3, None).await.unwrap(),
         Admission::Admitted { remaining: 0 }
     );
-    assert!(c.release_once(pool, "u", 1, "order-2", ttl).await.unwrap());
-    assert!(!c.release_once(pool, "u", 1, "order-2", ttl).await.unwrap());
+    let once = |key| c.release_once(pool, "u", 1, key, ttl);
+    assert_eq!(once("order-2").await.unwrap(), Released::Now);
+    assert_eq!(once("order-2").await.unwrap(), Released::Before);
     assert_eq!(c.remaining(pool).await.unwrap(), Some(1));
-    assert!(!c
-        .release_once("no-such-pool", "u", 1, "order-3", ttl)
-        .await
-        .unwrap());
-    assert_eq!(c.remaining("no-such-pool").await.unwrap(), None);
+    // A missing pool takes nothing and remembers nothing: once it exists,
+    // the same key gives its units.
+    let missing = c.release_once("restock-later", "u", 1, "order-3", ttl);
+    assert_eq!(missing.await.unwrap(), Released::Missing);
+    assert_eq!(c.remaining("restock-later").await.unwrap(), None);
+    assert!(c.seed("restock-later", 0, &[], "").await.unwrap());
+    let later = c.release_once("restock-later", "u", 1, "order-3", ttl);
+    assert_eq!(later.await.unwrap(), Released::Now);
+    assert_eq!(c.remaining("restock-later").await.unwrap(), Some(1));
 }
 
 async fn seed_only_once_and_adjust(c: &dyn Counters) {

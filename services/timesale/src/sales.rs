@@ -59,7 +59,9 @@ impl Domain for Sales {
     fn standing(s: &Sale) -> Standing {
         Standing {
             limit: s.spec.stock,
-            persisted: s.sold,
+            // Restocks on their way to the counters count as taken, so a
+            // rebuild's pools plus those restocks come out exact.
+            persisted: s.sold + s.restocking,
             counted: s.spec.counted(),
             queued: s.spec.strategy == Strategy::Queued,
             buckets: s.spec.buckets,

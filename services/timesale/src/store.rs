@@ -75,8 +75,13 @@ pub const MIGRATIONS: Migrations = Migrations {
     ],
 };
 
+/// With `restocking`: units the sale's cancelled and expired orders gave
+/// back in the database that the counters have not got yet (`restocks`);
+/// `CAST AS SIGNED` makes it an integer on both MySQL and SQLite.
 const SALE_COLUMNS: &str = "id, sku, product_name, price, sale_price, stock, sold, \
-    per_user_limit, starts_at, ends_at, strategy, paused, buckets, hold_seconds, held";
+    per_user_limit, starts_at, ends_at, strategy, paused, buckets, hold_seconds, held, \
+    (SELECT CAST(COALESCE(SUM(r.quantity), 0) AS SIGNED) FROM restocks r \
+     WHERE r.sale_id = sales.id) AS restocking";
 
 fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
     let strategy: String = row.try_get("strategy")?;
@@ -84,6 +89,7 @@ fn sale_from_row(row: &AnyRow) -> Result<Sale, sqlx::Error> {
         id: row.try_get("id")?,
         sold: row.try_get("sold")?,
         held: row.try_get("held")?,
+        restocking: row.try_get("restocking")?,
         spec: SaleSpec {
             product: Product {
                 sku: row.try_get("sku")?,
@@ -388,15 +394,23 @@ pub async fn set_user_units(
     Ok(())
 }
 
-/// Every holder of a sale with their units (counter rebuild).
+/// Every holder of a sale with their units as the counters count them
+/// (counter rebuild): the units in `sale_users` plus those of their
+/// restocks the counters have not got yet.
 pub async fn holder_units(pool: &AnyPool, sale: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT user_id, units FROM sale_users WHERE sale_id = ? AND units > 0")
-        .bind(sale)
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("user_id")?, r.try_get("units")?)))
-        .collect()
+    let rows = sqlx::query(
+        "SELECT user_id, units FROM sale_users WHERE sale_id = ? AND units > 0 \
+         UNION ALL SELECT user_id, quantity AS units FROM restocks WHERE sale_id = ?",
+    )
+    .bind(sale)
+    .bind(sale)
+    .fetch_all(pool)
+    .await?;
+    let mut units: HashMap<String, i64> = HashMap::new();
+    for r in &rows {
+        *units.entry(r.try_get("user_id")?).or_default() += r.try_get::<i64, _>("units")?;
+    }
+    Ok(units.into_iter().collect())
 }
 
 const ORDER_COLUMNS: &str = "order_id, sale_id, user_id, quantity, amount, status, reason, \

@@ -10,7 +10,7 @@ pub mod sql;
 
 pub use cache::{MemoryCache, RedisCache, Versioned, VersionedCache};
 pub use counters::{
-    Admission, Arrival, Ask, Counters, LockToken, MemoryCounters, Outgoing, RedisCounters,
+    Admission, Arrival, Ask, Counters, LockToken, MemoryCounters, Outgoing, RedisCounters, Released,
 };
 pub use queue::{Consumer, KafkaQueue, LocalQueue, Message, Producer, Queue, QueueError, Record};
 #[cfg(feature = "service")]

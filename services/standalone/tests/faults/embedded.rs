@@ -209,3 +209,20 @@ async fn embedded_coupon_sigterm() {
 async fn embedded_timesale_kill9() {
     crash_mid_storm(Kind::TimeSale, "KILL", &[]).await;
 }
+
+/// Holds expiring while buyers confirm, the process killed mid-expiry
+/// (`holds.rs`); the in-process counters are rebuilt on the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn embedded_timesale_holds_kill9() {
+    let dir = TempDir::new();
+    let port = harness::free_port();
+    let log = dir.0.join("promo.log");
+    let client = harness::client();
+    crate::holds::holds_kill9(
+        "embedded time-sale holds kill -9 mid-expiry",
+        &client,
+        || Proc::start(&promo(), &args(&dir, port, &[]), &[], port, &log),
+    )
+    .await;
+}

@@ -9,4 +9,5 @@
 
 mod embedded;
 mod harness;
+mod holds;
 mod real;

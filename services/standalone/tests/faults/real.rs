@@ -707,3 +707,30 @@ async fn real_coupon_mariadb_kill9() {
 async fn real_coupon_redis_kill9() {
     kill_mid_storm(Kind::Coupon, Victim::Redis).await;
 }
+
+/// Holds expiring while buyers confirm, `timesale-service serve` killed
+/// mid-expiry (`holds.rs`): Redis keeps the counters across the kill, so
+/// each expired hold's units must reach them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: scripts/faults.sh"]
+async fn real_timesale_holds_serve_kill9() {
+    let d = Deployment {
+        kind: Kind::TimeSale,
+        mysql_url: testing::mysql_url(),
+        kafka_brokers: testing::kafka_brokers(),
+        redis_url: testing::redis_url(),
+        topic: testing::unique("fault_topic"),
+        group: testing::unique("fault_group"),
+        prefix: format!("{}:", testing::unique("fault")),
+        serve_port: harness::free_port(),
+        consume_port: harness::free_port(),
+        dir: TempDir::new(),
+    };
+    let client = harness::client();
+    crate::holds::holds_kill9(
+        "real time-sale holds serve kill -9 mid-expiry",
+        &client,
+        || d.serve(),
+    )
+    .await;
+}

@@ -12,10 +12,13 @@
 //!
 //! **The counters** (V2, V3) get the units back after the commit. The
 //! transaction also writes a *restock* row; the process that committed it
-//! gives the units to the counters with [`Counters::release_once`] keyed
+//! gives the units to the counters with `Counters::release_once` keyed
 //! by the order id, then deletes the row. If it dies in between, the next
 //! sweep (any replica) finds the row and does it again: the counters
-//! remember the order id, so they take the units once.
+//! remember the order id, so they take the units once. If the counters
+//! lost the pool meanwhile (Redis flushed, or the in-process counters of a
+//! restarted embedded process), the rebuild counts the rows not yet
+//! deleted as still taken, and their units arrive once the pool is back.
 //!
 //! **The sweep** runs on every replica every `--timesale-hold-sweep-ms`. It
 //! claims up to [`SWEEP_BATCH`] due holds with `FOR UPDATE SKIP LOCKED`, so
@@ -28,7 +31,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use promo_platform::{
-    ports::{with_conflict_retry, Counters, Dialect},
+    ports::{with_conflict_retry, Dialect, Released},
     queued::Core,
     shield::to_completion,
     time::{now_ms, to_ms},
@@ -84,35 +87,43 @@ pub async fn give_back(
 }
 
 /// Gives committed restocks' units to the counters (once per order) and
-/// forgets them. A failure leaves the row for the next sweep.
+/// forgets them. A restock whose pool is missing waits, and the pool is
+/// rebuilt: the rebuild counts unforgotten restocks as still taken
+/// (`Sale::restocking`), so the units arrive once the pool is back. A
+/// failure leaves the row for the next sweep.
 pub async fn restock(svc: &TimesaleService, restocks: &[Restock]) {
     for r in restocks {
-        let released = match svc.core.promotion(&r.sale).await {
-            Ok(sale) => {
-                let pool = Core::<Sales>::holder_pool(&sale, &r.user_id);
-                release(&*svc.core.counters, &pool, r).await
+        match restock_one(svc, r).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(order = %r.order_id, "restock waits for its pool"),
+            Err(e) => {
+                tracing::warn!(error = %e, order = %r.order_id, "restock left for the next sweep")
             }
-            // The sale is gone: no pool to give to.
-            Err(TimesaleError::UnknownSale(_)) => Ok(()),
-            Err(e) => Err(e),
-        };
-        let done = match released {
-            Ok(()) => store::delete_restock(svc.core.db.pool(), &r.order_id)
-                .await
-                .map_err(TimesaleError::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
-            tracing::warn!(error = %e, order = %r.order_id, "restock left for the next sweep");
         }
     }
 }
 
-async fn release(counters: &dyn Counters, pool: &str, r: &Restock) -> Result<(), TimesaleError> {
-    counters
-        .release_once(pool, &r.user_id, r.quantity, &r.order_id, RESTOCK_MEMORY)
-        .await?;
-    Ok(())
+/// Whether the restock is done (and forgotten).
+async fn restock_one(svc: &TimesaleService, r: &Restock) -> Result<bool, TimesaleError> {
+    match svc.core.promotion(&r.sale).await {
+        Ok(sale) if sale.spec.counted() => {
+            let pool = Core::<Sales>::holder_pool(&sale, &r.user_id);
+            let released = svc
+                .core
+                .counters
+                .release_once(&pool, &r.user_id, r.quantity, &r.order_id, RESTOCK_MEMORY)
+                .await?;
+            if released == Released::Missing {
+                svc.core.trigger_rebuild(&r.sale);
+                return Ok(false);
+            }
+        }
+        // No counters (V1), or no sale any more: nothing to give.
+        Ok(_) | Err(TimesaleError::UnknownSale(_)) => {}
+        Err(e) => return Err(e),
+    }
+    store::delete_restock(svc.core.db.pool(), &r.order_id).await?;
+    Ok(true)
 }
 
 /// `POST /orders/{id}/confirm`. Runs to completion even if the client goes
@@ -248,7 +259,13 @@ pub async fn sweep(svc: &TimesaleService) -> Result<u64, TimesaleError> {
     }
     let grace = to_ms(Utc::now()) - RESTOCK_GRACE.as_millis() as i64;
     let left = store::restocks_before(svc.core.db.pool(), grace, SWEEP_BATCH).await?;
-    restock(svc, &left).await;
+    if !left.is_empty() {
+        tracing::info!(
+            restocks = left.len(),
+            "giving the counters restocks an earlier run committed but did not finish"
+        );
+        restock(svc, &left).await;
+    }
     Ok(expired)
 }
 

@@ -1,6 +1,7 @@
 //! An order of a time sale.
 
 use chrono::{DateTime, Utc};
+use promo_platform::time::{from_ms, to_ms};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -106,9 +107,11 @@ impl Order {
             },
             reason: outcome.err().map(str::to_string),
             strategy: Some(strategy),
-            created_at: Some(at),
+            created_at: Some(from_ms(to_ms(at))),
+            // In stored (millisecond) precision, so the first answer and
+            // every later read agree.
             hold_expires_at: match outcome {
-                Ok(()) => sale.spec.hold().map(|h| Utc::now() + h),
+                Ok(()) => sale.spec.hold().map(|h| from_ms(to_ms(Utc::now() + h))),
                 Err(_) => None,
             },
             payment_ref: None,

@@ -116,6 +116,9 @@ pub struct Sale {
     pub sold: i64,
     /// The part of `sold` held for payment (HELD orders).
     pub held: i64,
+    /// Units given back in the database (cancel, expiry) that the counters
+    /// have not got yet: a counter rebuild counts them as still taken.
+    pub restocking: i64,
 }
 
 impl Sale {
@@ -229,6 +232,7 @@ mod tests {
             spec: spec(),
             sold: 0,
             held: 0,
+            restocking: 0,
         };
         assert!(s.check_quantity(1).is_ok());
         assert!(s.check_quantity(3).is_ok());

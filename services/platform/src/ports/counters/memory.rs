@@ -9,7 +9,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing};
+use super::{
+    random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing, Released,
+};
 
 #[derive(Default)]
 struct Pool {
@@ -238,19 +240,22 @@ impl Counters for MemoryCounters {
         units: i64,
         key: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError> {
+    ) -> Result<Released, CountersError> {
         let mut s = self.lock();
         let now = Instant::now();
+        if !s.pools.contains_key(pool) {
+            return Ok(Released::Missing);
+        }
         // Beside the transfers' marks, under a prefix no transfer id has.
         let mark = format!("released:{key}");
-        if !s.pools.contains_key(pool) || s.transfer_mark(pool, &mark, now).is_some() {
-            return Ok(false);
+        if s.transfer_mark(pool, &mark, now).is_some() {
+            return Ok(Released::Before);
         }
         s.mark_transfer(pool, &mark, true, now + ttl);
         if let Some(p) = s.pools.get_mut(pool) {
             p.give_back(holder, units);
         }
-        Ok(true)
+        Ok(Released::Now)
     }
 
     async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {

@@ -65,6 +65,17 @@ pub enum Admission {
     InFlight,
 }
 
+/// What [`Counters::release_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The units are back in the pool now.
+    Now,
+    /// They were given back before under the same key; nothing changed.
+    Before,
+    /// The pool is missing; nothing changed (nor remembered).
+    Missing,
+}
+
 /// One ticketed admission of a batch ([`Counters::admit_many`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ask<'a> {
@@ -142,9 +153,7 @@ pub trait Counters: Send + Sync {
 
     /// [`Counters::release`] at most once per `key` within `ttl` (an
     /// order's units, given back by whoever gets there first after a
-    /// crash): the key is remembered in the same step. Returns whether the
-    /// units were given back now (false: given back before under `key`, or
-    /// the pool is missing — a rebuild then counts from the database).
+    /// crash): the key is remembered in the same step.
     async fn release_once(
         &self,
         pool: &str,
@@ -152,7 +161,7 @@ pub trait Counters: Send + Sync {
         units: i64,
         key: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError>;
+    ) -> Result<Released, CountersError>;
 
     /// Gives an in-flight ticket's units back to the pool and its holder and
     /// forgets the ticket, in one step — only if it is still in flight, so a

@@ -21,7 +21,7 @@ use redis::{
 };
 
 use super::{
-    random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing,
+    random_token, Admission, Arrival, Ask, Counters, CountersError, LockToken, Outgoing, Released,
     GENERATION, IN_FLIGHT, REMAINING, TRANSIT,
 };
 
@@ -429,7 +429,7 @@ impl Counters for RedisCounters {
         units: i64,
         key: &str,
         ttl: Duration,
-    ) -> Result<bool, CountersError> {
+    ) -> Result<Released, CountersError> {
         let mut conn = self.conn.clone();
         let done: i64 = bounded(
             self.timeout,
@@ -443,7 +443,11 @@ impl Counters for RedisCounters {
                 .invoke_async(&mut conn),
         )
         .await?;
-        Ok(done == 1)
+        Ok(match done {
+            0 => Released::Missing,
+            1 => Released::Now,
+            _ => Released::Before,
+        })
     }
 
     async fn release_ticket(&self, pool: &str, ticket: &str) -> Result<bool, CountersError> {
