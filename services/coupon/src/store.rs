@@ -40,6 +40,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "buckets",
             sql: include_str!("../../../migrations/coupon/mysql/0004_buckets.sql"),
         },
+        Migration {
+            version: 5,
+            name: "outbox",
+            sql: promo_platform::outbox::MYSQL_TABLES,
+        },
     ],
     sqlite: &[
         Migration {
@@ -61,6 +66,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 4,
             name: "buckets",
             sql: include_str!("../../../migrations/coupon/sqlite/0004_buckets.sql"),
+        },
+        Migration {
+            version: 5,
+            name: "outbox",
+            sql: promo_platform::outbox::SQLITE_TABLES,
         },
     ],
 };

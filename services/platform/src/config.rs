@@ -40,6 +40,14 @@ pub struct BackendArgs {
     #[arg(long, env = "PROMO_KAFKA_LINGER_MS", default_value_t = crate::ports::queue::LINGER_MS)]
     pub kafka_linger_ms: u64,
 
+    /// Topic the services publish their state changes to, as CloudEvents.
+    #[arg(long, env = "PROMO_EVENTS_TOPIC", default_value = crate::outbox::TOPIC)]
+    pub events_topic: String,
+    /// Hours a published event stays in the outbox (and `/admin/events`).
+    #[arg(long, env = "PROMO_EVENTS_RETENTION_HOURS", default_value_t = crate::outbox::RETENTION_HOURS,
+        value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
+    pub events_retention_hours: u64,
+
     /// Folder for the embedded SQLite databases.
     #[arg(long, env = "PROMO_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -99,6 +107,8 @@ impl BackendArgs {
             redis_cluster_nodes: Vec::new(),
             kafka_brokers: None,
             kafka_linger_ms: crate::ports::queue::LINGER_MS,
+            events_topic: crate::outbox::TOPIC.into(),
+            events_retention_hours: crate::outbox::RETENTION_HOURS,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
             database_prefix: String::new(),

@@ -9,6 +9,7 @@
 //!   queue), each with its production and its embedded implementation;
 //! - [`consumer`]: the batch consumer loop shared by the queued strategies;
 //! - [`group_commit`]: many requests decided in one transaction (V2);
+//! - [`outbox`]: state changes recorded with them and relayed as CloudEvents;
 //! - [`queued`]: the one core of the coupon and time-sale services
 //!   (settings and flags, backends, gauges, rebuild, the consumer's batch);
 //! - [`strategy`], [`admission`], [`cache`]: the pieces that core and the
@@ -28,6 +29,8 @@ pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+#[cfg(feature = "service")]
+pub mod outbox;
 pub mod ports;
 #[cfg(feature = "service")]
 pub mod queued;

@@ -8,8 +8,8 @@ use std::{
 };
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 100 µs to ~3.3 s.
@@ -43,6 +43,9 @@ pub struct Metrics {
     pub holds: IntCounterVec,
     pub held: IntGaugeVec,
     pub hold_confirm_duration: HistogramVec,
+    pub events_published: IntCounterVec,
+    pub outbox_backlog: IntGaugeVec,
+    pub outbox_oldest: GaugeVec,
     /// Per service, the campaign or sale ids that exist (see [`Metrics::know`]).
     known: Arc<RwLock<HashMap<String, HashSet<String>>>>,
 }
@@ -225,6 +228,27 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            events_published: IntCounterVec::new(
+                Opts::new(
+                    "promo_events_published_total",
+                    "CloudEvents the outbox relay published (acknowledged by the broker)",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            outbox_backlog: IntGaugeVec::new(
+                Opts::new("promo_outbox_backlog", "Outbox rows not yet published"),
+                &["service"],
+            )
+            .expect("valid metric"),
+            outbox_oldest: GaugeVec::new(
+                Opts::new(
+                    "promo_outbox_oldest_unpublished_seconds",
+                    "Age of the oldest outbox row not yet published (0 when none)",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
             known: Arc::default(),
             registry,
         };
@@ -252,6 +276,9 @@ impl Metrics {
             Box::new(m.holds.clone()),
             Box::new(m.held.clone()),
             Box::new(m.hold_confirm_duration.clone()),
+            Box::new(m.events_published.clone()),
+            Box::new(m.outbox_backlog.clone()),
+            Box::new(m.outbox_oldest.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

@@ -54,6 +54,10 @@ pub trait Service: Send + Sync + Sized + 'static {
     fn background(self: &Arc<Self>, shutdown: CancellationToken) {
         let _ = shutdown;
     }
+    /// Its outbox of state changes, when it publishes them.
+    fn outbox(&self) -> Option<Arc<crate::outbox::Outbox>> {
+        None
+    }
     /// The V3 consumer: its queue, what persists a batch, and its options.
     fn consumer(self: &Arc<Self>) -> Option<ConsumerParts> {
         None
@@ -90,6 +94,7 @@ pub fn parts<S: Service>(
     }
     ServiceParts {
         name: S::NAME,
+        events: svc.outbox().map(|o| (o, admin_token.clone())),
         router: svc.router(admin_token),
         openapi: S::openapi(),
         readiness,

@@ -45,6 +45,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "holds",
             sql: include_str!("../../../migrations/timesale/mysql/0005_holds.sql"),
         },
+        Migration {
+            version: 6,
+            name: "outbox",
+            sql: promo_platform::outbox::MYSQL_TABLES,
+        },
     ],
     sqlite: &[
         Migration {
@@ -71,6 +76,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 5,
             name: "holds",
             sql: include_str!("../../../migrations/timesale/sqlite/0005_holds.sql"),
+        },
+        Migration {
+            version: 6,
+            name: "outbox",
+            sql: promo_platform::outbox::SQLITE_TABLES,
         },
     ],
 };
@@ -437,8 +447,11 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     })
 }
 
-/// Inserts decided orders, many rows per statement.
+/// Inserts decided orders, many rows per statement, with their events
+/// (`dev.promo.order.held|confirmed|rejected`) in the outbox.
 pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
+    let events: Vec<_> = orders.iter().filter_map(Order::event).collect();
+    promo_platform::outbox::record(tx, &events).await?;
     let now = now_ms();
     for chunk in orders.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");

@@ -1,6 +1,8 @@
 //! HTTP plumbing shared by every service.
 
 pub mod auth;
+#[cfg(feature = "service")]
+pub mod events;
 pub mod extract;
 pub mod health;
 #[cfg(feature = "service")]

@@ -285,6 +285,9 @@ pub struct ServiceParts {
     pub router: Router,
     pub openapi: utoipa::openapi::OpenApi,
     pub readiness: super::health::Readiness,
+    /// The service's outbox, for `/admin/events`, and the admin token.
+    #[cfg(feature = "service")]
+    pub events: Option<(Arc<crate::outbox::Outbox>, super::auth::AdminToken)>,
 }
 
 /// The whole HTTP surface of a process serving `parts`: their routes
@@ -297,7 +300,13 @@ pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
     let mut readiness = super::health::Readiness::default();
     let mut doc: Option<utoipa::openapi::OpenApi> = None;
     let several = parts.len() > 1;
+    let mut outboxes = Vec::new();
+    let mut events_token = None;
     for p in parts {
+        if let Some((outbox, token)) = p.events {
+            outboxes.push(outbox);
+            events_token.get_or_insert(token);
+        }
         router = router.merge(track(p.router, p.name, metrics.clone()));
         readiness = readiness.merge(p.readiness);
         doc = Some(match doc {
@@ -309,6 +318,14 @@ pub fn assemble(parts: Vec<ServiceParts>, metrics: Arc<Metrics>) -> Router {
         });
     }
     let mut doc = doc.unwrap_or_default();
+    if let Some(token) = events_token {
+        router = router.merge(track(
+            super::events::router(outboxes, token),
+            "events",
+            metrics.clone(),
+        ));
+        doc.merge(<super::events::EventsDoc as utoipa::OpenApi>::openapi());
+    }
     if several {
         doc.info.title = "Promotion platform".into();
         doc.info.description = Some("Coupons, time sales and points; see each tag.".into());

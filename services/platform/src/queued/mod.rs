@@ -38,6 +38,7 @@ use crate::{
     config::{BackendError, Backends},
     consumer::{decode_batch, BatchHandler, Event, PersistError},
     metrics::Metrics,
+    outbox::Outbox,
     ports::{
         counters::CountersError, sql::Migrations, Admission, Counters, Database, Dialect, Message,
         Producer, Queue, QueueError,
@@ -214,6 +215,8 @@ pub struct Core<D: Domain> {
     dry: buckets::Refills,
     /// V3 admissions' lanes, when coalescing is on.
     coalescer: Option<Coalescer>,
+    /// The service's state changes on their way to the events topic.
+    pub outbox: Arc<Outbox>,
 }
 
 impl<D: Domain> Core<D> {
@@ -255,7 +258,15 @@ impl<D: Domain> Core<D> {
                     .with_label_values(&[D::SERVICE]),
             )
         });
+        let outbox = Outbox::new(
+            db.clone(),
+            D::SERVICE,
+            &backends.args.events_topic,
+            std::time::Duration::from_secs(backends.args.events_retention_hours * 3600),
+            metrics.clone(),
+        );
         Ok(Arc::new(Self {
+            outbox,
             db,
             coalescer,
             counters: backends.counters.clone(),

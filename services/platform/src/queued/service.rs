@@ -104,7 +104,14 @@ impl<Q: Queued> Service for Q {
             .map_err(|e| e.to_string())
     }
 
+    fn outbox(&self) -> Option<Arc<crate::outbox::Outbox>> {
+        Some(self.core().outbox.clone())
+    }
+
+    /// The outbox relay, and the service's own tasks.
     fn background(self: &Arc<Self>, shutdown: CancellationToken) {
+        let core = self.core();
+        core.outbox.spawn(core.queue.clone(), shutdown.clone());
         Queued::background(self, shutdown)
     }
 

@@ -31,6 +31,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use promo_platform::{
+    outbox,
     ports::{with_conflict_retry, Dialect, Released},
     queued::Core,
     shield::to_completion,
@@ -58,7 +59,8 @@ pub const MAX_PAYMENT_REF: usize = 128;
 
 /// Moves `order` (locked in `tx`, status HELD or CONFIRMED) to `to` and
 /// gives its units back to the sale and the user, recording the restock
-/// for the counters. False when the order was no longer in its status.
+/// for the counters and the change's event. None when the order was no
+/// longer in its status.
 pub async fn give_back(
     tx: &mut AnyConnection,
     order: &Order,
@@ -83,6 +85,11 @@ pub async fn give_back(
     )
     .await?;
     store::insert_restocks(tx, std::slice::from_ref(&restock)).await?;
+    let ended = Order {
+        status: to,
+        ..order.clone()
+    };
+    outbox::record(tx, ended.event().as_slice()).await?;
     Ok(Some(restock))
 }
 
@@ -200,6 +207,9 @@ async fn confirm_in_transaction(
                 )));
             }
             store::release_held(&mut tx, &sale, quantity.unwrap_or(0)).await?;
+            order.status = OrderStatus::Confirmed;
+            order.payment_ref = Some(payment_ref.to_string());
+            outbox::record(&mut tx, order.event().as_slice()).await?;
             tx.commit().await?;
             // From the order (a V3 order's admission) to its confirmation.
             if let Some(ordered) = order.created_at {

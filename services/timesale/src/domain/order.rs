@@ -1,7 +1,10 @@
 //! An order of a time sale.
 
 use chrono::{DateTime, Utc};
-use promo_platform::time::{from_ms, to_ms};
+use promo_platform::{
+    outbox::Change,
+    time::{from_ms, to_ms},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -116,6 +119,24 @@ impl Order {
             },
             payment_ref: None,
         }
+    }
+
+    /// The event that records this order reaching its status (none while
+    /// PENDING): `dev.promo.order.<status>` about its sale, carrying the
+    /// order as `GET /orders/{id}` shows it. An order reaches each status at
+    /// most once, so `order.<status>:<orderId>` identifies the change.
+    pub fn event(&self) -> Option<Change> {
+        let kind = match self.status {
+            OrderStatus::Pending => return None,
+            OrderStatus::Held => "dev.promo.order.held",
+            OrderStatus::Confirmed => "dev.promo.order.confirmed",
+            OrderStatus::Rejected => "dev.promo.order.rejected",
+            OrderStatus::Cancelled => "dev.promo.order.cancelled",
+            OrderStatus::Expired => "dev.promo.order.expired",
+        };
+        let data = serde_json::to_value(self).unwrap_or_default();
+        let sale = self.sale.as_deref().unwrap_or_default();
+        Some(Change::new(kind, &self.order_id, sale, data))
     }
 
     /// Whether this is a hold that has run out at `now` (whether or not

@@ -8,6 +8,7 @@ mod bad_input;
 mod cancel;
 mod consumer;
 mod counters;
+mod events;
 mod holds;
 mod idempotency;
 mod ordering;
