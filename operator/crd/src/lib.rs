@@ -516,6 +516,22 @@ spec:
     }
 
     #[test]
+    fn a_time_sale_passes_its_hold_only_when_it_has_one() {
+        let text = include_str!("../../../tests/promotions/valid/time-sale.yaml");
+        let p = parse_manifests(text).unwrap().remove(0);
+        let req = p.validate().unwrap().admin_request();
+        assert_eq!(req.path, "/admin/time-sales/flash-airpods");
+        assert_eq!(req.body["holdSeconds"], 600);
+        let mut without = p.clone();
+        without.spec.time_sale.as_mut().unwrap().hold_seconds = None;
+        let req = without.validate().unwrap().admin_request();
+        assert!(req.body.get("holdSeconds").is_none(), "{}", req.body);
+        let mut short = p;
+        short.spec.time_sale.as_mut().unwrap().hold_seconds = Some(29);
+        assert_eq!(short.validate(), Err(InvalidPromotion::HoldSeconds));
+    }
+
+    #[test]
     fn unknown_fields_are_errors() {
         let bad = COUPON.replace("validForDays: 30", "validForDays: 30\n    colour: red");
         assert!(parse_manifests(&bad).is_err());
