@@ -197,10 +197,6 @@ impl Outbox {
         self.service
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     fn event(&self, row: &sqlx::any::AnyRow) -> Result<Stored, OutboxError> {
         let time: i64 = row.try_get("time")?;
         let data: String = row.try_get("data")?;

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use promo_platform::{
+    metrics::Metrics,
     ports::{Database, Dialect},
     queued::{Admitted, Domain, Fresh, QueuedEvent, Standing},
     time::from_ms,
@@ -65,6 +66,16 @@ impl Domain for Sales {
             counted: s.spec.counted(),
             queued: s.spec.strategy == Strategy::Queued,
             buckets: s.spec.buckets,
+        }
+    }
+
+    /// `promo_held`, for sales that hold (or still have held units).
+    fn measure(s: &Sale, metrics: &Metrics) {
+        if s.spec.hold_seconds.is_some() || s.held > 0 {
+            metrics
+                .held
+                .with_label_values(&[Self::SERVICE, &s.id])
+                .set(s.held);
         }
     }
 

@@ -70,7 +70,7 @@ fn parse(cursor: &str) -> Result<Positions, ApiError> {
     Ok(out)
 }
 
-fn format(positions: &Positions) -> String {
+fn render(positions: &Positions) -> String {
     positions
         .iter()
         .map(|(s, p)| format!("{s}-{}-{}", p.published_at, p.seq))
@@ -120,7 +120,7 @@ pub async fn list_events(
     }
     Ok(Json(EventPage {
         items,
-        next_cursor: format(&positions),
+        next_cursor: render(&positions),
     }))
 }
 
@@ -147,8 +147,8 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
         let c = "coupon-17-3.timesale-18-9";
-        assert_eq!(format(&parse(c).unwrap()), c);
-        assert_eq!(format(&parse("a-1-2.a-3-4").unwrap()), "a-3-4");
+        assert_eq!(render(&parse(c).unwrap()), c);
+        assert_eq!(render(&parse("a-1-2.a-3-4").unwrap()), "a-3-4");
         for bad in ["", "coupon", "coupon-1", "coupon-1-x", "-1-2", "a-1-2-3"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -181,6 +181,11 @@ pub trait Domain: Send + Sync + 'static {
         spec: &Self::Spec,
     ) -> Result<(Self::Promotion, Option<Self::Promotion>), Self::Error>;
     fn standing(p: &Self::Promotion) -> Standing;
+    /// Sets the domain's own gauges of `p` (the periodic refresh, beside
+    /// remaining and pending).
+    fn measure(p: &Self::Promotion, metrics: &Metrics) {
+        let _ = (p, metrics);
+    }
     async fn get(pool: &AnyPool, id: &str) -> Result<Option<Self::Promotion>, sqlx::Error>;
     async fn list(pool: &AnyPool) -> Result<Vec<Self::Promotion>, sqlx::Error>;
     /// Units per holder (user) of a promotion, from the database.
@@ -336,6 +341,7 @@ impl<D: Domain> Core<D> {
             let (remaining, pending) = self.figures(p).await?;
             self.metrics
                 .set_figures(D::SERVICE, D::id(p), remaining, pending);
+            D::measure(p, &self.metrics);
             let s = D::standing(p);
             if s.queued {
                 admission::audit_and_measure_drift(

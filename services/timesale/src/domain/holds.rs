@@ -293,20 +293,6 @@ async fn expire_batch(svc: &TimesaleService) -> Result<Vec<Restock>, TimesaleErr
     Ok(restocks)
 }
 
-/// Sets `promo_held` for every sale that holds.
-async fn measure_held(svc: &TimesaleService) -> Result<(), TimesaleError> {
-    for sale in store::list_sales(svc.core.db.pool(), None).await? {
-        if sale.spec.hold_seconds.is_some() || sale.held > 0 {
-            svc.core
-                .metrics
-                .held
-                .with_label_values(&[SERVICE, &sale.id])
-                .set(sale.held);
-        }
-    }
-    Ok(())
-}
-
 /// Sweeps every `every` until `shutdown`.
 pub fn spawn_sweeper(svc: &Arc<TimesaleService>, every: Duration, shutdown: CancellationToken) {
     let svc = Arc::downgrade(svc);
@@ -319,9 +305,6 @@ pub fn spawn_sweeper(svc: &Arc<TimesaleService>, every: Duration, shutdown: Canc
             let Some(svc) = svc.upgrade() else { return };
             if let Err(e) = sweep(&svc).await {
                 tracing::warn!(error = %e, "hold sweep failed; next one retries");
-            }
-            if let Err(e) = measure_held(&svc).await {
-                tracing::debug!(error = %e, "held gauge not refreshed");
             }
         }
     });

@@ -74,6 +74,14 @@ async fn lifecycle(backend: Backend, version: &str, strategy: &str) {
         (Some(1), Some(1)),
         "{v}"
     );
+    app.svc.core.refresh_gauges().await.unwrap();
+    let held = app
+        .svc
+        .core
+        .metrics
+        .held
+        .with_label_values(&[timesale_service::SERVICE, "h"]);
+    assert_eq!(held.get(), 1, "promo_held");
     let c1 = app.confirm(&id(&first), "pay-1").await;
     assert_eq!(code(&c1), (200, "CONFIRMED".into()), "{}", c1.body);
     assert_eq!(c1.body["paymentRef"], "pay-1");
