@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use promo_platform::{ports::with_conflict_retry, shield::to_completion};
+use sqlx::AnyConnection;
 
 use crate::{
     domain::{holds, Order, OrderStatus, TimesaleError},
@@ -30,23 +31,12 @@ pub async fn cancel(svc: &Arc<TimesaleService>, order_id: &str) -> Result<Order,
 }
 
 async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, TimesaleError> {
-    let attempt = || {
+    let (answer, restocked) = on_decided_order(svc, order_id, || {
         with_conflict_retry(svc.settings.tx_attempts, || {
             cancel_in_transaction(svc, order_id)
         })
-    };
-    let (answer, restocked) = match attempt().await {
-        // Decided between the order read and the ticket check (the consumer
-        // clears a ticket after its commit): it is in the database now.
-        Err(TimesaleError::UnknownOrder(_))
-            if store::get_order(svc.core.db.pool(), order_id)
-                .await?
-                .is_some() =>
-        {
-            attempt().await?
-        }
-        answer => answer?,
-    };
+    })
+    .await?;
     if let Some((restock, outcome)) = restocked {
         if let Some(outcome) = outcome {
             svc.core
@@ -58,6 +48,48 @@ async fn cancel_now(svc: &TimesaleService, order_id: &str) -> Result<Order, Time
         holds::restock(svc, &[restock]).await;
     }
     answer
+}
+
+/// Order `order_id` locked in `tx`. Without one: `pending("order … is
+/// still pending")` while its V3 ticket is pending, else unknown.
+pub(crate) async fn lock_decided(
+    svc: &TimesaleService,
+    tx: &mut AnyConnection,
+    order_id: &str,
+    pending: impl FnOnce(String) -> TimesaleError,
+) -> Result<Order, TimesaleError> {
+    match store::lock_order(tx, svc.core.db.dialect(), order_id).await? {
+        Some(order) => Ok(order),
+        None if svc.core.counters.ticket_pending(order_id).await? => {
+            Err(pending(format!("order {order_id:?} is still pending")))
+        }
+        None => Err(TimesaleError::UnknownOrder(order_id.to_string())),
+    }
+}
+
+/// Runs `attempt` (a transaction built on [`lock_decided`]) once more when
+/// it found the order unknown but the database has it now: the consumer
+/// decided it between the order read and the ticket check (it clears a
+/// ticket after its commit).
+pub(crate) async fn on_decided_order<T, F, Fut>(
+    svc: &TimesaleService,
+    order_id: &str,
+    attempt: F,
+) -> Result<T, TimesaleError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TimesaleError>>,
+{
+    match attempt().await {
+        Err(TimesaleError::UnknownOrder(_))
+            if store::get_order(svc.core.db.pool(), order_id)
+                .await?
+                .is_some() =>
+        {
+            attempt().await
+        }
+        answer => answer,
+    }
 }
 
 /// The answer, and the restock to give the counters with the hold outcome
@@ -72,15 +104,10 @@ async fn cancel_in_transaction(
     order_id: &str,
 ) -> Result<Cancelled, TimesaleError> {
     let mut tx = svc.core.db.pool().begin().await?;
-    let Some(mut order) = store::lock_order(&mut tx, svc.core.db.dialect(), order_id).await? else {
-        return Err(if svc.core.counters.ticket_pending(order_id).await? {
-            TimesaleError::NotCancellable(format!(
-                "order {order_id:?} is still pending; cancel it once it is decided"
-            ))
-        } else {
-            TimesaleError::UnknownOrder(order_id.to_string())
-        });
-    };
+    let mut order = lock_decided(svc, &mut tx, order_id, |m| {
+        TimesaleError::NotCancellable(format!("{m}; cancel it once it is decided"))
+    })
+    .await?;
     let (to, outcome) = match order.status {
         OrderStatus::Cancelled => return Ok((Ok(order), None)),
         OrderStatus::Held if order.hold_due(Utc::now()) => (OrderStatus::Expired, Some("expired")),

@@ -41,7 +41,10 @@ use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Order, OrderStatus, TimesaleError},
+    domain::{
+        cancel::{lock_decided, on_decided_order},
+        Order, OrderStatus, TimesaleError,
+    },
     store::{self, Restock},
     Sales, TimesaleService, SERVICE,
 };
@@ -147,8 +150,10 @@ pub async fn confirm(
     }
     let (svc, order_id, payment_ref) = (svc.clone(), order_id.to_string(), payment_ref.to_string());
     to_completion(async move {
-        let (answer, restocked) = with_conflict_retry(svc.settings.tx_attempts, || {
-            confirm_in_transaction(&svc, &order_id, &payment_ref)
+        let (answer, restocked) = on_decided_order(&svc, &order_id, || {
+            with_conflict_retry(svc.settings.tx_attempts, || {
+                confirm_in_transaction(&svc, &order_id, &payment_ref)
+            })
         })
         .await?;
         if let Some(r) = restocked {
@@ -172,15 +177,10 @@ async fn confirm_in_transaction(
     payment_ref: &str,
 ) -> Result<Confirmed, TimesaleError> {
     let mut tx = svc.core.db.pool().begin().await?;
-    let Some(mut order) = store::lock_order(&mut tx, svc.core.db.dialect(), order_id).await? else {
-        return Err(if svc.core.counters.ticket_pending(order_id).await? {
-            TimesaleError::NotHeld(format!(
-                "order {order_id:?} is still pending; confirm it once it is HELD"
-            ))
-        } else {
-            TimesaleError::UnknownOrder(order_id.to_string())
-        });
-    };
+    let mut order = lock_decided(svc, &mut tx, order_id, |m| {
+        TimesaleError::NotHeld(format!("{m}; confirm it once it is HELD"))
+    })
+    .await?;
     let now = Utc::now();
     let expired = || TimesaleError::HoldExpired(format!("the hold of order {order_id:?} expired"));
     match order.status {
@@ -225,8 +225,6 @@ async fn confirm_in_transaction(
                 .holds
                 .with_label_values(&[SERVICE, "confirmed"])
                 .inc();
-            order.status = OrderStatus::Confirmed;
-            order.payment_ref = Some(payment_ref.to_string());
             Ok((Ok(order), None))
         }
         OrderStatus::Confirmed if order.payment_ref.as_deref() == Some(payment_ref) => {
