@@ -22,11 +22,13 @@ const MAX_LIMIT: usize = 500;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// `nextCursor` of the previous page; absent: from the oldest kept event.
+    /// `nextCursor` of the previous page; absent: from the oldest kept
+    /// event. Each position has at most 18 digits, so a cursor that fits
+    /// the pattern fits in 64 bits.
     #[param(
         min_length = 1,
         max_length = 512,
-        pattern = "^[a-z]+-[0-9]+-[0-9]+(\\.[a-z]+-[0-9]+-[0-9]+)*$"
+        pattern = "^[a-z]+-[0-9]{1,18}-[0-9]{1,18}(\\.[a-z]+-[0-9]{1,18}-[0-9]{1,18})*$"
     )]
     pub after: Option<String>,
     /// 1..=500, default 100.
@@ -149,6 +151,8 @@ mod tests {
         let c = "coupon-17-3.timesale-18-9";
         assert_eq!(render(&parse(c).unwrap()), c);
         assert_eq!(render(&parse("a-1-2.a-3-4").unwrap()), "a-3-4");
+        let widest = "a-999999999999999999-999999999999999999";
+        assert_eq!(render(&parse(widest).unwrap()), widest);
         for bad in ["", "coupon", "coupon-1", "coupon-1-x", "-1-2", "a-1-2-3"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
