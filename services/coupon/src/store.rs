@@ -296,11 +296,14 @@ pub struct NewCoupon<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// Inserts coupons, many rows per statement.
+/// Inserts coupons, many rows per statement, with their
+/// `dev.promo.coupon.issued` events in the outbox.
 pub async fn insert_coupons(
     tx: &mut AnyConnection,
     rows: &[NewCoupon<'_>],
 ) -> Result<(), sqlx::Error> {
+    let events: Vec<_> = rows.iter().map(|r| r.coupon.issued_event()).collect();
+    promo_platform::outbox::record(tx, &events).await?;
     for chunk in rows.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
@@ -326,21 +329,64 @@ pub async fn insert_coupons(
 }
 
 /// Adds `n` to the campaign's issued count unless that would pass the quota.
-/// Returns whether it did (false: the quota is exhausted).
+/// Returns whether it did (false: the quota is exhausted). The step that
+/// takes the last coupon of the quota records `dev.promo.campaign.sold_out`
+/// in the same transaction.
+///
+/// The update reports what is left without another round trip while the
+/// row is locked: on MySQL/MariaDB it hands `quota - issued + 1` (after the
+/// update; assignments run left to right) to `LAST_INSERT_ID(expr)`, which
+/// the server returns with the statement's result; SQLite has `RETURNING`.
+/// Where neither answers, the row is read.
 pub async fn add_issued(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     campaign: &str,
     n: i64,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE campaigns SET issued = issued + ? WHERE id = ? AND issued + ? <= quota",
-    )
-    .bind(n)
-    .bind(campaign)
-    .bind(n)
-    .execute(&mut *tx)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    const SET: &str = "UPDATE campaigns SET issued = issued + ?";
+    const WHERE: &str = "WHERE id = ? AND issued + ? <= quota";
+    let left_plus_one = match dialect {
+        Dialect::MySql => {
+            let r = sqlx::query(&format!(
+                "{SET}, quota = quota + 0 * LAST_INSERT_ID(quota - issued + 1) {WHERE}"
+            ))
+            .bind(n)
+            .bind(campaign)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Ok(false);
+            }
+            r.last_insert_id().filter(|v| *v > 0)
+        }
+        Dialect::Sqlite => {
+            let row = sqlx::query(&format!("{SET} {WHERE} RETURNING quota - issued + 1"))
+                .bind(n)
+                .bind(campaign)
+                .bind(n)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => return Ok(false),
+                Some(r) => Some(r.try_get::<i64, _>(0)?),
+            }
+        }
+    };
+    if left_plus_one.is_some_and(|v| v != 1) {
+        return Ok(true);
+    }
+    // Sold out, or unknown: read the row (at most once per sell-out).
+    let row = sqlx::query("SELECT issued, quota FROM campaigns WHERE id = ?")
+        .bind(campaign)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (issued, quota): (i64, i64) = (row.try_get("issued")?, row.try_get("quota")?);
+    if issued >= quota {
+        promo_platform::outbox::record(tx, &[Campaign::sold_out_event(campaign, issued)]).await?;
+    }
+    Ok(true)
 }
 
 const COUPON_COLUMNS: &str = "coupon_id, code, campaign_id, user_id, status, issued_at, expires_at";

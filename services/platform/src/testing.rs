@@ -334,4 +334,38 @@ impl HttpClient {
     pub async fn admin_get(&self, path: &str) -> Answer {
         self.send(self.admin(self.client.get(self.url(path)))).await
     }
+
+    /// Pages through `GET /admin/events` (3 a page) until at least `want`
+    /// published events about `subject` are there (20 s at most); returns
+    /// them in feed order.
+    pub async fn events_about(&self, subject: &str, want: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut cursor: Option<String> = None;
+            let mut mine = Vec::new();
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/admin/events?limit=3&after={c}"),
+                    None => "/admin/events?limit=3".to_string(),
+                };
+                let page = self.admin_get(&path).await;
+                assert_eq!(page.status, 200, "{}", page.body);
+                let items = page.body["items"].as_array().unwrap().clone();
+                cursor = Some(page.body["nextCursor"].as_str().unwrap().to_string());
+                if items.is_empty() {
+                    break;
+                }
+                mine.extend(items.into_iter().filter(|e| e["subject"] == subject));
+            }
+            if mine.len() >= want {
+                return mine;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {want} events: {mine:?}",
+                mine.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -2,8 +2,9 @@
 //! and its live figures.
 
 use chrono::{DateTime, Utc};
-use promo_platform::time::inactive_reason;
+use promo_platform::{outbox::Change, time::inactive_reason};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{CouponError, Discount};
@@ -93,6 +94,19 @@ impl Campaign {
             Some(days) => issued_at + chrono::Duration::days(days),
             None => self.spec.ends_at,
         }
+    }
+
+    /// `dev.promo.campaign.sold_out`: the issuance that took the last coupon
+    /// of the quota, when `issued` reached it. Issued counts only grow, so
+    /// the count names the change (a raised quota sells out again at a
+    /// higher one).
+    pub fn sold_out_event(campaign: &str, issued: i64) -> Change {
+        Change::new(
+            "dev.promo.campaign.sold_out",
+            &format!("{campaign}:{issued}"),
+            campaign,
+            json!({ "campaign": campaign, "issued": issued }),
+        )
     }
 }
 

@@ -1,6 +1,7 @@
 //! An issued coupon, as stored and as answered.
 
 use chrono::{DateTime, Utc};
+use promo_platform::outbox::Change;
 use rand::Rng;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -40,6 +41,17 @@ impl Coupon {
             issued_at: now,
             expires_at: campaign.coupon_expiry(now),
         }
+    }
+
+    /// `dev.promo.coupon.issued`, with the coupon as answered.
+    pub fn issued_event(&self) -> Change {
+        let data = serde_json::to_value(self).unwrap_or_default();
+        Change::new(
+            "dev.promo.coupon.issued",
+            &self.coupon_id,
+            &self.campaign,
+            data,
+        )
     }
 
     /// The status a reader sees at `now` (ISSUED turns EXPIRED after expiry).

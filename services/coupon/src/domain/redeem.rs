@@ -2,11 +2,13 @@
 //! cancelling it so the coupon is usable again.
 
 use chrono::Utc;
+use promo_platform::outbox::{self, Change};
 use serde::Serialize;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::{
-    domain::{CouponError, CouponStatus},
+    domain::{Coupon, CouponError, CouponStatus},
     store, CouponService,
 };
 
@@ -18,6 +20,19 @@ pub struct Redemption {
     pub order_amount: i64,
     pub discount_amount: i64,
     pub payable_amount: i64,
+}
+
+/// A redemption's event: `data` plus the coupon's campaign and user. A
+/// coupon can be redeemed, cancelled and redeemed again, so each change's
+/// id carries a new UUIDv7 after the coupon id; it is stored with the row,
+/// so a redelivery repeats it.
+fn redemption_event(kind: &'static str, coupon: &Coupon, mut data: Value) -> Change {
+    if let Value::Object(fields) = &mut data {
+        fields.insert("campaign".into(), json!(coupon.campaign));
+        fields.insert("userId".into(), json!(coupon.user_id));
+    }
+    let change = format!("{}:{}", coupon.coupon_id, uuid::Uuid::now_v7());
+    Change::new(kind, &change, &coupon.campaign, data)
 }
 
 impl CouponService {
@@ -66,14 +81,21 @@ impl CouponService {
         }
         let off = discount.amount_off(order_amount);
         store::mark_redeemed(&mut tx, &row.coupon.coupon_id, order_id, order_amount, off).await?;
-        tx.commit().await?;
-        Ok(Redemption {
-            coupon_id: row.coupon.coupon_id,
+        let redemption = Redemption {
+            coupon_id: row.coupon.coupon_id.clone(),
             order_id: order_id.to_string(),
             order_amount,
             discount_amount: off,
             payable_amount: order_amount - off,
-        })
+        };
+        let event = redemption_event(
+            "dev.promo.coupon.redeemed",
+            &row.coupon,
+            serde_json::to_value(&redemption).unwrap_or_default(),
+        );
+        outbox::record(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(redemption)
     }
 
     /// Undoes the redemption for `order_id`. Repeating it (the coupon is
@@ -83,7 +105,7 @@ impl CouponService {
         &self,
         code: &str,
         order_id: &str,
-    ) -> Result<crate::domain::Coupon, CouponError> {
+    ) -> Result<Coupon, CouponError> {
         let dialect = self.core.db.dialect();
         let mut tx = self.core.db.pool().begin().await?;
         let row = store::lock_coupon_by_code(&mut tx, dialect, code)
@@ -93,6 +115,12 @@ impl CouponService {
         match (coupon.status, row.order_id.as_deref()) {
             (CouponStatus::Redeemed, Some(o)) if o == order_id => {
                 store::clear_redemption(&mut tx, &coupon.coupon_id).await?;
+                let event = redemption_event(
+                    "dev.promo.coupon.redemption_cancelled",
+                    &coupon,
+                    json!({ "couponId": coupon.coupon_id, "orderId": order_id }),
+                );
+                outbox::record(&mut tx, &[event]).await?;
                 tx.commit().await?;
                 coupon.status = CouponStatus::Issued;
             }

@@ -8,6 +8,7 @@ mod bad_input;
 mod buckets;
 mod consumer;
 mod counters;
+mod events;
 mod idempotency;
 mod issuance;
 mod metrics;

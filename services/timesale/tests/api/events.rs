@@ -6,39 +6,7 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::Value;
 
-use crate::helpers::{open_sale, spawn_app, Backend, TestApp};
-
-/// Pages through the feed until `want` events about `sale` are there.
-async fn feed(app: &TestApp, sale: &str, want: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut cursor: Option<String> = None;
-        let mut mine = Vec::new();
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/admin/events?limit=3&after={c}"),
-                None => "/admin/events?limit=3".to_string(),
-            };
-            let page = app.get(&path).await;
-            assert_eq!(page.status, 200, "{}", page.body);
-            let items = page.body["items"].as_array().unwrap().clone();
-            cursor = Some(page.body["nextCursor"].as_str().unwrap().to_string());
-            if items.is_empty() {
-                break;
-            }
-            mine.extend(items.into_iter().filter(|e| e["subject"] == sale));
-        }
-        if mine.len() >= want {
-            return mine;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {want} events: {mine:?}",
-            mine.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::helpers::{open_sale, spawn_app, Backend};
 
 async fn run(backend: Backend, version: &str, strategy: &str) {
     let app = spawn_app(backend).await;
@@ -62,9 +30,9 @@ async fn run(backend: Backend, version: &str, strategy: &str) {
     assert_eq!(app.cancel(&ids[1]).await.status, 200, "no second event");
     app.hold_ends_in(&ids[2..], -1).await;
 
-    let events = feed(&app, "ev", 6).await;
+    let events = app.events_about("ev", 6).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let events_again = feed(&app, "ev", 6).await;
+    let events_again = app.events_about("ev", 6).await;
     assert_eq!(events.len(), 6, "exactly one event per change: {events:#?}");
     assert_eq!(events_again.len(), 6);
     let mut by_id: HashMap<&str, &Value> = HashMap::new();

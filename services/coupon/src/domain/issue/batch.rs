@@ -64,7 +64,7 @@ pub(crate) async fn decide(
 ) -> Result<Vec<Result<Coupon, Refused>>, CouponError> {
     let held = store::count_users_coupons(tx, dialect, &c.id, &users(wanted)).await?;
     let (answers, seqs) = plan(c, held, wanted);
-    if !write(tx, c, &answers, wanted, &seqs).await? {
+    if !write(tx, dialect, c, &answers, wanted, &seqs).await? {
         // Cannot happen under the row lock; refuse the batch rather than oversell.
         return Err(CouponError::SoldOut);
     }
@@ -95,7 +95,7 @@ pub(crate) async fn decide_unlocked(
         return Ok(None);
     }
     sql::savepoint(tx, "unlocked").await?;
-    if write(tx, c, &answers, wanted, &seqs).await? {
+    if write(tx, dialect, c, &answers, wanted, &seqs).await? {
         return Ok(Some(answers));
     }
     sql::rollback_to(tx, "unlocked").await?;
@@ -136,6 +136,7 @@ fn plan(
 /// allows it; returns whether it did.
 async fn write(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     c: &Campaign,
     answers: &[Result<Coupon, Refused>],
     wanted: &[Wanted<'_>],
@@ -153,5 +154,5 @@ async fn write(
         })
         .collect();
     store::insert_coupons(tx, &rows).await?;
-    Ok(rows.is_empty() || store::add_issued(tx, &c.id, rows.len() as i64).await?)
+    Ok(rows.is_empty() || store::add_issued(tx, dialect, &c.id, rows.len() as i64).await?)
 }

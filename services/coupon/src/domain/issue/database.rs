@@ -65,7 +65,7 @@ pub(crate) async fn issue_in_transaction(
         }
         return Err(e.into());
     }
-    if !store::add_issued(&mut tx, campaign, 1).await? {
+    if !store::add_issued(&mut tx, dialect, campaign, 1).await? {
         return Err(CouponError::SoldOut);
     }
     tx.commit().await?;
