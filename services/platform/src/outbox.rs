@@ -175,6 +175,23 @@ struct Stored {
 }
 
 impl Outbox {
+    /// The outbox of `service` in `db`, publishing to the events topic
+    /// and keeping published rows as long as the backends' flags say.
+    pub fn from_args(
+        db: Database,
+        service: &'static str,
+        args: &crate::config::BackendArgs,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Self::new(
+            db,
+            service,
+            &args.events_topic,
+            Duration::from_secs(args.events_retention_hours * 3600),
+            metrics,
+        )
+    }
+
     pub fn new(
         db: Database,
         service: &'static str,

@@ -19,7 +19,8 @@ use promo_platform::{
     config::{BackendError, Backends},
     http::auth::AdminToken,
     metrics::Metrics,
-    ports::{sql::Migrations, Counters, Database, VersionedCache},
+    outbox::Outbox,
+    ports::{sql::Migrations, Counters, Database, Queue, VersionedCache},
     service::Service,
     time::to_ms,
 };
@@ -66,6 +67,10 @@ pub struct PointService {
     pub cache: Arc<dyn VersionedCache>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Every ledger entry's event (`dev.promo.points.*`), and the queue its
+    /// relay publishes them to.
+    pub outbox: Arc<Outbox>,
+    pub queue: Arc<dyn Queue>,
 }
 
 impl PointService {
@@ -87,6 +92,8 @@ impl PointService {
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
+            outbox: Outbox::from_args(db.clone(), SERVICE, &backends.args, metrics.clone()),
+            queue: backends.queue.clone(),
             db,
             counters: backends.counters.clone(),
             cache: backends.cache.clone(),
@@ -148,5 +155,14 @@ impl Service for PointService {
 
     async fn tick(&self) -> Result<(), String> {
         self.sweep().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn outbox(&self) -> Option<Arc<Outbox>> {
+        Some(self.outbox.clone())
+    }
+
+    /// The outbox relay.
+    fn background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        self.outbox.spawn(self.queue.clone(), shutdown);
     }
 }

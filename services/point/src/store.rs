@@ -12,16 +12,30 @@ use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 use crate::domain::{Entry, Kind};
 
 pub const MIGRATIONS: Migrations = Migrations {
-    mysql: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../migrations/point/mysql/0001_init.sql"),
-    }],
-    sqlite: &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../../migrations/point/sqlite/0001_init.sql"),
-    }],
+    mysql: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../migrations/point/mysql/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "outbox",
+            sql: promo_platform::outbox::MYSQL_TABLES,
+        },
+    ],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../../../migrations/point/sqlite/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "outbox",
+            sql: promo_platform::outbox::SQLITE_TABLES,
+        },
+    ],
 };
 
 /// An account's balance and the version its next write must find.
@@ -110,7 +124,8 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, sqlx::Error> {
     })
 }
 
-/// Appends one ledger entry (its `seq` is assigned by the database).
+/// Appends one ledger entry (its `seq` is assigned by the database) with
+/// its event (`dev.promo.points.earned|used|refunded|expired`) in the outbox.
 pub async fn append(
     tx: &mut AnyConnection,
     e: &Entry,
@@ -133,7 +148,7 @@ pub async fn append(
     .bind(e.created_at.timestamp_millis())
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    promo_platform::outbox::record(tx, &[e.event()]).await
 }
 
 pub async fn get_entry(

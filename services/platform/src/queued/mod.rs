@@ -263,13 +263,7 @@ impl<D: Domain> Core<D> {
                     .with_label_values(&[D::SERVICE]),
             )
         });
-        let outbox = Outbox::new(
-            db.clone(),
-            D::SERVICE,
-            &backends.args.events_topic,
-            std::time::Duration::from_secs(backends.args.events_retention_hours * 3600),
-            metrics.clone(),
-        );
+        let outbox = Outbox::from_args(db.clone(), D::SERVICE, &backends.args, metrics.clone());
         Ok(Arc::new(Self {
             outbox,
             db,

@@ -6,7 +6,10 @@ pub mod ledger;
 pub mod view;
 
 use chrono::{DateTime, Utc};
-use promo_platform::ports::{LockConflict, SqlError};
+use promo_platform::{
+    outbox::Change,
+    ports::{LockConflict, SqlError},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -74,6 +77,25 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refund_of: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Entry {
+    /// The entry's event, about the user: `dev.promo.points.<earned|used|
+    /// refunded|expired>` with the entry as the history lists it, plus
+    /// `userId`. Entry ids are unique, so the entry id names the change.
+    pub fn event(&self) -> Change {
+        let kind = match self.kind {
+            Kind::Earn => "dev.promo.points.earned",
+            Kind::Use => "dev.promo.points.used",
+            Kind::Refund => "dev.promo.points.refunded",
+            Kind::Expire => "dev.promo.points.expired",
+        };
+        let mut data = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(fields) = &mut data {
+            fields.insert("userId".into(), self.user_id.clone().into());
+        }
+        Change::new(kind, &self.entry_id, &self.user_id, data)
+    }
 }
 
 /// Everything a point operation can answer besides success.

@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod cache;
 mod concurrency;
+mod events;
 mod expiry;
 mod idempotency;
 mod pagination;
