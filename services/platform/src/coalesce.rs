@@ -201,6 +201,7 @@ async fn send_all(
             partition: a.partition,
             key: std::mem::take(&mut a.key),
             payload: std::mem::take(&mut a.event),
+            headers: &[],
         })
         .collect();
     let sent = producer.send_many(records).await;

@@ -38,6 +38,12 @@ pub const TOPIC: &str = "promo.events";
 pub const PARTITIONS: i32 = 8;
 /// Default of `--events-retention-hours`: published rows kept this long.
 pub const RETENTION_HOURS: u64 = 7 * 24;
+/// The headers of every published event: the CloudEvents Kafka protocol
+/// binding's mark of structured mode (the whole event is the JSON value).
+pub const CLOUDEVENTS_HEADERS: &[(&str, &str)] = &[(
+    "content-type",
+    "application/cloudevents+json; charset=UTF-8",
+)];
 /// Most rows one relay step publishes.
 pub const BATCH: usize = 500;
 /// How long a relay's lease lasts without renewal.
@@ -298,6 +304,7 @@ impl Outbox {
                 partition: promo_contracts::partition_of(&r.subject, 0, partitions.max(1) as u32),
                 key: r.subject.clone(),
                 payload: r.event.to_string().into_bytes(),
+                headers: CLOUDEVENTS_HEADERS,
             })
             .collect();
         let answers = producer.send_many(records).await;

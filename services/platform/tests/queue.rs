@@ -88,6 +88,7 @@ async fn suite(q: Arc<dyn Queue>, topic: &str, create: bool) {
                 partition: 0,
                 key: "k".into(),
                 payload: format!("m{i}").into_bytes(),
+                headers: &[],
             })
             .collect::<Vec<_>>();
         let n = records.len();
@@ -305,6 +306,7 @@ async fn local_queue_is_bounded() {
             partition: 0,
             key: "k".into(),
             payload: vec![2],
+            headers: &[],
         };
         2
     ];

@@ -12,13 +12,14 @@ use rdkafka::{
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer},
     error::KafkaError,
+    message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer as _},
     types::RDKafkaErrorCode,
     util::Timeout,
     ClientConfig, Message as _, Offset, TopicPartitionList,
 };
 
-use super::{last_offsets, Consumer, Message, Producer, Queue, QueueError};
+use super::{last_offsets, Consumer, Message, Producer, Queue, QueueError, Record};
 
 /// Kafka through librdkafka. Producers are idempotent with acks=all, so a
 /// retried send neither duplicates nor reorders a message.
@@ -169,6 +170,16 @@ impl Producer for KafkaProducer {
     async fn send_to(&self, partition: i32, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
         self.deliver(Some(partition), key, &payload).await
     }
+
+    /// Each record with its headers, all handed to the client at once.
+    async fn send_many(&self, records: Vec<Record>) -> Vec<Result<(), QueueError>> {
+        futures::future::join_all(
+            records
+                .iter()
+                .map(|r| self.deliver_with(Some(r.partition), &r.key, &r.payload, r.headers)),
+        )
+        .await
+    }
 }
 
 impl KafkaProducer {
@@ -178,10 +189,31 @@ impl KafkaProducer {
         key: &str,
         payload: &[u8],
     ) -> Result<(), QueueError> {
+        self.deliver_with(partition, key, payload, &[]).await
+    }
+
+    async fn deliver_with(
+        &self,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), QueueError> {
         let (generation, producer) = self.shared.get();
         let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
         if let Some(p) = partition {
             record = record.partition(p);
+        }
+        if !headers.is_empty() {
+            let owned = headers
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (name, value)| {
+                    h.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    })
+                });
+            record = record.headers(owned);
         }
         let sent = producer
             .send(record, Timeout::After(super::DELIVERY_TIMEOUT))

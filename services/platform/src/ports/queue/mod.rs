@@ -98,6 +98,9 @@ pub struct Record {
     pub partition: i32,
     pub key: String,
     pub payload: Vec<u8>,
+    /// Message headers (name, value). Kafka sends them with the message;
+    /// the embedded queue's log keeps key and payload only.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 #[async_trait]
