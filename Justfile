@@ -45,6 +45,7 @@ test: lint infra-up
     fi
     scripts/faults.sh
     scripts/api-check.sh
+    scripts/events-check.sh
     scripts/chart-check.sh
     scripts/obs-check.sh
 
@@ -62,6 +63,10 @@ test-fast:
 # The OpenAPI document against the server: schemathesis, every check and phase, zero failures allowed.
 api-check:
     scripts/api-check.sh
+
+# The events topic read by a plain CloudEvents consumer (Python cloudevents + confluent-kafka), checked against the feed.
+events-check: infra-up
+    scripts/events-check.sh
 
 # The fault suite: processes and backends killed mid-storm, then nothing lost, nothing oversold (FILTER: part of a name).
 faults *FILTER: infra-up
