@@ -11,3 +11,4 @@ mod embedded;
 mod harness;
 mod holds;
 mod real;
+mod relay;

@@ -46,7 +46,7 @@ enum Victim {
     ClusterMaster,
 }
 
-fn binary(kind: Kind) -> PathBuf {
+pub(crate) fn binary(kind: Kind) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_BIN_EXE_promo"));
     let name = match kind {
         Kind::Coupon => "coupon-service",
