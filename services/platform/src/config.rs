@@ -47,6 +47,11 @@ pub struct BackendArgs {
     #[arg(long, env = "PROMO_EVENTS_RETENTION_HOURS", default_value_t = crate::outbox::RETENTION_HOURS,
         value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
     pub events_retention_hours: u64,
+    /// Whether state changes are written to the outbox at all (`off`: no
+    /// events are published; `just bench-outbox` measures the difference).
+    #[arg(long, env = "PROMO_EVENTS", default_value_t = true, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+    pub events: bool,
 
     /// Folder for the embedded SQLite databases.
     #[arg(long, env = "PROMO_DATA_DIR", default_value = "./data")]
@@ -109,6 +114,7 @@ impl BackendArgs {
             kafka_linger_ms: crate::ports::queue::LINGER_MS,
             events_topic: crate::outbox::TOPIC.into(),
             events_retention_hours: crate::outbox::RETENTION_HOURS,
+            events: true,
             data_dir: data_dir.into(),
             redis_prefix: "promo:".into(),
             database_prefix: String::new(),
@@ -143,6 +149,7 @@ pub struct Backends {
 
 impl Backends {
     pub async fn connect(args: &BackendArgs) -> Result<Self, BackendError> {
+        crate::outbox::set_recording(args.events);
         let timeout = std::time::Duration::from_millis(args.redis_timeout_ms.max(1));
         let redis = match (&args.redis_url, args.redis_cluster_nodes.as_slice()) {
             (Some(url), _) => {

@@ -19,7 +19,13 @@
 //!   never misses a row committed late.
 //! - Published rows are deleted after the retention; unpublished ones never.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -44,6 +50,9 @@ pub const CLOUDEVENTS_HEADERS: &[(&str, &str)] = &[(
     "content-type",
     "application/cloudevents+json; charset=UTF-8",
 )];
+/// Events the embedded queue keeps on the events topic (the newest; the
+/// feed reads the outbox, and no other process can read that queue).
+pub const EMBEDDED_KEEP: usize = 10_000;
 /// Most rows one relay step publishes.
 pub const BATCH: usize = 500;
 /// How long a relay's lease lasts without renewal.
@@ -121,8 +130,21 @@ impl Change {
     }
 }
 
-/// Writes `changes` to the outbox inside the caller's transaction.
+/// Whether [`record`] writes anything: `--events off` turns it off for the
+/// whole process (on by default).
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns recording on or off for this process (`--events`).
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// Writes `changes` to the outbox inside the caller's transaction (nothing
+/// when recording is off).
 pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     for chunk in changes.chunks(200) {
         let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql =
@@ -440,7 +462,9 @@ impl Outbox {
         tokio::spawn(async move {
             let producer = loop {
                 let ready = async {
-                    queue.ensure_topic(&outbox.topic, PARTITIONS).await?;
+                    queue
+                        .ensure_retained_topic(&outbox.topic, PARTITIONS, EMBEDDED_KEEP)
+                        .await?;
                     queue.producer(&outbox.topic)
                 };
                 match ready.await {

@@ -454,3 +454,50 @@ async fn kafka_sends_to_the_named_partition_on_tansu() {
     let on_three = got.iter().filter(|m| m.partition == 3).count();
     assert_eq!(on_three, 2);
 }
+
+/// The events topic of the embedded queue: nobody in the process reads it,
+/// so it keeps only its newest messages — sends never fill the queue, and
+/// the older segments leave the disk — also across a restart.
+#[tokio::test]
+async fn a_retained_topic_keeps_only_its_newest_messages() {
+    let dir = testing::TempDir::new();
+    let open = || async {
+        let q = LocalQueue::durable(&dir.0, 50).with_segment_bytes(1024);
+        q.ensure_retained_topic("ev", 1, 20).await.unwrap();
+        q
+    };
+    {
+        let q = open().await;
+        let p = q.producer("ev").unwrap();
+        for i in 0..500 {
+            p.send("k", format!("m{i}").into_bytes())
+                .await
+                .expect("never full: the capacity is 50");
+        }
+        // Offsets reach the disk at most every 200 ms: one more send after that.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        p.send("k", b"m500".to_vec()).await.unwrap();
+        let mut c = q.consumer("ev", "reader").await.unwrap();
+        let newest = take(&mut *c, 20).await;
+        assert_eq!(newest[0].offset, 481);
+        assert_eq!(payloads(&newest).last().map(String::as_str), Some("m500"));
+        assert!(c.poll(10, WAIT).await.unwrap().is_empty(), "only 20 kept");
+        assert!(
+            q.segment_count("ev").unwrap() <= 3,
+            "{} segments",
+            q.segment_count("ev").unwrap()
+        );
+    }
+    let q = reopen(&dir.0, "ev").await;
+    let kept = q.undelivered("ev", "another").await.unwrap();
+    assert!(!kept.is_empty() && kept.len() <= 20 && kept[0].offset >= 481);
+    drop(q);
+    // In memory alike.
+    let q = LocalQueue::in_memory(5);
+    q.ensure_retained_topic("ev", 1, 3).await.unwrap();
+    let p = q.producer("ev").unwrap();
+    for i in 0..100 {
+        p.send("k", vec![i]).await.expect("never full");
+    }
+    assert_eq!(q.undelivered("ev", "g").await.unwrap().len(), 3);
+}

@@ -52,11 +52,39 @@ struct Log {
     base: i64,
     messages: Vec<Message>,
     committed: HashMap<String, i64>,
+    /// A retained topic ([`Queue::ensure_retained_topic`]) keeps only its
+    /// newest `keep` messages.
+    keep: Option<usize>,
 }
+
+/// The group under which a retained topic's older messages count as
+/// consumed: stored with the real groups' offsets, so the oldest segments
+/// are deleted as they would be after a commit.
+const RETENTION_GROUP: &str = "_retention";
 
 impl Log {
     fn end(&self) -> i64 {
         self.base + self.messages.len() as i64
+    }
+
+    /// On a retained topic, counts all but the newest messages as consumed
+    /// so that `incoming` more fit in `keep`; whether anything moved.
+    fn retain(&mut self, incoming: usize) -> bool {
+        let Some(keep) = self.keep else {
+            return false;
+        };
+        let low = self.end() + incoming as i64 - keep as i64;
+        let base = self.base;
+        let at = self
+            .committed
+            .entry(RETENTION_GROUP.to_string())
+            .or_insert(base);
+        if low <= *at {
+            return false;
+        }
+        *at = low;
+        self.trim();
+        true
     }
 
     fn trim(&mut self) {
@@ -252,6 +280,7 @@ impl LocalQueue {
                 base: recovered.base,
                 messages: recovered.messages,
                 committed: recovered.committed,
+                keep: None,
             }),
             arrived: Notify::new(),
             writing: AtomicUsize::new(0),
@@ -367,8 +396,23 @@ impl Producer for LocalProducer {
 }
 
 impl LocalProducer {
-    /// Appends `records` (key, payload) to the topic, all or none.
+    /// Appends `records` (key, payload) to the topic, all or none; on a
+    /// retained topic, the oldest messages go (and, on disk, the segments
+    /// wholly older than the ones kept).
     async fn append(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), QueueError> {
+        let mut retained = None;
+        let appended = self.append_retaining(records, &mut retained).await;
+        if let Some(committed) = retained {
+            save_offsets(&self.topic, committed).await?;
+        }
+        appended
+    }
+
+    async fn append_retaining(
+        &self,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        retained: &mut Option<HashMap<String, i64>>,
+    ) -> Result<(), QueueError> {
         let n = records.len();
         if n == 0 {
             return Ok(());
@@ -376,6 +420,9 @@ impl LocalProducer {
         let shared = &self.topic.shared;
         let d = {
             let mut log = shared.lock();
+            if log.retain(n) {
+                *retained = Some(log.committed.clone());
+            }
             let waiting = log.messages.len() + shared.writing.load(Ordering::Relaxed);
             if waiting + n > self.capacity {
                 log.trim();
@@ -501,30 +548,35 @@ impl Consumer for LocalConsumer {
             log.trim();
             log.committed.clone()
         };
-        let due = {
-            let mut last = self
-                .topic
-                .shared
-                .offsets_written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= OFFSETS_EVERY);
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
-            due
-        };
-        if due && self.topic.shared.durable.is_some() {
-            let topic = self.topic.clone();
-            tokio::task::spawn_blocking(move || match &topic.shared.durable {
-                Some(d) => d.log.committed(&committed),
-                None => Ok(()),
-            })
-            .await
-            .map_err(|e| QueueError::Task(e.to_string()))??;
-        }
-        Ok(())
+        save_offsets(&self.topic, committed).await
     }
+}
+
+/// Writes the groups' committed offsets to a durable topic's folder (which
+/// deletes the segments every group is past), at most every
+/// [`OFFSETS_EVERY`].
+async fn save_offsets(
+    topic: &Arc<Topic>,
+    committed: HashMap<String, i64>,
+) -> Result<(), QueueError> {
+    let due = {
+        let mut last = locked(&topic.shared.offsets_written);
+        let due = last.is_none_or(|t| t.elapsed() >= OFFSETS_EVERY);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    };
+    if due && topic.shared.durable.is_some() {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || match &topic.shared.durable {
+            Some(d) => d.log.committed(&committed),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))??;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -536,6 +588,23 @@ impl Queue for LocalQueue {
         tokio::task::spawn_blocking(move || this.topic(&topic).map(|_| ()))
             .await
             .map_err(|e| QueueError::Task(e.to_string()))?
+    }
+
+    /// Keeps only the newest `keep` messages of `topic` (in memory and, but
+    /// for the segment being written, on disk): nobody in this process
+    /// reads it, and nobody else can.
+    async fn ensure_retained_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        keep: usize,
+    ) -> Result<(), QueueError> {
+        self.ensure_topic(topic, partitions).await?;
+        let t = self.topic(topic)?;
+        let mut log = t.shared.lock();
+        log.keep = Some(keep.max(1));
+        log.retain(0);
+        Ok(())
     }
 
     fn producer(&self, topic: &str) -> Result<Arc<dyn Producer>, QueueError> {

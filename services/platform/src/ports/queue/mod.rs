@@ -119,6 +119,19 @@ pub trait Queue: Send + Sync {
     /// yet; Kafka grows an existing topic that has fewer (and fails, naming
     /// both counts, when the broker refuses).
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError>;
+    /// [`Queue::ensure_topic`] for a topic this process only writes, for
+    /// readers elsewhere (the events topic): Kafka keeps it as the broker's
+    /// retention says; the embedded queue, which no other process can read,
+    /// keeps only the newest `keep` messages instead of all of them.
+    async fn ensure_retained_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        keep: usize,
+    ) -> Result<(), QueueError> {
+        let _ = keep;
+        self.ensure_topic(topic, partitions).await
+    }
     fn producer(&self, topic: &str) -> Result<Arc<dyn Producer>, QueueError>;
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, QueueError>;
     /// Messages in `topic` not yet committed by `group`.
