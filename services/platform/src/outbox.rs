@@ -28,7 +28,7 @@ use std::{
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -198,7 +198,8 @@ pub struct Outbox {
 struct Stored {
     seq: i64,
     published_at: Option<i64>,
-    event: Value,
+    /// The CloudEvent, as JSON text.
+    event: String,
     subject: String,
 }
 
@@ -242,20 +243,24 @@ impl Outbox {
         self.service
     }
 
+    /// The stored row as a CloudEvent in structured JSON. The text is put
+    /// together around the stored `data`, which is already JSON (written by
+    /// [`record`] from a value), instead of parsing and printing it again:
+    /// the relay does this for every event.
     fn event(&self, row: &sqlx::any::AnyRow) -> Result<Stored, OutboxError> {
         let time: i64 = row.try_get("time")?;
         let data: String = row.try_get("data")?;
         let subject: String = row.try_get("subject")?;
-        let event = json!({
-            "specversion": "1.0",
-            "id": row.try_get::<String, _>("event_id")?,
-            "source": format!("/promo/{}", self.service),
-            "type": row.try_get::<String, _>("type")?,
-            "subject": subject,
-            "time": from_ms(time).to_rfc3339_opts(SecondsFormat::Millis, true),
-            "datacontenttype": "application/json",
-            "data": serde_json::from_str::<Value>(&data)?,
-        });
+        let text = |v: &str| serde_json::to_string(v);
+        let event = format!(
+            "{{\"specversion\":\"1.0\",\"id\":{},\"source\":\"/promo/{}\",\"type\":{},\"subject\":{},\
+             \"time\":\"{}\",\"datacontenttype\":\"application/json\",\"data\":{data}}}",
+            text(&row.try_get::<String, _>("event_id")?)?,
+            self.service,
+            text(&row.try_get::<String, _>("type")?)?,
+            text(&subject)?,
+            from_ms(time).to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
         Ok(Stored {
             seq: row.try_get("seq")?,
             published_at: row.try_get("published_at")?,
@@ -325,7 +330,7 @@ impl Outbox {
             .map(|r| Record {
                 partition: promo_contracts::partition_of(&r.subject, 0, partitions.max(1) as u32),
                 key: r.subject.clone(),
-                payload: r.event.to_string().into_bytes(),
+                payload: r.event.clone().into_bytes(),
                 headers: CLOUDEVENTS_HEADERS,
             })
             .collect();
@@ -450,7 +455,7 @@ impl Outbox {
                     published_at: s.published_at.unwrap_or_default(),
                     seq: s.seq,
                 };
-                Ok((at, s.event))
+                Ok((at, serde_json::from_str(&s.event)?))
             })
             .collect()
     }
