@@ -76,7 +76,7 @@ faults *FILTER: infra-up
 obs-check: infra-up
     scripts/obs-check.sh
 
-# The benchmark ladder on the embedded default and on MariaDB + Redis + tansu; writes BENCHMARKS.md.
+# The benchmark ladder on the embedded default and on MariaDB + Redis + tansu, then bench-outbox; writes BENCHMARKS.md.
 bench:
     scripts/bench.sh
 
@@ -84,6 +84,10 @@ bench:
 # the consumer's pace with 1 vs 4 partitions persisted at once (real backends).
 bench-buckets:
     scripts/bench-buckets.sh
+
+# The outbox's cost: every write scenario with --events on vs off (embedded and real; V3 consumer rows/s too).
+bench-outbox:
+    scripts/bench-outbox.sh
 
 # V3 admission coalescing on vs off (one hot bucket; embedded and real; 64 and 256 connections).
 bench-coalesce:

@@ -42,13 +42,10 @@ for round in $(seq 1 "$ROUNDS"); do
     for coalesce in on off; do
       name="$mode-$coalesce-r$round"
       data=$(mktemp -d)
-      args=(--data-dir "$data" --coupon-admission-coalescing "$coalesce" --timesale-admission-coalescing "$coalesce")
-      if [ "$mode" = real ]; then
-        tag=bc$(date +%s%N | cut -c1-13)
-        drop_databases bc_
-        # shellcheck disable=SC2207
-        args+=($(real_args bc_ "$tag") --redis-url "$PROMO_REDIS_URL" --redis-prefix "$tag:")
-      fi
+      tag=bc$(date +%s%N | cut -c1-13)
+      # shellcheck disable=SC2207
+      args=(--data-dir "$data" --coupon-admission-coalescing "$coalesce" --timesale-admission-coalescing "$coalesce"
+        $(mode_args "$mode" bc_ "$tag"))
       log "$name: promo standalone on 127.0.0.1:$port"
       start_standalone "$out/$name.log" "${args[@]}"
       for s in $SCENARIOS; do
@@ -66,9 +63,7 @@ for round in $(seq 1 "$ROUNDS"); do
           sleep 2
         done
       done
-      stop_standalone
-      rm -rf "$data"
-      if [ "$mode" = real ]; then unlink_prefix "$tag"; fi
+      end_run "$mode" "$data" "$tag"
     done
   done
 done

@@ -5,6 +5,8 @@
 #    `promo standalone` on loopback, then every scenario for PROMO_BENCH_SECONDS
 #    (closed model, PROMO_BENCH_CONNECTIONS connections), invariants checked
 #    after each run (promo-bench fails the ladder if one breaks);
+#  - then `scripts/bench-outbox.sh` (the outbox's cost: --events on vs off;
+#    PROMO_BENCH_OUTBOX=0 skips it);
 #  - BENCHMARKS.md: the table, ratios to `ceiling` and between strategies, the
 #    machine, the date and the commands to reproduce. Raw JSON in target/bench/.
 # The load generator shares the machine with the server and the backends.
@@ -25,13 +27,9 @@ rm -rf "$out" && mkdir -p "$out"
 
 for mode in $MODES; do
   data=$(mktemp -d)
-  args=(--data-dir "$data")
-  if [ "$mode" = real ]; then
-    tag=bench$(date +%s)
-    drop_databases bench_
-    # shellcheck disable=SC2207
-    args+=($(real_args bench_ "$tag") --redis-url "$PROMO_REDIS_URL" --redis-prefix "$tag:")
-  fi
+  tag=bench$(date +%s)
+  # shellcheck disable=SC2207
+  args=(--data-dir "$data" $(mode_args "$mode" bench_ "$tag"))
   log "$mode: promo standalone on 127.0.0.1:$port"
   start_standalone "$out/standalone-$mode.log" "${args[@]}"
   for s in $SCENARIOS $VARIANTS; do
@@ -44,10 +42,10 @@ for mode in $MODES; do
       --seconds "$SECONDS_PER_RUN" "${load[@]}" --json "$out/$mode-$s.json"
     sleep 2
   done
-  stop_standalone
-  rm -rf "$data"
-  # The run's pools (one hash field per user who took a coupon or unit).
-  if [ "$mode" = real ]; then unlink_prefix "$tag"; fi
+  # Also the run's pools (one hash field per user who took a coupon or unit).
+  end_run "$mode" "$data" "$tag"
 done
+# What the outbox costs: every write scenario with --events on vs off.
+if [ "${PROMO_BENCH_OUTBOX:-1}" != 0 ]; then scripts/bench-outbox.sh >/dev/null; fi
 python3 scripts/bench_report.py "$out" "$SECONDS_PER_RUN" "$CONNECTIONS" > BENCHMARKS.md
 log "wrote BENCHMARKS.md"

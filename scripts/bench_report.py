@@ -109,6 +109,13 @@ for mode in modes:
             lines.append(f"- {family}: " + ", ".join(parts))
     if lines:
         print("\n".join(lines) + "\n")
+outbox = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "bench-outbox", "table.md")
+if os.path.exists(outbox):
+    print("## What the outbox costs (`just bench-outbox`, run by `just bench`)\n")
+    print("Every write scenario with `--events on` (each change's event written in its transaction, "
+          "then relayed) and `--events off` (no outbox rows), same connections and seconds as above. "
+          "Target: on ≥ 0.85 × off.\n")
+    print(open(outbox).read())
 bounds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "bounds.md")
 if os.path.exists(bounds):
     print(open(bounds).read())
@@ -116,6 +123,7 @@ print("## Reproduce\n")
 print("```sh\njust bench                                   # the whole ladder, both backend sets, writes this file")
 print("just bench-buckets                           # one hot promotion over 1 vs 8 buckets (target/bench-buckets/table.md)")
 print("just bench-coalesce                          # V3 admission coalescing on vs off (target/bench-coalesce/table.md)")
+print("just bench-outbox                            # the outbox's cost, --events on vs off (target/bench-outbox/table.md)")
 print("PROMO_BENCH_SECONDS=30 PROMO_BENCH_MODES=real just bench")
 print("target/release/promo-bench --scenario coupon-v3 --model open --rate 20000 --seconds 10   # one scenario, open model")
 print("```")

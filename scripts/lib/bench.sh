@@ -50,3 +50,20 @@ stop_standalone() {
 unlink_prefix() {
   redis-cli -u "$PROMO_REDIS_URL" --scan --pattern "$1:*" | xargs -r -n 5000 redis-cli -u "$PROMO_REDIS_URL" unlink >/dev/null
 }
+
+# mode_args MODE PREFIX TAG: the flags of one run — none for the embedded
+# default; for real, MariaDB databases under PREFIX (dropped first) and the
+# topics, groups and Redis keys named after TAG.
+mode_args() {
+  [ "$1" = real ] || return 0
+  drop_databases "$2"
+  echo "$(real_args "$2" "$3") --redis-url $PROMO_REDIS_URL --redis-prefix $3:"
+}
+
+# end_run MODE DATA TAG: stops the standalone, removes its data folder and,
+# on real, the run's Redis keys.
+end_run() {
+  stop_standalone
+  rm -rf "$2"
+  if [ "$1" = real ]; then unlink_prefix "$3"; fi
+}
