@@ -164,11 +164,11 @@ struct KafkaProducer {
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn send(&self, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        self.deliver(None, key, &payload).await
+        self.deliver(None, key, &payload, &[]).await
     }
 
     async fn send_to(&self, partition: i32, key: &str, payload: Vec<u8>) -> Result<(), QueueError> {
-        self.deliver(Some(partition), key, &payload).await
+        self.deliver(Some(partition), key, &payload, &[]).await
     }
 
     /// Each record with its headers, all handed to the client at once.
@@ -176,7 +176,7 @@ impl Producer for KafkaProducer {
         futures::future::join_all(
             records
                 .iter()
-                .map(|r| self.deliver_with(Some(r.partition), &r.key, &r.payload, r.headers)),
+                .map(|r| self.deliver(Some(r.partition), &r.key, &r.payload, r.headers)),
         )
         .await
     }
@@ -184,15 +184,6 @@ impl Producer for KafkaProducer {
 
 impl KafkaProducer {
     async fn deliver(
-        &self,
-        partition: Option<i32>,
-        key: &str,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.deliver_with(partition, key, payload, &[]).await
-    }
-
-    async fn deliver_with(
         &self,
         partition: Option<i32>,
         key: &str,

@@ -68,10 +68,10 @@ impl Log {
     }
 
     /// On a retained topic, counts all but the newest messages as consumed
-    /// so that `incoming` more fit in `keep`; whether anything moved.
-    fn retain(&mut self, incoming: usize) -> bool {
+    /// so that `incoming` more fit in `keep`.
+    fn retain(&mut self, incoming: usize) {
         let Some(keep) = self.keep else {
-            return false;
+            return;
         };
         let low = self.end() + incoming as i64 - keep as i64;
         let base = self.base;
@@ -79,12 +79,10 @@ impl Log {
             .committed
             .entry(RETENTION_GROUP.to_string())
             .or_insert(base);
-        if low <= *at {
-            return false;
+        if low > *at {
+            *at = low;
+            self.trim();
         }
-        *at = low;
-        self.trim();
-        true
     }
 
     fn trim(&mut self) {
@@ -400,19 +398,14 @@ impl LocalProducer {
     /// retained topic, the oldest messages go (and, on disk, the segments
     /// wholly older than the ones kept).
     async fn append(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), QueueError> {
-        let mut retained = None;
-        let appended = self.append_retaining(records, &mut retained).await;
-        if let Some(committed) = retained {
-            save_offsets(&self.topic, committed).await?;
+        let appended = self.append_records(records).await;
+        if self.topic.shared.lock().keep.is_some() {
+            save_offsets(&self.topic).await?;
         }
         appended
     }
 
-    async fn append_retaining(
-        &self,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
-        retained: &mut Option<HashMap<String, i64>>,
-    ) -> Result<(), QueueError> {
+    async fn append_records(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), QueueError> {
         let n = records.len();
         if n == 0 {
             return Ok(());
@@ -420,9 +413,7 @@ impl LocalProducer {
         let shared = &self.topic.shared;
         let d = {
             let mut log = shared.lock();
-            if log.retain(n) {
-                *retained = Some(log.committed.clone());
-            }
+            log.retain(n);
             let waiting = log.messages.len() + shared.writing.load(Ordering::Relaxed);
             if waiting + n > self.capacity {
                 log.trim();
@@ -541,24 +532,23 @@ impl Consumer for LocalConsumer {
         let Some(last) = last_offsets(batch).get(&0).copied() else {
             return Ok(());
         };
-        let committed = {
+        {
             let mut log = self.topic.shared.lock();
             let c = log.committed.entry(self.group.clone()).or_insert(0);
             *c = (*c).max(last + 1);
             log.trim();
-            log.committed.clone()
-        };
-        save_offsets(&self.topic, committed).await
+        }
+        save_offsets(&self.topic).await
     }
 }
 
-/// Writes the groups' committed offsets to a durable topic's folder (which
-/// deletes the segments every group is past), at most every
-/// [`OFFSETS_EVERY`].
-async fn save_offsets(
-    topic: &Arc<Topic>,
-    committed: HashMap<String, i64>,
-) -> Result<(), QueueError> {
+/// Writes the groups' committed offsets (a retained topic's trim point
+/// among them) to a durable topic's folder, which deletes the segments every
+/// group is past; at most every [`OFFSETS_EVERY`].
+async fn save_offsets(topic: &Arc<Topic>) -> Result<(), QueueError> {
+    if topic.shared.durable.is_none() {
+        return Ok(());
+    }
     let due = {
         let mut last = locked(&topic.shared.offsets_written);
         let due = last.is_none_or(|t| t.elapsed() >= OFFSETS_EVERY);
@@ -567,7 +557,8 @@ async fn save_offsets(
         }
         due
     };
-    if due && topic.shared.durable.is_some() {
+    if due {
+        let committed = topic.shared.lock().committed.clone();
         let topic = topic.clone();
         tokio::task::spawn_blocking(move || match &topic.shared.durable {
             Some(d) => d.log.committed(&committed),
