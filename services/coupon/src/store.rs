@@ -45,6 +45,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox",
             sql: promo_platform::outbox::MYSQL_TABLES,
         },
+        Migration {
+            version: 6,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::MYSQL_PACKED,
+        },
     ],
     sqlite: &[
         Migration {
@@ -71,6 +76,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 5,
             name: "outbox",
             sql: promo_platform::outbox::SQLITE_TABLES,
+        },
+        Migration {
+            version: 6,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::SQLITE_PACKED,
         },
     ],
 };

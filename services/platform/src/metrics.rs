@@ -237,7 +237,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             outbox_backlog: IntGaugeVec::new(
-                Opts::new("promo_outbox_backlog", "Outbox rows not yet published"),
+                Opts::new("promo_outbox_backlog", "Outbox events not yet published"),
                 &["service"],
             )
             .expect("valid metric"),

@@ -1,8 +1,15 @@
 //! The transactional outbox: every state change a downstream system cares
-//! about is written as a row of `outbox` in the same database transaction
-//! as the change ([`record`]), and a relay publishes the rows as CloudEvents
-//! 1.0 (structured JSON) to the events topic.
+//! about is written to `outbox` in the same database transaction as the
+//! change ([`record`]), and a relay publishes it as a CloudEvent 1.0
+//! (structured JSON) to the events topic, one message per event.
 //!
+//! - **Packed rows.** One row holds the events one [`record`] call makes for
+//!   one subject, up to [`ROW_EVENTS`] of them: a V2 batch or a consumer
+//!   batch of 200 coupons is one row, not 200. The row's `events` holds each
+//!   event's JSON text on its own line, complete but for `specversion` and
+//!   `source`, which the relay puts in front. Rows written before the
+//!   packing migration ([`MYSQL_PACKED`]) hold one event in
+//!   `event_id`/`type`/`data` instead; they go out the same way.
 //! - **At least once.** The relay sends a batch, waits for the broker's
 //!   acknowledgements, and only then marks the rows published. A relay that
 //!   dies in between sends the same rows again: the same event ids, which a
@@ -53,16 +60,21 @@ pub const CLOUDEVENTS_HEADERS: &[(&str, &str)] = &[(
 /// Events the embedded queue keeps on the events topic (the newest; the
 /// feed reads the outbox, and no other process can read that queue).
 pub const EMBEDDED_KEEP: usize = 10_000;
-/// Most rows one relay step publishes.
-pub const BATCH: usize = 500;
+/// Most events one outbox row holds.
+pub const ROW_EVENTS: usize = 200;
+/// Events one relay step publishes: whole rows, up to this many (a single
+/// row is taken whatever its size).
+pub const BATCH: usize = 2_000;
+/// Most rows one relay step looks at.
+const STEP_ROWS: usize = 500;
 /// How long a relay's lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// Pause between relay steps that found nothing to publish.
 pub const IDLE: Duration = Duration::from_millis(100);
 
-/// The outbox tables (MySQL 8 / MariaDB). `data` is VARCHAR, not TEXT:
-/// sqlx reads MySQL TEXT as BLOB. Event data are small JSON documents
-/// built from bounded ids and numbers.
+/// The outbox tables as migration 5 made them (MySQL 8 / MariaDB): one
+/// event per row. `data` is VARCHAR, not TEXT: sqlx reads MySQL TEXT as
+/// BLOB. The packing migration [`MYSQL_PACKED`] follows.
 pub const MYSQL_TABLES: &str = "\
 CREATE TABLE IF NOT EXISTS outbox (
   seq              BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -82,7 +94,8 @@ CREATE TABLE IF NOT EXISTS outbox_relay (
 ) ENGINE=InnoDB;
 ";
 
-/// The outbox tables (SQLite).
+/// The outbox tables as migration 5 made them (SQLite); [`SQLITE_PACKED`]
+/// follows.
 pub const SQLITE_TABLES: &str = "\
 CREATE TABLE IF NOT EXISTS outbox (
   seq              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -99,6 +112,46 @@ CREATE TABLE IF NOT EXISTS outbox_relay (
   owner            TEXT NOT NULL,
   lease_until      INTEGER NOT NULL
 );
+";
+
+/// The packing migration (MySQL 8 / MariaDB): packed rows. A row holds `n` events
+/// in `events` (their JSON texts, one per line; stored as bytes, which sqlx
+/// reads back alike on both dialects); the one-event columns stay for rows
+/// written before. Event ids are unique by how they are made (from the
+/// changed entity's id), so the UNIQUE index goes; the relay's index covers
+/// `n`, so it sizes a step without reading the events.
+pub const MYSQL_PACKED: &str = "\
+ALTER TABLE outbox
+  DROP INDEX ux_outbox_event,
+  DROP INDEX ix_outbox_published,
+  MODIFY event_id VARCHAR(191) NULL,
+  MODIFY type VARCHAR(64) NULL,
+  MODIFY data VARCHAR(8000) NULL,
+  ADD COLUMN n BIGINT NOT NULL DEFAULT 1,
+  ADD COLUMN events MEDIUMBLOB NULL,
+  ADD KEY ix_outbox_relay (published_at, seq, n);
+";
+
+/// The packing migration (SQLite): as [`MYSQL_PACKED`]. SQLite cannot drop a UNIQUE
+/// column constraint, so the table is copied into the new shape (the
+/// migration runs in one transaction on SQLite).
+pub const SQLITE_PACKED: &str = "\
+CREATE TABLE outbox_packed (
+  seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+  subject          TEXT NOT NULL,
+  time             INTEGER NOT NULL,
+  n                INTEGER NOT NULL DEFAULT 1,
+  events           BLOB NULL,
+  event_id         TEXT NULL,
+  type             TEXT NULL,
+  data             TEXT NULL,
+  published_at     INTEGER NULL
+);
+INSERT INTO outbox_packed (seq, subject, time, event_id, type, data, published_at)
+  SELECT seq, subject, time, event_id, type, data, published_at FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_packed RENAME TO outbox;
+CREATE INDEX ix_outbox_relay ON outbox (published_at, seq, n);
 ";
 
 /// One state change, as the service records it.
@@ -139,24 +192,80 @@ pub fn set_recording(on: bool) {
     RECORDING.store(on, Ordering::Relaxed);
 }
 
+impl Change {
+    /// The event as stored: its CloudEvent JSON text without `specversion`
+    /// and `source` (the relay puts them in front; see [`Outbox`]).
+    fn stored(&self, out: &mut String) {
+        write_event(
+            out,
+            &self.id,
+            self.kind,
+            &self.subject,
+            self.time,
+            &self.data,
+        );
+    }
+}
+
+/// Appends one event's JSON text, all but `specversion` and `source`.
+fn write_event(
+    out: &mut String,
+    id: &str,
+    kind: &str,
+    subject: &str,
+    time: DateTime<Utc>,
+    data: &dyn std::fmt::Display,
+) {
+    use std::fmt::Write;
+    let text = |v: &str| serde_json::to_string(v).expect("a string serializes");
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"type\":{},\"subject\":{},\"time\":\"{}\",\
+         \"datacontenttype\":\"application/json\",\"data\":{data}}}",
+        text(id),
+        text(kind),
+        text(subject),
+        time.to_rfc3339_opts(SecondsFormat::Millis, true),
+    );
+}
+
 /// Writes `changes` to the outbox inside the caller's transaction (nothing
-/// when recording is off).
+/// when recording is off): one packed row per subject and [`ROW_EVENTS`]
+/// events, each subject's events in the order given.
 pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
-    if !RECORDING.load(Ordering::Relaxed) {
+    if !RECORDING.load(Ordering::Relaxed) || changes.is_empty() {
         return Ok(());
     }
-    for chunk in changes.chunks(200) {
-        let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        let sql =
-            format!("INSERT INTO outbox (event_id, type, subject, time, data) VALUES {values}");
+    // (subject, earliest time, events, their texts), in first-seen order.
+    let mut rows: Vec<(&str, i64, usize, String)> = Vec::new();
+    let mut open: std::collections::HashMap<&str, usize> = Default::default();
+    for c in changes {
+        let at = match open.get(c.subject.as_str()) {
+            Some(&i) if rows[i].2 < ROW_EVENTS => i,
+            _ => {
+                rows.push((&c.subject, to_ms(c.time), 0, String::new()));
+                open.insert(&c.subject, rows.len() - 1);
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[at];
+        if row.2 > 0 {
+            row.3.push('\n');
+        }
+        c.stored(&mut row.3);
+        row.1 = row.1.min(to_ms(c.time));
+        row.2 += 1;
+    }
+    for chunk in rows.chunks(100) {
+        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!("INSERT INTO outbox (subject, time, n, events) VALUES {values}");
         let mut q = sqlx::query(&sql);
-        for c in chunk {
+        for (subject, time, n, events) in chunk {
             q = q
-                .bind(c.id.clone())
-                .bind(c.kind)
-                .bind(c.subject.clone())
-                .bind(to_ms(c.time))
-                .bind(c.data.to_string());
+                .bind(subject.to_string())
+                .bind(*time)
+                .bind(*n as i64)
+                .bind(events.as_bytes().to_vec());
         }
         q.execute(&mut *tx).await?;
     }
@@ -171,14 +280,17 @@ pub enum OutboxError {
     Queue(#[from] QueueError),
     #[error("stored event data is not JSON: {0}")]
     Data(#[from] serde_json::Error),
+    #[error("outbox row {0} is malformed")]
+    Malformed(i64),
 }
 
-/// Where a reader of the feed stands in one service's outbox: after the
-/// row published at `published_at` with `seq`.
+/// Where a reader of the feed stands in one service's outbox: after event
+/// `index` (from 0) of the row published at `published_at` with `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
     pub published_at: i64,
     pub seq: i64,
+    pub index: i64,
 }
 
 /// One service's outbox and its relay.
@@ -194,13 +306,30 @@ pub struct Outbox {
     held_until: std::sync::atomic::AtomicI64,
 }
 
-/// A stored row.
+/// A stored row, its events as CloudEvent texts.
 struct Stored {
     seq: i64,
     published_at: Option<i64>,
-    /// The CloudEvent, as JSON text.
-    event: String,
     subject: String,
+    events: Vec<String>,
+}
+
+/// The columns [`Outbox::stored`] reads.
+const COLUMNS: &str = "seq, subject, time, events, event_id, type, data, published_at";
+
+/// How many of `rows` (seq, events) a step takes: whole rows, at least one,
+/// until `want` events (after skipping `skip` of the first row's) are in.
+fn rows_for(rows: &[(i64, i64)], skip: i64, want: usize) -> usize {
+    let mut events = -skip;
+    let mut take = 0;
+    for (_, n) in rows {
+        if take > 0 && events >= want as i64 {
+            break;
+        }
+        take += 1;
+        events += n;
+    }
+    take
 }
 
 impl Outbox {
@@ -243,29 +372,46 @@ impl Outbox {
         self.service
     }
 
-    /// The stored row as a CloudEvent in structured JSON. The text is put
-    /// together around the stored `data`, which is already JSON (written by
-    /// [`record`] from a value), instead of parsing and printing it again:
-    /// the relay does this for every event.
-    fn event(&self, row: &sqlx::any::AnyRow) -> Result<Stored, OutboxError> {
-        let time: i64 = row.try_get("time")?;
-        let data: String = row.try_get("data")?;
+    /// A stored row with its events as CloudEvents in structured JSON:
+    /// `specversion` and `source` (this service) in front of each stored
+    /// text, which is already JSON (written by [`record`]), instead of
+    /// parsing and printing it again: the relay does this for every event.
+    fn stored(&self, row: &sqlx::any::AnyRow) -> Result<Stored, OutboxError> {
+        let seq: i64 = row.try_get("seq")?;
         let subject: String = row.try_get("subject")?;
-        let text = |v: &str| serde_json::to_string(v);
-        let event = format!(
-            "{{\"specversion\":\"1.0\",\"id\":{},\"source\":\"/promo/{}\",\"type\":{},\"subject\":{},\
-             \"time\":\"{}\",\"datacontenttype\":\"application/json\",\"data\":{data}}}",
-            text(&row.try_get::<String, _>("event_id")?)?,
-            self.service,
-            text(&row.try_get::<String, _>("type")?)?,
-            text(&subject)?,
-            from_ms(time).to_rfc3339_opts(SecondsFormat::Millis, true),
+        let head = format!(
+            "{{\"specversion\":\"1.0\",\"source\":\"/promo/{}\",",
+            self.service
         );
+        let complete = |body: &str| {
+            let body = body.strip_prefix('{').ok_or(OutboxError::Malformed(seq))?;
+            Ok::<_, OutboxError>(format!("{head}{body}"))
+        };
+        let events = match row.try_get::<Option<Vec<u8>>, _>("events")? {
+            Some(packed) => {
+                let text = String::from_utf8(packed).map_err(|_| OutboxError::Malformed(seq))?;
+                text.split('\n').map(complete).collect::<Result<_, _>>()?
+            }
+            None => {
+                // A row written before the packing migration: one event in columns.
+                let data: String = row.try_get("data")?;
+                let mut body = String::new();
+                write_event(
+                    &mut body,
+                    &row.try_get::<String, _>("event_id")?,
+                    &row.try_get::<String, _>("type")?,
+                    &subject,
+                    from_ms(row.try_get("time")?),
+                    &data,
+                );
+                vec![complete(&body)?]
+            }
+        };
         Ok(Stored {
-            seq: row.try_get("seq")?,
+            seq,
             published_at: row.try_get("published_at")?,
-            event,
             subject,
+            events,
         })
     }
 
@@ -305,56 +451,88 @@ impl Outbox {
         Ok(held)
     }
 
-    /// The oldest unpublished rows, at most `limit`.
-    async fn unpublished(&self, limit: usize) -> Result<Vec<Stored>, OutboxError> {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, event_id, type, subject, time, data, published_at FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT {limit}"
+    /// The oldest unpublished rows: whole rows up to [`BATCH`] events, at
+    /// most [`STEP_ROWS`]. The rows' sizes come from the relay's index
+    /// first, so only the rows taken are read.
+    async fn unpublished(&self) -> Result<Vec<Stored>, OutboxError> {
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT seq, n FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT {STEP_ROWS}"
         ))
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
-        rows.iter().map(|r| self.event(r)).collect()
+        let take = rows_for(&sizes, 0, BATCH);
+        if take == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND seq <= ? \
+             ORDER BY seq LIMIT {take}"
+        ))
+        .bind(sizes[take - 1].0)
+        .fetch_all(self.db.reader())
+        .await?;
+        rows.iter().map(|r| self.stored(r)).collect()
     }
 
-    /// Sends `rows` as CloudEvents and waits for the broker; the leading
-    /// rows it acknowledged, in order (a failure stops there, so a later
-    /// row of a subject never goes out before an earlier one).
+    /// Sends the rows' events as CloudEvents and waits for the broker; the
+    /// leading rows whose every event it acknowledged (a failure stops
+    /// there, so a later event of a subject never counts as out before an
+    /// earlier one), and how many events those hold.
     async fn publish(
         &self,
         producer: &dyn Producer,
         partitions: i32,
-        rows: &[Stored],
-    ) -> (usize, Option<QueueError>) {
+        rows: Vec<Stored>,
+    ) -> (Vec<i64>, usize, Option<QueueError>) {
+        let sizes: Vec<(i64, usize)> = rows.iter().map(|r| (r.seq, r.events.len())).collect();
         let records = rows
-            .iter()
-            .map(|r| Record {
-                partition: promo_contracts::partition_of(&r.subject, 0, partitions.max(1) as u32),
-                key: r.subject.clone(),
-                payload: r.event.clone().into_bytes(),
-                headers: CLOUDEVENTS_HEADERS,
+            .into_iter()
+            .flat_map(|r| {
+                let partition =
+                    promo_contracts::partition_of(&r.subject, 0, partitions.max(1) as u32);
+                let subject = r.subject;
+                r.events.into_iter().map(move |e| Record {
+                    partition,
+                    key: subject.clone(),
+                    payload: e.into_bytes(),
+                    headers: CLOUDEVENTS_HEADERS,
+                })
             })
             .collect();
         let answers = producer.send_many(records).await;
-        let acked = answers.iter().take_while(|a| a.is_ok()).count();
-        (acked, answers.into_iter().find_map(Result::err))
+        let mut acked = answers.iter().take_while(|a| a.is_ok()).count();
+        let mut done = Vec::new();
+        let mut events = 0;
+        for (seq, n) in sizes {
+            if acked < n {
+                break;
+            }
+            acked -= n;
+            events += n;
+            done.push(seq);
+        }
+        (done, events, answers.into_iter().find_map(Result::err))
     }
 
     /// Marks rows published, all with one `published_at` later than any
     /// before; rows another relay marked first keep theirs.
-    async fn mark(&self, rows: &[Stored]) -> Result<(), OutboxError> {
+    async fn mark(&self, seqs: &[i64]) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.db.pool().begin().await?;
         let last: Option<i64> = sqlx::query_scalar("SELECT MAX(published_at) FROM outbox")
             .fetch_one(&mut *tx)
             .await?;
         let at = now_ms().max(last.unwrap_or(0) + 1);
-        for chunk in rows.chunks(400) {
+        for chunk in seqs.chunks(400) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = format!(
                 "UPDATE outbox SET published_at = ? WHERE published_at IS NULL AND seq IN ({marks})"
             );
             let mut q = sqlx::query(&sql).bind(at);
-            for r in chunk {
-                q = q.bind(r.seq);
+            for seq in chunk {
+                q = q.bind(*seq);
             }
             q.execute(&mut *tx).await?;
         }
@@ -362,44 +540,61 @@ impl Outbox {
         Ok(())
     }
 
-    /// One relay step: with the lease, publishes up to [`BATCH`] rows and
-    /// marks those the broker acknowledged. Returns how many it published.
+    /// One relay step: with the lease, publishes the events of the oldest
+    /// unpublished rows (up to [`BATCH`]) and marks the rows the broker
+    /// acknowledged. Returns how many events it published and whether it
+    /// took a full step (so more may be waiting).
+    async fn step(
+        &self,
+        producer: &dyn Producer,
+        partitions: i32,
+    ) -> Result<(usize, bool), OutboxError> {
+        if !self.lease().await? {
+            return Ok((0, false));
+        }
+        let rows = self.unpublished().await?;
+        let (count, total) = (
+            rows.len(),
+            rows.iter().map(|r| r.events.len()).sum::<usize>(),
+        );
+        let full = count == STEP_ROWS || total >= BATCH;
+        let (done, events, failed) = self.publish(producer, partitions, rows).await;
+        self.mark(&done).await?;
+        self.metrics
+            .events_published
+            .with_label_values(&[self.service])
+            .inc_by(events as u64);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok((events, full)),
+        }
+    }
+
+    /// One relay step ([`Outbox::step`]); how many events it published.
     pub async fn relay_once(
         &self,
         producer: &dyn Producer,
         partitions: i32,
     ) -> Result<usize, OutboxError> {
-        if !self.lease().await? {
-            return Ok(0);
-        }
-        let rows = self.unpublished(BATCH).await?;
-        let (acked, failed) = self.publish(producer, partitions, &rows).await;
-        self.mark(&rows[..acked]).await?;
-        self.metrics
-            .events_published
-            .with_label_values(&[self.service])
-            .inc_by(acked as u64);
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(acked),
-        }
+        Ok(self.step(producer, partitions).await?.0)
     }
 
     /// [`Outbox::publish`] without marking: what a relay that dies right
-    /// after the broker's acknowledgement leaves behind (tests).
+    /// after the broker's acknowledgement leaves behind (tests). Returns
+    /// how many events the broker acknowledged.
     pub async fn publish_unmarked(
         &self,
         producer: &dyn Producer,
         partitions: i32,
     ) -> Result<usize, OutboxError> {
-        let rows = self.unpublished(BATCH).await?;
-        match self.publish(producer, partitions, &rows).await {
-            (_, Some(e)) => Err(e.into()),
-            (acked, None) => Ok(acked),
+        let rows = self.unpublished().await?;
+        match self.publish(producer, partitions, rows).await {
+            (_, _, Some(e)) => Err(e.into()),
+            (_, events, None) => Ok(events),
         }
     }
 
-    /// Deletes published rows older than the retention.
+    /// Deletes published rows older than the retention; how many rows.
     pub async fn purge(&self) -> Result<u64, OutboxError> {
         let cutoff = now_ms() - self.retention.as_millis() as i64;
         let done =
@@ -410,12 +605,14 @@ impl Outbox {
         Ok(done.rows_affected())
     }
 
-    /// Sets the backlog and oldest-unpublished gauges.
+    /// Sets the backlog (events) and oldest-unpublished gauges.
     pub async fn measure(&self) -> Result<(), OutboxError> {
+        // CAST: SUM is DECIMAL on MySQL; SIGNED gives SQLite's NUMERIC.
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(time) AS oldest FROM outbox WHERE published_at IS NULL",
+            "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS n, MIN(time) AS oldest \
+             FROM outbox WHERE published_at IS NULL",
         )
-        .fetch_one(self.db.pool())
+        .fetch_one(self.db.reader())
         .await?;
         let n: i64 = row.try_get("n")?;
         let oldest: Option<i64> = row.try_get("oldest")?;
@@ -432,32 +629,71 @@ impl Outbox {
     }
 
     /// Published events after `after`, oldest first, at most `limit`, each
-    /// with its position.
+    /// with its position. The rows' sizes are read first, so only the rows
+    /// the page needs are read.
     pub async fn page(
         &self,
         after: Position,
         limit: usize,
     ) -> Result<Vec<(Position, Value)>, OutboxError> {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, event_id, type, subject, time, data, published_at FROM outbox \
-             WHERE published_at IS NOT NULL AND (published_at > ? OR (published_at = ? AND seq > ?)) \
-             ORDER BY published_at, seq LIMIT {limit}"
+        const AFTER: &str = "WHERE published_at IS NOT NULL \
+             AND (published_at > ? OR (published_at = ? AND seq >= ?)) ORDER BY published_at, seq";
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT seq, n FROM outbox {AFTER} LIMIT {}",
+            limit + 1
         ))
         .bind(after.published_at)
         .bind(after.published_at)
         .bind(after.seq)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let s = self.event(r)?;
+        // The first row may be the one the reader stopped in.
+        let skip = match sizes.first() {
+            Some((seq, _)) if *seq == after.seq => after.index + 1,
+            _ => 0,
+        };
+        let take = rows_for(&sizes, skip, limit);
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox {AFTER} LIMIT {take}"
+        ))
+        .bind(after.published_at)
+        .bind(after.published_at)
+        .bind(after.seq)
+        .fetch_all(self.db.reader())
+        .await?;
+        let mut out = Vec::with_capacity(limit);
+        for r in &rows {
+            let s = self.stored(r)?;
+            for (i, e) in s.events.iter().enumerate() {
                 let at = Position {
                     published_at: s.published_at.unwrap_or_default(),
                     seq: s.seq,
+                    index: i as i64,
                 };
-                Ok((at, serde_json::from_str(&s.event)?))
-            })
-            .collect()
+                if at > after && out.len() < limit {
+                    out.push((at, serde_json::from_str(e)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event id in the outbox, and whether its row is marked
+    /// published (tests and fault experiments).
+    pub async fn ids(&self) -> Result<Vec<(String, bool)>, OutboxError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM outbox ORDER BY seq"))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let s = self.stored(r)?;
+            for e in &s.events {
+                let event: Value = serde_json::from_str(e)?;
+                let id = event["id"].as_str().unwrap_or_default().to_string();
+                out.push((id, s.published_at.is_some()));
+            }
+        }
+        Ok(out)
     }
 
     /// Runs the relay until `shutdown`: creates the topic, relays while
@@ -485,8 +721,8 @@ impl Outbox {
             };
             let mut last_chores = tokio::time::Instant::now() - Duration::from_secs(60);
             while !shutdown.is_cancelled() {
-                let pause = match outbox.relay_once(&*producer, PARTITIONS).await {
-                    Ok(n) if n == BATCH => Duration::ZERO,
+                let pause = match outbox.step(&*producer, PARTITIONS).await {
+                    Ok((_, true)) => Duration::ZERO,
                     Ok(_) => IDLE,
                     Err(e) => {
                         tracing::warn!(error = %e, service = outbox.service, "event relay step failed; retrying");

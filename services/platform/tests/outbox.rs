@@ -9,19 +9,46 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use promo_platform::{
     metrics::Metrics,
     outbox::{self, Change, Outbox, Position},
-    ports::{Database, LocalQueue, Queue},
+    ports::{sql::Migrations, Database, LocalQueue, Migration, Queue},
     testing::{self, TempDir},
 };
 use serde_json::{json, Value};
 
+/// The outbox's migrations as a service lists them: one event per row
+/// (version 1 here), then packed rows.
+const BEFORE_PACKING: Migrations = Migrations {
+    mysql: &[Migration {
+        version: 1,
+        name: "outbox",
+        sql: outbox::MYSQL_TABLES,
+    }],
+    sqlite: &[Migration {
+        version: 1,
+        name: "outbox",
+        sql: outbox::SQLITE_TABLES,
+    }],
+};
+const MIGRATIONS: Migrations = Migrations {
+    mysql: &[
+        BEFORE_PACKING.mysql[0],
+        Migration {
+            version: 2,
+            name: "outbox_packed",
+            sql: outbox::MYSQL_PACKED,
+        },
+    ],
+    sqlite: &[
+        BEFORE_PACKING.sqlite[0],
+        Migration {
+            version: 2,
+            name: "outbox_packed",
+            sql: outbox::SQLITE_PACKED,
+        },
+    ],
+};
+
 async fn migrated(db: &Database) {
-    let sql = match db.dialect() {
-        promo_platform::ports::Dialect::MySql => outbox::MYSQL_TABLES,
-        promo_platform::ports::Dialect::Sqlite => outbox::SQLITE_TABLES,
-    };
-    for statement in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
-        sqlx::query(statement).execute(db.pool()).await.unwrap();
-    }
+    db.migrate(&MIGRATIONS).await.unwrap();
 }
 
 /// Reads every event of `subjects` from the topic until `want` arrived.
@@ -203,6 +230,168 @@ async fn outbox_on_sqlite_and_the_embedded_queue() {
 async fn mariadb_outbox_on_tansu() {
     suite(
         testing::fresh_mysql("outbox").await,
+        Arc::new(testing::kafka()),
+    )
+    .await;
+}
+
+/// One change of many events: 450 for one subject and 3 for another in a
+/// single `record` are packed into rows of at most `ROW_EVENTS`; each goes
+/// out once per relay, in order per subject, and the feed pages through
+/// them across row boundaries.
+async fn packed(db: Database, queue: Arc<dyn Queue>) {
+    migrated(&db).await;
+    let topic = testing::unique("events");
+    queue.ensure_topic(&topic, 4).await.unwrap();
+    let producer = queue.producer(&topic).unwrap();
+    let ob = Outbox::new(
+        db.clone(),
+        "test",
+        &topic,
+        Duration::from_secs(3600),
+        Metrics::new(),
+    );
+    let (a, b) = (testing::unique("camp_a"), testing::unique("camp_b"));
+    let mut changes = Vec::new();
+    for i in 0..450 {
+        changes.push(Change::new(
+            "dev.promo.coupon.issued",
+            &format!("{a}-{i}"),
+            &a,
+            json!({ "n": i }),
+        ));
+        if i % 150 == 0 {
+            changes.push(Change::new(
+                "dev.promo.coupon.issued",
+                &format!("{b}-{i}"),
+                &b,
+                json!({ "n": i }),
+            ));
+        }
+    }
+    let mut tx = db.pool().begin().await.unwrap();
+    outbox::record(&mut tx, &changes).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 4, "a: 200 + 200 + 50, b: 3");
+
+    assert_eq!(ob.relay_once(&*producer, 4).await.unwrap(), 453);
+    assert_eq!(ob.relay_once(&*producer, 4).await.unwrap(), 0);
+    let sent = read(&*queue, &topic, &[&a, &b], 453).await;
+    let ids = |events: &[Value], subject: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["subject"] == subject)
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let want = |subject: &str| -> Vec<String> {
+        changes
+            .iter()
+            .filter(|c| c.subject == subject)
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&sent, &a), want(&a), "a's events once each, in order");
+    assert_eq!(ids(&sent, &b), want(&b));
+    assert!(sent.iter().all(|e| e["source"] == "/promo/test"));
+
+    let mut at = Position::default();
+    let mut paged = Vec::new();
+    loop {
+        let page = ob.page(at, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() == 7 || paged.len() + page.len() == 453);
+        at = page.last().unwrap().0;
+        paged.extend(page.into_iter().map(|(_, e)| e));
+    }
+    assert_eq!(ids(&paged, &a), want(&a), "the feed: every event once");
+    assert_eq!(ids(&paged, &b), want(&b));
+    assert_eq!(ob.ids().await.unwrap().len(), 453);
+}
+
+#[tokio::test]
+async fn packed_rows_on_sqlite_and_the_embedded_queue() {
+    let (db, _dir) = testing::fresh_sqlite("outbox_packed").await;
+    let qdir = TempDir::new();
+    packed(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+}
+
+#[tokio::test]
+async fn mariadb_packed_rows_on_tansu() {
+    packed(
+        testing::fresh_mysql("outbox_packed").await,
+        Arc::new(testing::kafka()),
+    )
+    .await;
+}
+
+/// Rows written one event per row, before the packing migration, are
+/// relayed and paged after it like the rest, unpublished and published.
+async fn upgraded(db: Database, queue: Arc<dyn Queue>) {
+    db.migrate(&BEFORE_PACKING).await.unwrap();
+    let subject = testing::unique("sale");
+    for (i, published_at) in [(0, Some(1_i64)), (1, None)] {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, type, subject, time, data, published_at) \
+             VALUES (?, 'dev.promo.order.held', ?, ?, ?, ?)",
+        )
+        .bind(format!("order.held:old-{i}"))
+        .bind(&subject)
+        .bind(1_700_000_000_000_i64 + i)
+        .bind(json!({ "n": i }).to_string())
+        .bind(published_at)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), 1);
+    let mut tx = db.pool().begin().await.unwrap();
+    let new = Change::new("dev.promo.order.held", "new", &subject, json!({ "n": 2 }));
+    outbox::record(&mut tx, &[new]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let topic = testing::unique("events");
+    queue.ensure_topic(&topic, 4).await.unwrap();
+    let producer = queue.producer(&topic).unwrap();
+    let ob = Outbox::new(
+        db.clone(),
+        "test",
+        &topic,
+        Duration::from_secs(3600),
+        Metrics::new(),
+    );
+    assert_eq!(ob.relay_once(&*producer, 4).await.unwrap(), 2);
+    let sent = read(&*queue, &topic, &[&subject], 2).await;
+    assert_eq!(sent[0]["id"], "order.held:old-1");
+    assert_eq!(sent[0]["time"], "2023-11-14T22:13:20.001Z");
+    assert_eq!(sent[0]["data"], json!({ "n": 1 }));
+    assert_eq!(sent[0]["source"], "/promo/test");
+    assert_eq!(sent[1]["id"], "order.held:new");
+    let page = ob.page(Position::default(), 10).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|(_, e)| e["id"].clone()).collect();
+    assert_eq!(
+        ids,
+        ["order.held:old-0", "order.held:old-1", "order.held:new"]
+    );
+}
+
+#[tokio::test]
+async fn rows_from_before_packing_go_out_on_sqlite() {
+    let (db, _dir) = testing::fresh_sqlite("outbox_upgrade").await;
+    let qdir = TempDir::new();
+    upgraded(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+}
+
+#[tokio::test]
+async fn rows_from_before_packing_go_out_on_mariadb() {
+    upgraded(
+        testing::fresh_mysql("outbox_upgrade").await,
         Arc::new(testing::kafka()),
     )
     .await;

@@ -23,6 +23,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox",
             sql: promo_platform::outbox::MYSQL_TABLES,
         },
+        Migration {
+            version: 3,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::MYSQL_PACKED,
+        },
     ],
     sqlite: &[
         Migration {
@@ -34,6 +39,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             name: "outbox",
             sql: promo_platform::outbox::SQLITE_TABLES,
+        },
+        Migration {
+            version: 3,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::SQLITE_PACKED,
         },
     ],
 };

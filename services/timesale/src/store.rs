@@ -50,6 +50,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox",
             sql: promo_platform::outbox::MYSQL_TABLES,
         },
+        Migration {
+            version: 7,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::MYSQL_PACKED,
+        },
     ],
     sqlite: &[
         Migration {
@@ -81,6 +86,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 6,
             name: "outbox",
             sql: promo_platform::outbox::SQLITE_TABLES,
+        },
+        Migration {
+            version: 7,
+            name: "outbox_packed",
+            sql: promo_platform::outbox::SQLITE_PACKED,
         },
     ],
 };

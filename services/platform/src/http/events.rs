@@ -1,7 +1,7 @@
 //! `GET /admin/events?after=&limit=`: the published CloudEvents of every
 //! service this process serves, oldest first, paged by a cursor that holds
-//! one position per service (`<service>-<publishedAt>-<seq>`, joined by
-//! `.`). Each service's events come in the order its relay published them;
+//! one position per service (`<service>-<publishedAt>-<seq>-<index>`: after
+//! event `index` of outbox row `seq`; joined by `.`). Each service's events come in the order its relay published them;
 //! the services' streams are interleaved by publication time.
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -28,7 +28,7 @@ pub struct EventsQuery {
     #[param(
         min_length = 1,
         max_length = 512,
-        pattern = "^[a-z]+-[0-9]{1,18}-[0-9]{1,18}(\\.[a-z]+-[0-9]{1,18}-[0-9]{1,18})*$"
+        pattern = "^[a-z]+-[0-9]{1,18}-[0-9]{1,18}-[0-9]{1,18}(\\.[a-z]+-[0-9]{1,18}-[0-9]{1,18}-[0-9]{1,18})*$"
     )]
     pub after: Option<String>,
     /// 1..=500, default 100.
@@ -54,14 +54,15 @@ fn parse(cursor: &str) -> Result<Positions, ApiError> {
     let mut out = Positions::new();
     for part in cursor.split('.') {
         let mut it = part.split('-');
-        let (Some(service), Some(at), Some(seq), None) =
-            (it.next(), it.next(), it.next(), it.next())
+        let (Some(service), Some(at), Some(seq), Some(index), None) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
         else {
             return Err(bad());
         };
         let position = Position {
             published_at: at.parse().map_err(|_| bad())?,
             seq: seq.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
         };
         if service.is_empty() {
             return Err(bad());
@@ -75,7 +76,7 @@ fn parse(cursor: &str) -> Result<Positions, ApiError> {
 fn render(positions: &Positions) -> String {
     positions
         .iter()
-        .map(|(s, p)| format!("{s}-{}-{}", p.published_at, p.seq))
+        .map(|(s, p)| format!("{s}-{}-{}-{}", p.published_at, p.seq, p.index))
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -113,7 +114,7 @@ pub async fn list_events(
                 .map(|(p, e)| (p.published_at, o.service(), p, e)),
         );
     }
-    all.sort_by(|a, b| (a.0, a.1, a.2.seq).cmp(&(b.0, b.1, b.2.seq)));
+    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     all.truncate(limit);
     let mut items = Vec::with_capacity(all.len());
     for (_, service, p, e) in all {
@@ -148,12 +149,19 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
-        let c = "coupon-17-3.timesale-18-9";
+        let c = "coupon-17-3-0.timesale-18-9-199";
         assert_eq!(render(&parse(c).unwrap()), c);
-        assert_eq!(render(&parse("a-1-2.a-3-4").unwrap()), "a-3-4");
-        let widest = "a-999999999999999999-999999999999999999";
+        assert_eq!(render(&parse("a-1-2-0.a-3-4-5").unwrap()), "a-3-4-5");
+        let widest = "a-999999999999999999-999999999999999999-999999999999999999";
         assert_eq!(render(&parse(widest).unwrap()), widest);
-        for bad in ["", "coupon", "coupon-1", "coupon-1-x", "-1-2", "a-1-2-3"] {
+        for bad in [
+            "",
+            "coupon",
+            "coupon-1-2",
+            "coupon-1-x-0",
+            "-1-2-0",
+            "a-1-2-3-4",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -199,6 +199,9 @@ pub struct Migrations {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
+    /// Reads that need not see the caller's own open transaction; see
+    /// [`Database::reader`].
+    reader: AnyPool,
     dialect: Dialect,
 }
 
@@ -285,17 +288,47 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|source| SqlError::Connect {
                 url: redact(&url),
                 source,
             })?;
-        Ok(Self { pool, dialect })
+        let reader = match dialect {
+            Dialect::MySql => pool.clone(),
+            // A read-only connection of its own, opened on first use: in WAL
+            // mode it reads the last commit while the writer works.
+            Dialect::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA query_only = ON").await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options),
+        };
+        Ok(Self {
+            pool,
+            reader,
+            dialect,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A pool for background reads of committed rows (the event relay,
+    /// the event feed). On MySQL it is [`Database::pool`]. On SQLite, whose
+    /// one writer connection serialises everything that goes through
+    /// [`Database::pool`], it is a second, read-only connection: such reads
+    /// see the latest commit and no longer wait behind, or hold up, the
+    /// writer's transactions.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -332,23 +365,16 @@ impl Database {
                 if done.is_some() {
                     continue;
                 }
-                for statement in split_statements(m.sql) {
-                    conn.execute(statement)
-                        .await
-                        .map_err(|source| SqlError::Migration {
-                            version: m.version,
-                            name: m.name,
-                            source,
-                        })?;
+                // SQLite runs DDL in transactions: a migration and its
+                // record land together or not at all. MySQL commits each
+                // DDL statement by itself.
+                if self.dialect == Dialect::Sqlite {
+                    let mut tx = conn.begin().await?;
+                    apply(&mut tx, m).await?;
+                    tx.commit().await?;
+                } else {
+                    apply(&mut conn, m).await?;
                 }
-                sqlx::query(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                )
-                .bind(m.version)
-                .bind(m.name)
-                .bind(crate::time::now_ms())
-                .execute(&mut *conn)
-                .await?;
                 tracing::info!(version = m.version, name = m.name, "migration applied");
                 applied += 1;
             }
@@ -370,8 +396,29 @@ impl Database {
     }
 
     pub async fn close(&self) {
-        self.pool.close().await
+        self.pool.close().await;
+        self.reader.close().await
     }
+}
+
+/// Runs one migration's statements and records it.
+async fn apply(conn: &mut sqlx::AnyConnection, m: &Migration) -> Result<(), SqlError> {
+    for statement in split_statements(m.sql) {
+        conn.execute(statement)
+            .await
+            .map_err(|source| SqlError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
+    }
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+        .bind(m.version)
+        .bind(m.name)
+        .bind(crate::time::now_ms())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Splits a migration file into statements at `;` line ends. Migration files

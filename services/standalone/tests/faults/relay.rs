@@ -120,15 +120,18 @@ async fn topic_contents(
 
 /// The outbox's event ids: all of them, and those marked published.
 async fn outbox_ids(db: &Database) -> (HashSet<String>, HashSet<String>) {
-    let rows: Vec<(String, Option<i64>)> =
-        sqlx::query_as("SELECT event_id, published_at FROM outbox")
-            .fetch_all(db.pool())
-            .await
-            .expect("outbox");
+    let outbox = promo_platform::outbox::Outbox::new(
+        db.clone(),
+        "coupon",
+        "unused",
+        Duration::from_secs(3600),
+        promo_platform::metrics::Metrics::new(),
+    );
+    let rows = outbox.ids().await.expect("outbox");
     let all = rows.iter().map(|(id, _)| id.clone()).collect();
     let marked = rows
         .into_iter()
-        .filter_map(|(id, at)| at.map(|_| id))
+        .filter_map(|(id, published)| published.then_some(id))
         .collect();
     (all, marked)
 }
