@@ -11,19 +11,21 @@
 //!   packing migration ([`MYSQL_PACKED`]) hold one event in
 //!   `event_id`/`type`/`data` instead; they go out the same way.
 //! - **At least once.** The relay sends a batch, waits for the broker's
-//!   acknowledgements, and only then marks the rows published. A relay that
-//!   dies in between sends the same rows again: the same event ids, which a
-//!   consumer deduplicates on.
+//!   acknowledgements, and only then marks the rows published (a row only
+//!   once every event in it was acknowledged). A relay that dies in between
+//!   sends the same rows again: the same event ids, which a consumer
+//!   deduplicates on.
 //! - **One relay at a time per database.** Replicas take a lease in
 //!   `outbox_relay` (a conditional update) before relaying, so they do not
 //!   publish the same rows side by side. A dead relay's lease runs out and
 //!   another replica takes over.
-//! - **Order.** Rows go out in the order of `seq`, each keyed by its
-//!   subject, so one subject's events stay on one partition in order.
+//! - **Order.** Rows go out in the order of `seq`, a row's events in the
+//!   order they were recorded, each keyed by its subject, so one subject's
+//!   events stay on one partition in order.
 //! - **The feed** ([`Outbox::page`]) lists published events in the order
 //!   they were published: by `published_at` (strictly increasing from one
-//!   batch to the next) and `seq`, so a reader that pages with the cursor
-//!   never misses a row committed late.
+//!   batch to the next), `seq` and the event's place in its row, so a
+//!   reader that pages with the cursor never misses a row committed late.
 //! - Published rows are deleted after the retention; unpublished ones never.
 
 use std::{
