@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use promo_platform::{
     metrics::Metrics,
     outbox::{self, Change, Outbox, Position},
-    ports::{sql::Migrations, Database, LocalQueue, Migration, Queue},
+    ports::{sql::Migrations, Database, LocalQueue, Migration, Producer, Queue},
     testing::{self, TempDir},
 };
 use serde_json::{json, Value};
@@ -84,19 +84,48 @@ async fn read(queue: &dyn Queue, topic: &str, subjects: &[&str], want: usize) ->
     out
 }
 
-async fn suite(db: Database, queue: Arc<dyn Queue>) {
-    migrated(&db).await;
+/// A fresh events topic (4 partitions), its producer, and the outbox of a
+/// service "test" that keeps published rows an hour.
+async fn new_topic(
+    db: &Database,
+    queue: &dyn Queue,
+    metrics: Arc<Metrics>,
+) -> (String, Arc<dyn Producer>, Arc<Outbox>) {
     let topic = testing::unique("events");
     queue.ensure_topic(&topic, 4).await.unwrap();
     let producer = queue.producer(&topic).unwrap();
-    let metrics = Metrics::new();
-    let ob = Outbox::new(
+    let outbox = Outbox::new(
         db.clone(),
         "test",
         &topic,
         Duration::from_secs(3600),
-        metrics.clone(),
+        metrics,
     );
+    (topic, producer, outbox)
+}
+
+/// Runs `test` on a fresh SQLite database and a durable embedded queue.
+async fn on_sqlite<Fut: std::future::Future<Output = ()>>(
+    name: &str,
+    test: impl FnOnce(Database, Arc<dyn Queue>) -> Fut,
+) {
+    let (db, _dir) = testing::fresh_sqlite(name).await;
+    let qdir = TempDir::new();
+    test(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+}
+
+/// Runs `test` on a fresh MariaDB database and tansu.
+async fn on_mariadb<Fut: std::future::Future<Output = ()>>(
+    name: &str,
+    test: impl FnOnce(Database, Arc<dyn Queue>) -> Fut,
+) {
+    test(testing::fresh_mysql(name).await, Arc::new(testing::kafka())).await;
+}
+
+async fn suite(db: Database, queue: Arc<dyn Queue>) {
+    migrated(&db).await;
+    let metrics = Metrics::new();
+    let (topic, producer, ob) = new_topic(&db, &*queue, metrics.clone()).await;
     let (a, b) = (testing::unique("sale_a"), testing::unique("sale_b"));
 
     // Two subjects, ten changes each, committed; one transaction rolled back.
@@ -221,18 +250,12 @@ async fn suite(db: Database, queue: Arc<dyn Queue>) {
 
 #[tokio::test]
 async fn outbox_on_sqlite_and_the_embedded_queue() {
-    let (db, _dir) = testing::fresh_sqlite("outbox").await;
-    let qdir = TempDir::new();
-    suite(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+    on_sqlite("outbox", suite).await;
 }
 
 #[tokio::test]
 async fn mariadb_outbox_on_tansu() {
-    suite(
-        testing::fresh_mysql("outbox").await,
-        Arc::new(testing::kafka()),
-    )
-    .await;
+    on_mariadb("outbox", suite).await;
 }
 
 /// One change of many events: 450 for one subject and 3 for another in a
@@ -241,16 +264,7 @@ async fn mariadb_outbox_on_tansu() {
 /// them across row boundaries.
 async fn packed(db: Database, queue: Arc<dyn Queue>) {
     migrated(&db).await;
-    let topic = testing::unique("events");
-    queue.ensure_topic(&topic, 4).await.unwrap();
-    let producer = queue.producer(&topic).unwrap();
-    let ob = Outbox::new(
-        db.clone(),
-        "test",
-        &topic,
-        Duration::from_secs(3600),
-        Metrics::new(),
-    );
+    let (topic, producer, ob) = new_topic(&db, &*queue, Metrics::new()).await;
     let (a, b) = (testing::unique("camp_a"), testing::unique("camp_b"));
     let mut changes = Vec::new();
     for i in 0..450 {
@@ -317,18 +331,12 @@ async fn packed(db: Database, queue: Arc<dyn Queue>) {
 
 #[tokio::test]
 async fn packed_rows_on_sqlite_and_the_embedded_queue() {
-    let (db, _dir) = testing::fresh_sqlite("outbox_packed").await;
-    let qdir = TempDir::new();
-    packed(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+    on_sqlite("outbox_packed", packed).await;
 }
 
 #[tokio::test]
 async fn mariadb_packed_rows_on_tansu() {
-    packed(
-        testing::fresh_mysql("outbox_packed").await,
-        Arc::new(testing::kafka()),
-    )
-    .await;
+    on_mariadb("outbox_packed", packed).await;
 }
 
 /// Rows written one event per row, before the packing migration, are
@@ -356,16 +364,7 @@ async fn upgraded(db: Database, queue: Arc<dyn Queue>) {
     outbox::record(&mut tx, &[new]).await.unwrap();
     tx.commit().await.unwrap();
 
-    let topic = testing::unique("events");
-    queue.ensure_topic(&topic, 4).await.unwrap();
-    let producer = queue.producer(&topic).unwrap();
-    let ob = Outbox::new(
-        db.clone(),
-        "test",
-        &topic,
-        Duration::from_secs(3600),
-        Metrics::new(),
-    );
+    let (topic, producer, ob) = new_topic(&db, &*queue, Metrics::new()).await;
     assert_eq!(ob.relay_once(&*producer, 4).await.unwrap(), 2);
     let sent = read(&*queue, &topic, &[&subject], 2).await;
     assert_eq!(sent[0]["id"], "order.held:old-1");
@@ -383,16 +382,10 @@ async fn upgraded(db: Database, queue: Arc<dyn Queue>) {
 
 #[tokio::test]
 async fn rows_from_before_packing_go_out_on_sqlite() {
-    let (db, _dir) = testing::fresh_sqlite("outbox_upgrade").await;
-    let qdir = TempDir::new();
-    upgraded(db, Arc::new(LocalQueue::durable(qdir.0.join("q"), 100_000))).await;
+    on_sqlite("outbox_upgrade", upgraded).await;
 }
 
 #[tokio::test]
 async fn rows_from_before_packing_go_out_on_mariadb() {
-    upgraded(
-        testing::fresh_mysql("outbox_upgrade").await,
-        Arc::new(testing::kafka()),
-    )
-    .await;
+    on_mariadb("outbox_upgrade", upgraded).await;
 }
