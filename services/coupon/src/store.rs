@@ -307,33 +307,37 @@ pub struct NewCoupon<'a> {
 }
 
 /// Inserts coupons, many rows per statement, with their
-/// `dev.promo.coupon.issued` events in the outbox.
+/// `dev.promo.coupon.issued` events in the outbox (written with the first
+/// statement: [`promo_platform::outbox::record_then`]).
 pub async fn insert_coupons(
     tx: &mut AnyConnection,
     rows: &[NewCoupon<'_>],
 ) -> Result<(), sqlx::Error> {
     let events: Vec<_> = rows.iter().map(|r| r.coupon.issued_event()).collect();
-    promo_platform::outbox::record(tx, &events).await?;
+    let mut events = Some(events);
     for chunk in rows.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
             "INSERT INTO coupons (coupon_id, code, campaign_id, user_id, seq, request_id, status, issued_at, expires_at) VALUES {values}"
         );
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            let c = r.coupon;
-            q = q
-                .bind(c.coupon_id.clone())
-                .bind(c.code.clone())
-                .bind(c.campaign.clone())
-                .bind(c.user_id.clone())
-                .bind(r.seq)
-                .bind(r.request_id.map(str::to_string))
-                .bind("ISSUED")
-                .bind(to_ms(c.issued_at))
-                .bind(to_ms(c.expires_at));
-        }
-        q.execute(&mut *tx).await?;
+        let changes = events.take().unwrap_or_default();
+        promo_platform::outbox::record_then(tx, &changes, &sql, |mut q| {
+            for r in chunk {
+                let c = r.coupon;
+                q = q
+                    .bind(c.coupon_id.clone())
+                    .bind(c.code.clone())
+                    .bind(c.campaign.clone())
+                    .bind(c.user_id.clone())
+                    .bind(r.seq)
+                    .bind(r.request_id.map(str::to_string))
+                    .bind("ISSUED")
+                    .bind(to_ms(c.issued_at))
+                    .bind(to_ms(c.expires_at));
+            }
+            q
+        })
+        .await?;
     }
     Ok(())
 }

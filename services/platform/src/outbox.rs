@@ -231,14 +231,13 @@ fn write_event(
     );
 }
 
-/// Writes `changes` to the outbox inside the caller's transaction (nothing
-/// when recording is off): one packed row per subject and [`ROW_EVENTS`]
-/// events, each subject's events in the order given.
-pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
-    if !RECORDING.load(Ordering::Relaxed) || changes.is_empty() {
-        return Ok(());
-    }
-    // (subject, earliest time, events, their texts), in first-seen order.
+/// A query on the `Any` driver, as [`record_then`] hands it to its caller
+/// to bind.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// The outbox rows `changes` make: (subject, earliest time, events, their
+/// texts), one per subject and [`ROW_EVENTS`] events, in first-seen order.
+fn packed(changes: &[Change]) -> Vec<(&str, i64, usize, String)> {
     let mut rows: Vec<(&str, i64, usize, String)> = Vec::new();
     let mut open: std::collections::HashMap<&str, usize> = Default::default();
     for c in changes {
@@ -258,19 +257,79 @@ pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sq
         row.1 = row.1.min(to_ms(c.time));
         row.2 += 1;
     }
-    for chunk in rows.chunks(100) {
-        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
-        let sql = format!("INSERT INTO outbox (subject, time, n, events) VALUES {values}");
-        let mut q = sqlx::query(&sql);
-        for (subject, time, n, events) in chunk {
-            q = q
-                .bind(subject.to_string())
-                .bind(*time)
-                .bind(*n as i64)
-                .bind(events.as_bytes().to_vec());
-        }
-        q.execute(&mut *tx).await?;
+    rows
+}
+
+/// At most this many rows go in one outbox `INSERT`.
+const INSERT_ROWS: usize = 100;
+
+/// The `INSERT` of `rows` outbox rows.
+fn insert_sql(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO outbox (subject, time, n, events) VALUES {values}")
+}
+
+/// Binds the rows of [`insert_sql`].
+fn bind_rows<'q>(mut q: AnyQuery<'q>, rows: &[(&str, i64, usize, String)]) -> AnyQuery<'q> {
+    for (subject, time, n, events) in rows {
+        q = q
+            .bind(subject.to_string())
+            .bind(*time)
+            .bind(*n as i64)
+            .bind(events.as_bytes().to_vec());
     }
+    q
+}
+
+/// Writes `changes` to the outbox inside the caller's transaction (nothing
+/// when recording is off): one packed row per subject and [`ROW_EVENTS`]
+/// events, each subject's events in the order given.
+pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
+    if !RECORDING.load(Ordering::Relaxed) || changes.is_empty() {
+        return Ok(());
+    }
+    for chunk in packed(changes).chunks(INSERT_ROWS) {
+        bind_rows(sqlx::query(&insert_sql(chunk.len())), chunk)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`record`], then the statement `then` with the arguments `bind` gives
+/// it, in the caller's transaction.
+///
+/// On SQLite, when the outbox rows fit one `INSERT`, both go to the
+/// database in one call (sqlx-sqlite binds the arguments to the statements
+/// in order): embedded, every call passes through the one writer
+/// connection's worker thread while the transaction holds it, so a change
+/// with its event costs one pass, as it would without events. Elsewhere the
+/// two statements run one after the other. `then` must be a single
+/// statement with positional `?` arguments.
+pub async fn record_then<F>(
+    tx: &mut AnyConnection,
+    changes: &[Change],
+    then: &str,
+    bind: F,
+) -> Result<(), sqlx::Error>
+where
+    F: for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+{
+    let recording = RECORDING.load(Ordering::Relaxed) && !changes.is_empty();
+    if recording && tx.backend_name().eq_ignore_ascii_case("sqlite") {
+        let rows = packed(changes);
+        if rows.len() <= INSERT_ROWS {
+            let sql = format!("{}; {then}", insert_sql(rows.len()));
+            bind(bind_rows(sqlx::query(&sql), &rows))
+                .execute(&mut *tx)
+                .await?;
+            return Ok(());
+        }
+    }
+    if recording {
+        record(tx, changes).await?;
+    }
+    bind(sqlx::query(then)).execute(&mut *tx).await?;
     Ok(())
 }
 

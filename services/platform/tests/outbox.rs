@@ -339,6 +339,99 @@ async fn mariadb_packed_rows_on_tansu() {
     on_mariadb("outbox_packed", packed).await;
 }
 
+/// `record_then` writes the events and runs the caller's statement with its
+/// own arguments (on SQLite in one call, whose arguments bind in order);
+/// when that statement fails, the transaction rolls back with its events.
+/// More outbox rows than one insert takes go the long way, alike.
+async fn record_then(db: Database, _queue: Arc<dyn Queue>) {
+    migrated(&db).await;
+    sqlx::query("CREATE TABLE things (id VARCHAR(64) NOT NULL PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let change = |i: usize| Change::new("dev.promo.thing.made", &i.to_string(), "s", json!(i));
+    let insert = "INSERT INTO things (id, v) VALUES (?, ?), (?, ?)";
+    let things = || async {
+        sqlx::query_as::<_, (String, i64)>("SELECT id, v FROM things ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+    };
+    let ids = || async {
+        let mut ids: Vec<String> = outbox_ids(&db).await;
+        ids.sort();
+        ids
+    };
+
+    let mut tx = db.pool().begin().await.unwrap();
+    outbox::record_then(&mut tx, &[change(1)], insert, |q| {
+        q.bind("x").bind(1i64).bind("y").bind(2i64)
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(things().await, [("x".into(), 1), ("y".into(), 2)]);
+    assert_eq!(ids().await, ["thing.made:1"]);
+
+    let mut tx = db.pool().begin().await.unwrap();
+    let failed = outbox::record_then(&mut tx, &[change(2)], insert, |q| {
+        q.bind("z").bind(3i64).bind("x").bind(4i64)
+    })
+    .await;
+    assert!(failed.is_err(), "x exists: {failed:?}");
+    drop(tx);
+    assert_eq!(things().await.len(), 2, "nothing of the failed statement");
+    assert_eq!(ids().await, ["thing.made:1"], "and not its event");
+
+    // 150 subjects: 150 rows, more than one outbox insert takes.
+    let many: Vec<Change> = (0..150)
+        .map(|i| {
+            Change::new(
+                "dev.promo.thing.made",
+                &format!("m{i}"),
+                &format!("s{i}"),
+                json!(i),
+            )
+        })
+        .collect();
+    let mut tx = db.pool().begin().await.unwrap();
+    outbox::record_then(&mut tx, &many, insert, |q| {
+        q.bind("p").bind(5i64).bind("q").bind(6i64)
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(things().await.len(), 4);
+    assert_eq!(ids().await.len(), 151);
+}
+
+/// Every event id in the outbox, published or not.
+async fn outbox_ids(db: &Database) -> Vec<String> {
+    let ob = Outbox::new(
+        db.clone(),
+        "test",
+        "unused",
+        Duration::from_secs(3600),
+        Metrics::new(),
+    );
+    ob.ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[tokio::test]
+async fn record_then_on_sqlite() {
+    on_sqlite("outbox_then", record_then).await;
+}
+
+#[tokio::test]
+async fn record_then_on_mariadb() {
+    on_mariadb("outbox_then", record_then).await;
+}
+
 /// Rows written one event per row, before the packing migration, are
 /// relayed and paged after it like the rest, unpublished and published.
 async fn upgraded(db: Database, queue: Arc<dyn Queue>) {

@@ -458,31 +458,34 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
 }
 
 /// Inserts decided orders, many rows per statement, with their events
-/// (`dev.promo.order.held|confirmed|rejected`) in the outbox.
+/// (`dev.promo.order.held|confirmed|rejected`) in the outbox (written with
+/// the first statement: [`promo_platform::outbox::record_then`]).
 pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
-    let events: Vec<_> = orders.iter().filter_map(Order::event).collect();
-    promo_platform::outbox::record(tx, &events).await?;
+    let mut events = Some(orders.iter().filter_map(Order::event).collect::<Vec<_>>());
     let now = now_ms();
     for chunk in orders.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!("INSERT INTO orders ({ORDER_COLUMNS}, updated_at) VALUES {values}");
-        let mut q = sqlx::query(&sql);
-        for o in chunk {
-            q = q
-                .bind(o.order_id.clone())
-                .bind(o.sale.clone().unwrap_or_default())
-                .bind(o.user_id.clone().unwrap_or_default())
-                .bind(o.quantity.unwrap_or(0))
-                .bind(o.amount.unwrap_or(0))
-                .bind(o.status.as_str())
-                .bind(o.reason.clone())
-                .bind(o.strategy.map(Strategy::as_str).unwrap_or("QUEUED"))
-                .bind(o.created_at.map(to_ms).unwrap_or(now))
-                .bind(o.hold_expires_at.map(to_ms))
-                .bind(o.payment_ref.clone())
-                .bind(now);
-        }
-        q.execute(&mut *tx).await?;
+        let changes = events.take().unwrap_or_default();
+        promo_platform::outbox::record_then(tx, &changes, &sql, |mut q| {
+            for o in chunk {
+                q = q
+                    .bind(o.order_id.clone())
+                    .bind(o.sale.clone().unwrap_or_default())
+                    .bind(o.user_id.clone().unwrap_or_default())
+                    .bind(o.quantity.unwrap_or(0))
+                    .bind(o.amount.unwrap_or(0))
+                    .bind(o.status.as_str())
+                    .bind(o.reason.clone())
+                    .bind(o.strategy.map(Strategy::as_str).unwrap_or("QUEUED"))
+                    .bind(o.created_at.map(to_ms).unwrap_or(now))
+                    .bind(o.hold_expires_at.map(to_ms))
+                    .bind(o.payment_ref.clone())
+                    .bind(now);
+            }
+            q
+        })
+        .await?;
     }
     Ok(())
 }

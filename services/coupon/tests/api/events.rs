@@ -4,6 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::helpers::{open_campaign, spawn_app, Backend, TestApp};
@@ -142,8 +143,60 @@ async fn v3_every_change_is_one_event(backend: Backend) {
     run(backend, "v3", "QUEUED").await
 }
 
+/// A storm of one campaign: 60 users ask twice each at once for 40
+/// coupons (one per user). Requests that lose (sold out, a user's second
+/// request colliding on its UNIQUE seq after its statements began) are
+/// rolled back with any event written before the failing statement, so the
+/// events are exactly one per coupon issued and one sell-out.
+async fn storm(backend: Backend, version: &str, strategy: &str) {
+    let app = spawn_app(backend).await;
+    let created = app.put_campaign("ev", open_campaign(40, 1, strategy)).await;
+    assert_eq!(created.status, 201);
+    let users: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let asks = users
+        .iter()
+        .chain(&users)
+        .map(|u| app.issue(version, "ev", u));
+    let mut issued = HashSet::new();
+    for a in join_all(asks).await {
+        match a.status {
+            201 => assert!(issued.insert(a.body["couponId"].as_str().unwrap().to_string())),
+            409 | 410 => {}
+            s => panic!("issue: {s} {}", a.body),
+        }
+    }
+    assert_eq!(issued.len(), 40, "the quota, exactly");
+    let events = app.events_about("ev", 41).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.events_about("ev", 41).await.len(), 41);
+    assert_eq!(events.len(), 41, "one event per coupon and the sell-out");
+    let mut published = HashSet::new();
+    for e in &events {
+        match e["type"].as_str().unwrap() {
+            "dev.promo.coupon.issued" => {
+                let id = e["data"]["couponId"].as_str().unwrap().to_string();
+                assert_eq!(e["id"], format!("coupon.issued:{id}"));
+                assert!(published.insert(id));
+            }
+            "dev.promo.campaign.sold_out" => assert_eq!(e["id"], "campaign.sold_out:ev:40"),
+            t => panic!("unexpected {t}"),
+        }
+    }
+    assert_eq!(published, issued, "the issued coupons' events, no others");
+}
+
+async fn v1_storm_events_are_the_issued_coupons(backend: Backend) {
+    storm(backend, "v1", "DATABASE").await
+}
+
+async fn v2_storm_events_are_the_issued_coupons(backend: Backend) {
+    storm(backend, "v2", "REDIS_LOCK").await
+}
+
 promo_platform::on_both_backends!(
     v1_every_change_is_one_event,
     v2_every_change_is_one_event,
-    v3_every_change_is_one_event
+    v3_every_change_is_one_event,
+    v1_storm_events_are_the_issued_coupons,
+    v2_storm_events_are_the_issued_coupons
 );
