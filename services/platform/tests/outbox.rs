@@ -9,13 +9,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use promo_platform::{
     metrics::Metrics,
     outbox::{self, Change, Outbox, Position},
-    ports::{sql::Migrations, Database, LocalQueue, Migration, Producer, Queue},
+    ports::{sql::Migrations, Database, Dialect, LocalQueue, Migration, Producer, Queue},
     testing::{self, TempDir},
 };
 use serde_json::{json, Value};
 
 /// The outbox's migrations as a service lists them: one event per row
-/// (version 1 here), then packed rows.
+/// (version 1 here), then packed rows (and, on SQLite, a plain rowid).
 const BEFORE_PACKING: Migrations = Migrations {
     mysql: &[Migration {
         version: 1,
@@ -43,6 +43,11 @@ const MIGRATIONS: Migrations = Migrations {
             version: 2,
             name: "outbox_packed",
             sql: outbox::SQLITE_PACKED,
+        },
+        Migration {
+            version: 3,
+            name: "outbox_rowid",
+            sql: outbox::SQLITE_ROWID,
         },
     ],
 };
@@ -451,11 +456,31 @@ async fn upgraded(db: Database, queue: Arc<dyn Queue>) {
         .await
         .unwrap();
     }
-    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), 1);
+    let sqlite = db.dialect() == Dialect::Sqlite;
+    let later = if sqlite { 2 } else { 1 };
+    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), later);
     let mut tx = db.pool().begin().await.unwrap();
     let new = Change::new("dev.promo.order.held", "new", &subject, json!({ "n": 2 }));
     outbox::record(&mut tx, &[new]).await.unwrap();
     tx.commit().await.unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM outbox ORDER BY seq")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "the rows keep their seq; a new one follows"
+    );
+    if sqlite {
+        let table: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert!(!table.contains("AUTOINCREMENT"), "{table}");
+    }
 
     let (topic, producer, ob) = new_topic(&db, &*queue, Metrics::new()).await;
     assert_eq!(ob.relay_once(&*producer, 4).await.unwrap(), 2);

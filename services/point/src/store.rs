@@ -45,6 +45,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox_packed",
             sql: promo_platform::outbox::SQLITE_PACKED,
         },
+        Migration {
+            version: 4,
+            name: "outbox_rowid",
+            sql: promo_platform::outbox::SQLITE_ROWID,
+        },
     ],
 };
 
