@@ -507,3 +507,66 @@ async fn rows_from_before_packing_go_out_on_sqlite() {
 async fn rows_from_before_packing_go_out_on_mariadb() {
     on_mariadb("outbox_upgrade", upgraded).await;
 }
+
+/// A copy migration that fails part-way (here: after it dropped the old
+/// table) leaves the embedded database as it was, since SQLite runs each
+/// migration and its record in one transaction; the next start applies it.
+#[tokio::test]
+async fn a_failed_sqlite_copy_migration_changes_nothing() {
+    let (db, _dir) = testing::fresh_sqlite("outbox_failed_migration").await;
+    db.migrate(&BEFORE_PACKING).await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, type, subject, time, data) \
+         VALUES ('order.held:o', 'dev.promo.order.held', 's', 1, '{}')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let broken: &'static str = Box::leak(
+        format!(
+            "{}SELECT nothing FROM no_such_table;\n",
+            outbox::SQLITE_PACKED
+        )
+        .into(),
+    );
+    let failing = Migrations {
+        mysql: &[],
+        sqlite: Box::leak(Box::new([
+            BEFORE_PACKING.sqlite[0],
+            Migration {
+                version: 2,
+                name: "outbox_packed",
+                sql: broken,
+            },
+        ])),
+    };
+    assert!(db.migrate(&failing).await.is_err());
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'outbox%' ORDER BY name",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(tables, ["outbox", "outbox_relay"], "no half-copied table");
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('outbox')")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        !columns.contains(&"events".to_string()),
+        "the old shape: {columns:?}"
+    );
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, [1]);
+    let old: Vec<String> = sqlx::query_scalar("SELECT event_id FROM outbox")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(old, ["order.held:o"], "the old row, in the old table");
+
+    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), 2);
+    assert_eq!(outbox_ids(&db).await, ["order.held:o"]);
+}
