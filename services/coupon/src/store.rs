@@ -318,14 +318,14 @@ pub async fn insert_coupons(
     tx: &mut AnyConnection,
     rows: &[NewCoupon<'_>],
 ) -> Result<(), sqlx::Error> {
-    let events: Vec<_> = rows.iter().map(|r| r.coupon.issued_event()).collect();
-    let mut events = Some(events);
+    let mut events: Vec<_> = rows.iter().map(|r| r.coupon.issued_event()).collect();
     for chunk in rows.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
             "INSERT INTO coupons (coupon_id, code, campaign_id, user_id, seq, request_id, status, issued_at, expires_at) VALUES {values}"
         );
-        let changes = events.take().unwrap_or_default();
+        // The first statement carries all the events; the rest none.
+        let changes = std::mem::take(&mut events);
         promo_platform::outbox::record_then(tx, &changes, &sql, |mut q| {
             for r in chunk {
                 let c = r.coupon;

@@ -315,10 +315,24 @@ fn bind_rows<'q>(mut q: AnyQuery<'q>, rows: &[(&str, i64, usize, String)]) -> An
 /// when recording is off): one packed row per subject and [`ROW_EVENTS`]
 /// events, each subject's events in the order given.
 pub async fn record(tx: &mut AnyConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
-    if !RECORDING.load(Ordering::Relaxed) || changes.is_empty() {
-        return Ok(());
+    insert_rows(tx, &packed_if_recording(changes)).await
+}
+
+/// The rows [`packed`] makes of `changes`; none when recording is off.
+fn packed_if_recording(changes: &[Change]) -> Vec<(&str, i64, usize, String)> {
+    if RECORDING.load(Ordering::Relaxed) {
+        packed(changes)
+    } else {
+        Vec::new()
     }
-    for chunk in packed(changes).chunks(INSERT_ROWS) {
+}
+
+/// Inserts outbox rows, [`INSERT_ROWS`] per statement.
+async fn insert_rows(
+    tx: &mut AnyConnection,
+    rows: &[(&str, i64, usize, String)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(INSERT_ROWS) {
         bind_rows(sqlx::query(&insert_sql(chunk.len())), chunk)
             .execute(&mut *tx)
             .await?;
@@ -345,20 +359,16 @@ pub async fn record_then<F>(
 where
     F: for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
 {
-    let recording = RECORDING.load(Ordering::Relaxed) && !changes.is_empty();
-    if recording && tx.backend_name().eq_ignore_ascii_case("sqlite") {
-        let rows = packed(changes);
-        if rows.len() <= INSERT_ROWS {
-            let sql = format!("{}; {then}", insert_sql(rows.len()));
-            bind(bind_rows(sqlx::query(&sql), &rows))
-                .execute(&mut *tx)
-                .await?;
-            return Ok(());
-        }
+    let rows = packed_if_recording(changes);
+    let sqlite = tx.backend_name().eq_ignore_ascii_case("sqlite");
+    if sqlite && !rows.is_empty() && rows.len() <= INSERT_ROWS {
+        let sql = format!("{}; {then}", insert_sql(rows.len()));
+        bind(bind_rows(sqlx::query(&sql), &rows))
+            .execute(&mut *tx)
+            .await?;
+        return Ok(());
     }
-    if recording {
-        record(tx, changes).await?;
-    }
+    insert_rows(tx, &rows).await?;
     bind(sqlx::query(then)).execute(&mut *tx).await?;
     Ok(())
 }

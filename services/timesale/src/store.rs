@@ -466,12 +466,13 @@ fn order_from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
 /// (`dev.promo.order.held|confirmed|rejected`) in the outbox (written with
 /// the first statement: [`promo_platform::outbox::record_then`]).
 pub async fn insert_orders(tx: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
-    let mut events = Some(orders.iter().filter_map(Order::event).collect::<Vec<_>>());
+    let mut events: Vec<_> = orders.iter().filter_map(Order::event).collect();
     let now = now_ms();
     for chunk in orders.chunks(400) {
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!("INSERT INTO orders ({ORDER_COLUMNS}, updated_at) VALUES {values}");
-        let changes = events.take().unwrap_or_default();
+        // The first statement carries all the events; the rest none.
+        let changes = std::mem::take(&mut events);
         promo_platform::outbox::record_then(tx, &changes, &sql, |mut q| {
             for o in chunk {
                 q = q
