@@ -6,7 +6,8 @@
 #  - V1/V2 throughput (requests/s) of the coupon, time-sale and point writes;
 #  - V3 admissions/s and the consumer's rows/s (while backlogged, and alone
 #    after the load: its capacity with the cores to itself);
-# on the embedded default and on MariaDB + Redis + tansu. Writes
+# on the embedded default and on MariaDB + Redis + tansu. Each scenario
+# starts after the previous one's events are relayed (outbox_idle). Writes
 # target/bench-outbox/*.json and table.md. The load generator shares the box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,24 @@ out=target/bench-outbox
 log() { printf '[bench-outbox] %s\n' "$*" >&2; }
 . scripts/lib/bench.sh
 rm -rf "$out" && mkdir -p "$out"
+
+# outbox_idle WHAT: waits until the server's outbox backlog is relayed, so
+# one scenario's relaying does not run during the next one's load. The
+# backlog gauge is refreshed every 5 s, so it is first read 6 s after the
+# load (both settings wait those 6 s; with events off there is no backlog).
+outbox_idle() {
+  local waited=6 backlog
+  sleep 6
+  while :; do
+    backlog=$(curl -sf "http://127.0.0.1:$port/metrics" |
+      awk '/^promo_outbox_backlog[{ ]/ {n += $NF} END {print n + 0}')
+    [ "$backlog" = 0 ] && break
+    if [ "$waited" -ge 180 ]; then log "$1: outbox backlog still $backlog after ${waited} s; going on"; break; fi
+    sleep 2; waited=$((waited + 2))
+  done
+  [ "$waited" -gt 6 ] && log "$1: waited ${waited} s for the outbox relay"
+  return 0
+}
 
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
@@ -33,7 +52,7 @@ for round in $(seq 1 "$ROUNDS"); do
       for s in $SCENARIOS; do
         target/release/promo-bench --target "http://127.0.0.1:$port" --scenario "$s" --label "$name" \
           --seconds "$SECONDS_PER_RUN" --connections "$CONNECTIONS" --json "$out/$name-$s.json"
-        sleep 2
+        outbox_idle "$name $s"
       done
       end_run "$mode" "$data" "$tag"
     done
