@@ -109,13 +109,27 @@ for mode in modes:
             lines.append(f"- {family}: " + ", ".join(parts))
     if lines:
         print("\n".join(lines) + "\n")
-outbox = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "bench-outbox", "table.md")
-if os.path.exists(outbox):
+here = os.path.dirname(os.path.abspath(__file__))
+outbox = os.path.join(here, "..", "target", "bench-outbox", "table.md")
+# Dated notes on earlier bench-outbox runs (what they showed, what was tried);
+# each quotes the table of the run it discusses.
+outbox_notes = os.path.join(here, "..", "bench", "outbox.md")
+if os.path.exists(outbox) or os.path.exists(outbox_notes):
     print("## What the outbox costs (`just bench-outbox`, run by `just bench`)\n")
     print("Every write scenario with `--events on` (each change's event written in its transaction, "
           "then relayed) and `--events off` (no outbox rows), same connections and seconds as above. "
-          "Target: on ≥ 0.85 × off.\n")
-    print(open(outbox).read())
+          "Target: on ≥ 0.85 × off. Since commit `473b794` each scenario's on and off runs follow each "
+          "other, each on a fresh server, the order alternating; `PROMO_BENCH_ROUNDS` rounds (2 unless "
+          "set); every run's invariants checked by promo-bench.\n")
+    notes = open(outbox_notes).read() if os.path.exists(outbox_notes) else ""
+    if os.path.exists(outbox):
+        table = open(outbox).read()
+        rows = [l for l in table.splitlines() if l.startswith("| ")]
+        # A run the notes already quote (and discuss) is printed once, there.
+        if not all(r in notes for r in rows):
+            print("### Latest: this `just bench`'s `just bench-outbox`\n")
+            print(table)
+    print(notes, end="")
 bounds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "bounds.md")
 if os.path.exists(bounds):
     print(open(bounds).read())
