@@ -130,7 +130,7 @@ if os.path.exists(outbox) or os.path.exists(outbox_notes):
             print("### Latest: this `just bench`'s `just bench-outbox`\n")
             print(table)
     print(notes, end="")
-bounds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "bounds.md")
+bounds = os.path.join(here, "..", "bench", "bounds.md")
 if os.path.exists(bounds):
     print(open(bounds).read())
 print("## Reproduce\n")
