@@ -380,6 +380,65 @@ async fn kafka_producer_reports_non_retriable_broker_errors() {
     assert!(err.to_string().contains("uthoriz"), "{err}");
 }
 
+/// `send_many` gives one answer per record, in the records' order: a
+/// refused produce request fails every record in it, a fatal client error
+/// fails the batch and replaces the producer, and what is sent afterwards
+/// arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_send_many_answers_every_record() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("t", 1, 1).expect("topic");
+    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let p = q.producer("t").unwrap();
+    let batch = |from: usize| {
+        (from..from + 5)
+            .map(|i| Record {
+                partition: 0,
+                key: "k".into(),
+                payload: format!("m{i}").into_bytes(),
+                headers: &[("h", "v")],
+            })
+            .collect::<Vec<_>>()
+    };
+    let ok = p.send_many(batch(0)).await;
+    assert_eq!(ok.len(), 5);
+    assert!(ok.iter().all(Result::is_ok), "{ok:?}");
+
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5],
+    );
+    let refused = p.send_many(batch(5)).await;
+    assert_eq!(refused.len(), 5);
+    for r in &refused {
+        let e = r.as_ref().expect_err("refused");
+        assert!(e.to_string().contains("uthoriz"), "{e}");
+    }
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+
+    q.inject_fatal_error();
+    let fatal = p.send_many(batch(10)).await;
+    assert_eq!(fatal.len(), 5);
+    assert!(
+        fatal
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.maybe_delivered())),
+        "{fatal:?}"
+    );
+    assert_eq!(q.producer_generation(), 1, "replaced once");
+
+    let after = p.send_many(batch(15)).await;
+    assert!(after.iter().all(Result::is_ok), "{after:?}");
+    let mut c = q.consumer("t", "g").await.unwrap();
+    let got = take(&mut *c, 10).await;
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    let want: Vec<String> = (0..5).chain(15..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_queue_conforms_on_tansu() {
     let topic = testing::unique("conformance");

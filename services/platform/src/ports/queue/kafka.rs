@@ -15,7 +15,6 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer as _},
     types::RDKafkaErrorCode,
-    util::Timeout,
     ClientConfig, Message as _, Offset, TopicPartitionList,
 };
 
@@ -171,16 +170,31 @@ impl Producer for KafkaProducer {
         self.deliver(Some(partition), key, &payload, &[]).await
     }
 
-    /// Each record with its headers, all handed to the client at once.
+    /// Each record with its headers, handed to the client in order, then
+    /// the acknowledgements awaited in order ([`KafkaProducer::enqueue`]).
     async fn send_many(&self, records: Vec<Record>) -> Vec<Result<(), QueueError>> {
-        futures::future::join_all(
-            records
-                .iter()
-                .map(|r| self.deliver(Some(r.partition), &r.key, &r.payload, r.headers)),
-        )
-        .await
+        let (generation, producer) = self.shared.get();
+        let mut queued = Vec::with_capacity(records.len());
+        for r in &records {
+            queued.push(
+                self.enqueue(&producer, Some(r.partition), &r.key, &r.payload, r.headers)
+                    .await,
+            );
+        }
+        let mut answers = Vec::with_capacity(queued.len());
+        for q in queued {
+            let answer = match q {
+                Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
+                Err(e) => Err(e),
+            };
+            answers.push(self.answer(generation, &producer, answer));
+        }
+        answers
     }
 }
+
+/// A message the client took, its acknowledgement to come.
+type Queued = rdkafka::producer::DeliveryFuture;
 
 impl KafkaProducer {
     async fn deliver(
@@ -191,6 +205,29 @@ impl KafkaProducer {
         headers: &[(&str, &str)],
     ) -> Result<(), QueueError> {
         let (generation, producer) = self.shared.get();
+        let answer = match self
+            .enqueue(&producer, partition, key, payload, headers)
+            .await
+        {
+            Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
+            Err(e) => Err(e),
+        };
+        self.answer(generation, &producer, answer)
+    }
+
+    /// Hands one message to the client without waiting for the broker: the
+    /// client sends it after every message handed over before it (so one
+    /// caller's messages keep their order). While the client's queue is
+    /// full, waits and retries, up to the delivery timeout.
+    async fn enqueue(
+        &self,
+        producer: &FutureProducer,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Queued, KafkaError> {
+        let started = std::time::Instant::now();
         let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
         if let Some(p) = partition {
             record = record.partition(p);
@@ -206,19 +243,37 @@ impl KafkaProducer {
                 });
             record = record.headers(owned);
         }
-        let sent = producer
-            .send(record, Timeout::After(super::DELIVERY_TIMEOUT))
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err((e, _)) => {
-                if let Some((code, reason)) = producer.client().fatal_error() {
-                    tracing::error!(?code, reason, "kafka producer failed fatally");
-                    self.shared.replace(generation);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if started.elapsed() < super::DELIVERY_TIMEOUT =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(QueueError::Kafka(e))
+                Err((e, _)) => return Err(e),
             }
         }
+    }
+
+    /// The caller's answer for one message; a fatal error of the client
+    /// replaces it (once per generation).
+    fn answer(
+        &self,
+        generation: u64,
+        producer: &FutureProducer,
+        delivered: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, KafkaError>,
+    ) -> Result<(), QueueError> {
+        let e = match delivered {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((e, _))) | Err(e) => e,
+        };
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::error!(?code, reason, "kafka producer failed fatally");
+            self.shared.replace(generation);
+        }
+        Err(QueueError::Kafka(e))
     }
 }
 
