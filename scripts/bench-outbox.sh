@@ -101,7 +101,7 @@ print(f"Medians of {rounds} rounds, each scenario's on and off runs back to back
       "relays it, `off` (`--events off`) writes none. Every run's invariants checked by promo-bench. Box CPU: the whole "
       "machine's busy CPU time (`/proc/stat`: user, nice, system, irq, softirq) while the load ran, per request answered, "
       "a second view of the cost that counts no idle or stolen time; it leaves out what the relay or the V3 consumer still "
-      "did after the load stopped. Each run's "
-      "`.cpu` file holds the box's, the server's and MariaDB's clock ticks before and after.")
+      "did after the load stopped. Each run's `.cpu` "
+      "file holds the box's, the server's and MariaDB's clock ticks before and after.")
 PY
 log "wrote $out/table.md"

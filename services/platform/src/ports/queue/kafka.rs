@@ -13,7 +13,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer},
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer as _},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _},
     types::RDKafkaErrorCode,
     ClientConfig, Message as _, Offset, TopicPartitionList,
 };
@@ -183,18 +183,11 @@ impl Producer for KafkaProducer {
         }
         let mut answers = Vec::with_capacity(queued.len());
         for q in queued {
-            let answer = match q {
-                Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
-                Err(e) => Err(e),
-            };
-            answers.push(self.answer(generation, &producer, answer));
+            answers.push(self.answer(generation, &producer, q).await);
         }
         answers
     }
 }
-
-/// A message the client took, its acknowledgement to come.
-type Queued = rdkafka::producer::DeliveryFuture;
 
 impl KafkaProducer {
     async fn deliver(
@@ -205,19 +198,15 @@ impl KafkaProducer {
         headers: &[(&str, &str)],
     ) -> Result<(), QueueError> {
         let (generation, producer) = self.shared.get();
-        let answer = match self
+        let queued = self
             .enqueue(&producer, partition, key, payload, headers)
-            .await
-        {
-            Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
-            Err(e) => Err(e),
-        };
-        self.answer(generation, &producer, answer)
+            .await;
+        self.answer(generation, &producer, queued).await
     }
 
     /// Hands one message to the client without waiting for the broker: the
-    /// client sends it after every message handed over before it (so one
-    /// caller's messages keep their order). While the client's queue is
+    /// client sends it after every message handed over before it to the
+    /// same partition (so one caller's messages keep their order there). While the client's queue is
     /// full, waits and retries, up to the delivery timeout.
     async fn enqueue(
         &self,
@@ -226,7 +215,7 @@ impl KafkaProducer {
         key: &str,
         payload: &[u8],
         headers: &[(&str, &str)],
-    ) -> Result<Queued, KafkaError> {
+    ) -> Result<DeliveryFuture, KafkaError> {
         let started = std::time::Instant::now();
         let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
         if let Some(p) = partition {
@@ -257,14 +246,19 @@ impl KafkaProducer {
         }
     }
 
-    /// The caller's answer for one message; a fatal error of the client
-    /// replaces it (once per generation).
-    fn answer(
+    /// The caller's answer for one enqueued message, once the broker has
+    /// acknowledged (or refused) it; a fatal error of the client replaces
+    /// it (once per generation).
+    async fn answer(
         &self,
         generation: u64,
         producer: &FutureProducer,
-        delivered: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, KafkaError>,
+        queued: Result<DeliveryFuture, KafkaError>,
     ) -> Result<(), QueueError> {
+        let delivered = match queued {
+            Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
+            Err(e) => Err(e),
+        };
         let e = match delivered {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err((e, _))) | Err(e) => e,
