@@ -318,6 +318,22 @@ async fn batched_admissions(c: &dyn Counters) {
         c.in_flight("batch-many").await.unwrap(),
         c.in_flight("batch-one").await.unwrap()
     );
+    // Every ticket a batch admitted is marked pending; a ticket only ever
+    // refused is not.
+    let admitted: std::collections::BTreeSet<&str> = asks
+        .iter()
+        .zip(&batched)
+        .filter(|(_, a)| matches!(a, Admission::Admitted { .. }))
+        .map(|(&(.., t), _)| batch_tickets[t].as_str())
+        .collect();
+    for &(.., t) in &asks {
+        let ticket = batch_tickets[t].as_str();
+        assert_eq!(
+            c.ticket_pending(ticket).await.unwrap(),
+            admitted.contains(ticket),
+            "{ticket}"
+        );
+    }
     // An admitted ticket is pending and can be given back once, to its holder.
     let (i, _) = batched
         .iter()
@@ -588,7 +604,35 @@ async fn memory_counters_conform() {
 async fn redis_counters_conform() {
     let c = testing::fresh_redis("conformance").await;
     suite(Arc::new(c.clone())).await;
+    pending_marks_expire(&c).await;
     testing::flush_redis_prefix(&c).await;
+}
+
+/// A batch's pending marks carry the lifetime asked for, whether the step
+/// set them (one server) or the commands after it (a cluster).
+async fn pending_marks_expire(c: &promo_platform::ports::RedisCounters) {
+    let ttl = Duration::from_secs(60);
+    c.seed("marks", 5, &[], "").await.unwrap();
+    let asks = [("m1", "h1"), ("m2", "h2")].map(|(ticket, holder)| Ask {
+        holder,
+        units: 1,
+        limit: 1,
+        ticket,
+    });
+    let answers = c.admit_many("marks", &asks, ttl).await.unwrap();
+    assert!(answers
+        .iter()
+        .all(|a| matches!(a, Admission::Admitted { .. })));
+    let mut conn = c.connection();
+    for ticket in ["m1", "m2"] {
+        let left: i64 = redis::cmd("PTTL")
+            .arg(format!("{}ticket:{ticket}", c.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left > 50_000 && left <= 60_000, "{ticket}: {left} ms");
+    }
+    c.remove("marks").await.unwrap();
 }
 
 /// The same suite on a 3-master Redis Cluster (`just infra-up` starts one):
@@ -598,5 +642,6 @@ async fn redis_cluster_counters_conform() {
     let c = testing::fresh_redis_cluster("conformance").await;
     assert!(c.is_cluster());
     suite(Arc::new(c.clone())).await;
+    pending_marks_expire(&c).await;
     testing::flush_redis_prefix(&c).await;
 }

@@ -138,8 +138,9 @@ pub trait Counters: Send + Sync {
     /// script call): each answered, in order, exactly as [`Counters::admit`]
     /// would answer it had they come one after another (a ticket twice in
     /// one batch: the second is [`Admission::InFlight`]); every admitted
-    /// ticket is marked pending for `ticket_ttl` (on Redis just after the
-    /// step). A missing pool answers [`Admission::Missing`] to all.
+    /// ticket is marked pending for `ticket_ttl` (within the step, except
+    /// on a Redis Cluster, where the marks live in other slots and are set
+    /// just after it). A missing pool answers [`Admission::Missing`] to all.
     async fn admit_many(
         &self,
         pool: &str,

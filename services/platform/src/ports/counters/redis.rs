@@ -8,7 +8,10 @@
 //! (`ticket:<id>`) are read by id alone, so they live in their own slots
 //! and are written by single-key commands beside the scripts, in an order
 //! that keeps every crash harmless (see [`RedisCounters::admit`] and
-//! [`RedisCounters::release_ticket`]).
+//! [`RedisCounters::release_ticket`]). The one exception is a batch of
+//! admissions on a single server (not a cluster), where slots do not
+//! matter: its script also sets the admitted tickets' pending marks
+//! ([`RedisCounters::admit_many`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -383,7 +386,22 @@ impl Counters for RedisCounters {
         let mut conn = self.conn.clone();
         let (zset, hash) = self.in_flight_keys(pool);
         let mut step = self.admit_many.key(self.pool_key(pool));
-        step.key(zset).key(hash).arg(REMAINING).arg(IN_FLIGHT);
+        step.key(zset).key(hash);
+        // On one server the step marks its admitted tickets pending itself
+        // (their keys are in other slots, which only a cluster minds): one
+        // round trip instead of two, and no window between the two.
+        let marks_in_step = !self.is_cluster();
+        if marks_in_step {
+            for a in asks {
+                step.key(self.ticket_key(a.ticket));
+            }
+        }
+        let mark_ttl = if marks_in_step {
+            ticket_ttl.as_millis().max(1) as u64
+        } else {
+            0
+        };
+        step.arg(REMAINING).arg(IN_FLIGHT).arg(mark_ttl);
         for a in asks {
             step.arg(a.holder).arg(a.units).arg(a.limit).arg(a.ticket);
         }
@@ -395,8 +413,12 @@ impl Counters for RedisCounters {
             .chunks_exact(2)
             .map(|pair| admission(pair[0], pair[1]))
             .collect();
-        // The pending marks after the step, as in `admit`: a crash between
-        // leaves the tickets in flight, unmarked and unacknowledged.
+        if marks_in_step {
+            return Ok(answers);
+        }
+        // On a cluster the pending marks follow the step, as in `admit`: a
+        // crash between leaves the tickets in flight, unmarked and
+        // unacknowledged.
         let admitted: Vec<&str> = asks
             .iter()
             .zip(&answers)
