@@ -32,6 +32,7 @@ run() {
   local name=$1 counters=$2 parallelism=$3; shift 3
   local tag=bb$(date +%s%N | cut -c1-13) data; data=$(mktemp -d)
   drop_databases bb_
+  scripts/infra.sh fresh-broker
   # shellcheck disable=SC2207
   local args=(--data-dir "$data" $(real_args bb_ "$tag") --redis-prefix "$tag:"
     --coupon-topic-partitions 8 --timesale-topic-partitions 8

@@ -5,8 +5,13 @@
 # into a cache outside the checkout) and started. Only processes this script
 # started are stopped by `down`, by the PIDs it recorded.
 #
-#   scripts/infra.sh up | down | status | env | durable-broker
+#   scripts/infra.sh up | down | status | env | durable-broker | fresh-broker
 #
+# fresh-broker restarts the in-memory tansu this script started (empty
+# again); the benchmarks call it before each run against the real backends,
+# because tansu's in-memory store rewrites one metadata document holding
+# every producer it has ever registered on each idempotent produce, so its
+# cost per message grows with every `promo` started against it.
 # durable-broker prints the path of the tansu binary (built once if missing),
 # whose storage can also be a SQLite file — durable across kill -9, which the
 # fault suite's broker experiment needs (it starts a broker of its own).
@@ -138,6 +143,16 @@ stop_pidfile() { # name pidfile
   rm -f "$f"
 }
 
+fresh_tansu() {
+  local f="$STATE_DIR/tansu.pid"
+  if port_open "$KAFKA_PORT" && ! { [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }; then
+    log "tansu on 127.0.0.1:$KAFKA_PORT was not started by this script: left as it is"; return
+  fi
+  stop_pidfile tansu "$f"
+  for _ in $(seq 1 100); do port_open "$KAFKA_PORT" || break; sleep 0.1; done
+  up_tansu
+}
+
 print_env() {
   cat <<ENV
 PROMO_MYSQL_URL=mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT
@@ -165,5 +180,6 @@ case "${1:-up}" in
     if cluster_ok; then echo "Redis Cluster: up ($CLUSTER_PORTS)"; else echo "Redis Cluster: down"; fi ;;
   env) print_env ;;
   durable-broker) build_tansu; echo "$TANSU_BIN" ;;
-  *) echo "usage: $0 up|down|status|env|durable-broker" >&2; exit 2 ;;
+  fresh-broker) fresh_tansu ;;
+  *) echo "usage: $0 up|down|status|env|durable-broker|fresh-broker" >&2; exit 2 ;;
 esac

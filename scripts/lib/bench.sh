@@ -53,10 +53,12 @@ unlink_prefix() {
 
 # mode_args MODE PREFIX TAG: the flags of one run — none for the embedded
 # default; for real, MariaDB databases under PREFIX (dropped first) and the
-# topics, groups and Redis keys named after TAG.
+# topics, groups and Redis keys named after TAG, on a fresh (empty) tansu
+# (see `scripts/infra.sh fresh-broker`).
 mode_args() {
   [ "$1" = real ] || return 0
   drop_databases "$2"
+  scripts/infra.sh fresh-broker
   echo "$(real_args "$2" "$3") --redis-url $PROMO_REDIS_URL --redis-prefix $3:"
 }
 
