@@ -8,10 +8,11 @@
 //! (`ticket:<id>`) are read by id alone, so they live in their own slots
 //! and are written by single-key commands beside the scripts, in an order
 //! that keeps every crash harmless (see [`RedisCounters::admit`] and
-//! [`RedisCounters::release_ticket`]). The one exception is a batch of
-//! admissions on a single server (not a cluster), where slots do not
-//! matter: its script also sets the admitted tickets' pending marks
-//! ([`RedisCounters::admit_many`]).
+//! [`RedisCounters::release_ticket`]). The exceptions are on a single
+//! server (not a cluster), where slots do not matter: a batch of
+//! admissions' script also sets the admitted tickets' pending marks
+//! ([`RedisCounters::admit_many`]), and the consumer's clearing script
+//! removes them ([`RedisCounters::clear_tickets`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,7 +38,8 @@ const ADMIT_MANY_LUA: &str = include_str!("lua/admit_many.lua");
 // KEYS: pool, in-flight zset, in-flight hash. ARGV: ticket, REMAINING, IN_FLIGHT, TRANSIT.
 const RELEASE_TICKET_LUA: &str = include_str!("lua/release_ticket.lua");
 
-// KEYS: pool, in-flight zset, in-flight hash. ARGV: IN_FLIGHT, TRANSIT, tickets...
+// KEYS: pool, in-flight zset, in-flight hash, then (on a single server
+// only) the tickets' pending-mark keys. ARGV: IN_FLIGHT, TRANSIT, tickets...
 const CLEAR_LUA: &str = include_str!("lua/clear.lua");
 
 // KEYS: in-flight zset. ARGV: age in ms, limit.
@@ -724,13 +726,25 @@ impl Counters for RedisCounters {
     async fn clear_tickets(&self, pool: &str, tickets: &[&str]) -> Result<(), CountersError> {
         let mut conn = self.conn.clone();
         let (zset, hash) = self.in_flight_keys(pool);
+        // On one server the script also removes the pending marks; on a
+        // cluster they are in other slots and go one command each after it.
+        let marks_in_step = !self.is_cluster();
         for chunk in tickets.chunks(1000) {
             let mut clear = self.clear.key(self.pool_key(pool));
-            clear.key(&zset).key(&hash).arg(IN_FLIGHT).arg(TRANSIT);
+            clear.key(&zset).key(&hash);
+            if marks_in_step {
+                for t in chunk {
+                    clear.key(self.ticket_key(t));
+                }
+            }
+            clear.arg(IN_FLIGHT).arg(TRANSIT);
             for t in chunk {
                 clear.arg(*t);
             }
             let _: i64 = bounded(self.timeout, clear.invoke_async(&mut conn)).await?;
+            if marks_in_step {
+                continue;
+            }
             try_join_all(chunk.iter().map(|t| {
                 let mut conn = self.conn.clone();
                 let key = self.ticket_key(t);

@@ -12,4 +12,6 @@ for i = 3, #ARGV do
     done = done + 1
   end
 end
+-- On a single server the tickets' pending marks come as KEYS[4..] and go here.
+if #KEYS > 3 then redis.call('UNLINK', unpack(KEYS, 4)) end
 return done
