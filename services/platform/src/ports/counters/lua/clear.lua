@@ -1,9 +1,10 @@
 local done = 0
+local pool_exists = redis.call('EXISTS', KEYS[1]) == 1
 for i = 3, #ARGV do
   if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
     local v = redis.call('HGET', KEYS[3], ARGV[i])
     redis.call('HDEL', KEYS[3], ARGV[i])
-    if v and redis.call('EXISTS', KEYS[1]) == 1 then
+    if v and pool_exists then
       local sep = string.find(v, ':', 1, true)
       local units = tonumber(string.sub(v, 1, sep - 1))
       redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
