@@ -459,6 +459,20 @@ async fn tickets(c: &dyn Counters) {
     assert!(c.ticket_pending("t1").await.unwrap());
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(!c.ticket_pending("t1").await.unwrap(), "ticket expires");
+    // A refused admission marks nothing.
+    assert_eq!(
+        c.admit(
+            "tix",
+            "u",
+            1,
+            1,
+            Some(("t1-refused", Duration::from_secs(60)))
+        )
+        .await
+        .unwrap(),
+        Admission::LimitReached
+    );
+    assert!(!c.ticket_pending("t1-refused").await.unwrap());
 
     // Decided requests are unmarked at once; others stay pending.
     let long = Duration::from_secs(60);

@@ -124,7 +124,8 @@ pub trait Counters: Send + Sync {
     /// *in flight* in the pool (admitted now, for `holder`, `units`) until it
     /// is cleared ([`Counters::clear_tickets`]) or given back
     /// ([`Counters::release_ticket`]), and mark it pending for `ticket_ttl`
-    /// (on Redis just after the step: the mark lives in another slot).
+    /// (within the step, except on a Redis Cluster, where the mark lives in
+    /// another slot and is set just after it).
     async fn admit(
         &self,
         pool: &str,

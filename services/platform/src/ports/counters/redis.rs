@@ -9,10 +9,10 @@
 //! and are written by single-key commands beside the scripts, in an order
 //! that keeps every crash harmless (see [`RedisCounters::admit`] and
 //! [`RedisCounters::release_ticket`]). The exceptions are on a single
-//! server (not a cluster), where slots do not matter: a batch of
-//! admissions' script also sets the admitted tickets' pending marks
-//! ([`RedisCounters::admit_many`]), and the consumer's clearing script
-//! removes them ([`RedisCounters::clear_tickets`]).
+//! server (not a cluster), where slots do not matter: the admission
+//! scripts also set the admitted tickets' pending marks
+//! ([`RedisCounters::admit`], [`RedisCounters::admit_many`]), and the
+//! consumer's clearing script removes them ([`RedisCounters::clear_tickets`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -309,12 +309,17 @@ impl RedisCounters {
                 .arg(self.ticket_key(ticket))
                 .arg("1")
                 .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
+                .arg(millis(ttl))
                 .exec_async(conn),
         )
         .await?;
         Ok(())
     }
+}
+
+/// A lifetime in whole milliseconds, at least 1 (`PX 0` is an error).
+fn millis(ttl: Duration) -> u64 {
+    ttl.as_millis().max(1) as u64
 }
 
 /// The answer an admission script gives as `{code, remaining}`.
@@ -348,29 +353,33 @@ impl Counters for RedisCounters {
             None => ("0", ""),
         };
         let (zset, hash) = self.in_flight_keys(pool);
-        let (code, left): (i64, i64) = bounded(
-            self.timeout,
-            self.admit
-                .key(self.pool_key(pool))
-                .key(zset)
-                .key(hash)
-                .arg(REMAINING)
-                .arg(holder_field(holder))
-                .arg(units)
-                .arg(limit)
-                .arg(flag)
-                .arg(id)
-                .arg(holder)
-                .arg(IN_FLIGHT)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let mut step = self.admit.key(self.pool_key(pool));
+        step.key(zset).key(hash);
+        // On one server the step marks the ticket pending itself (as
+        // `admit_many` does); on a cluster the mark follows it.
+        let mark_ttl = match ticket {
+            Some((t, ttl)) if !self.is_cluster() => {
+                step.key(self.ticket_key(t));
+                millis(ttl)
+            }
+            _ => 0,
+        };
+        step.arg(REMAINING)
+            .arg(holder_field(holder))
+            .arg(units)
+            .arg(limit)
+            .arg(flag)
+            .arg(id)
+            .arg(holder)
+            .arg(IN_FLIGHT)
+            .arg(mark_ttl);
+        let (code, left): (i64, i64) = bounded(self.timeout, step.invoke_async(&mut conn)).await?;
         let answer = admission(code, left);
-        // The pending mark, after the step: it is read by id alone, so it
-        // lives in its own slot. A crash between the two leaves the ticket
-        // in flight and unmarked — never acknowledged (the event is sent
-        // after this), and given back by the audit.
-        if let (Admission::Admitted { .. }, Some((t, ttl))) = (answer, ticket) {
+        // On a cluster the pending mark comes after the step: it is read by
+        // id alone, so it lives in its own slot. A crash between the two
+        // leaves the ticket in flight and unmarked — never acknowledged (the
+        // event is sent after this), and given back by the audit.
+        if let (Admission::Admitted { .. }, Some((t, ttl)), 0) = (answer, ticket, mark_ttl) {
             self.set_ticket(&mut conn, t, ttl).await?;
         }
         Ok(answer)
@@ -398,11 +407,7 @@ impl Counters for RedisCounters {
                 step.key(self.ticket_key(a.ticket));
             }
         }
-        let mark_ttl = if marks_in_step {
-            ticket_ttl.as_millis().max(1) as u64
-        } else {
-            0
-        };
+        let mark_ttl = if marks_in_step { millis(ticket_ttl) } else { 0 };
         step.arg(REMAINING).arg(IN_FLIGHT).arg(mark_ttl);
         for a in asks {
             step.arg(a.holder).arg(a.units).arg(a.limit).arg(a.ticket);
@@ -463,7 +468,7 @@ impl Counters for RedisCounters {
                 .arg(REMAINING)
                 .arg(holder_field(holder))
                 .arg(units)
-                .arg(ttl.as_millis().max(1) as u64)
+                .arg(millis(ttl))
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -626,7 +631,7 @@ impl Counters for RedisCounters {
                 .arg(REMAINING)
                 .arg(units)
                 .arg(generation)
-                .arg(ttl.as_millis().max(1) as u64)
+                .arg(millis(ttl))
                 .arg(GENERATION)
                 .invoke_async(&mut conn),
         )
@@ -649,7 +654,7 @@ impl Counters for RedisCounters {
             self.timeout,
             self.cancel_in
                 .key(self.transfer_mark(to, transfer))
-                .arg(ttl.as_millis().max(1) as u64)
+                .arg(millis(ttl))
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -772,7 +777,7 @@ impl Counters for RedisCounters {
                 .arg(&token)
                 .arg("NX")
                 .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
+                .arg(millis(ttl))
                 .query_async(&mut conn),
         )
         .await?;
