@@ -93,6 +93,10 @@ bench-outbox:
 bench-coalesce:
     scripts/bench-coalesce.sh
 
+# V3 against V2 on MariaDB + Redis + tansu, the scenarios interleaved round by round (V3 ÷ V2 per round).
+bench-v3-v2:
+    scripts/bench-v3-v2.sh
+
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:
     cargo run -q --bin promotion-operator -- crd > crds/promotion.yaml
