@@ -9,6 +9,7 @@ use promo_platform::{
 };
 use rdkafka::{
     mocking::MockCluster,
+    producer::DefaultProducerContext,
     types::{RDKafkaApiKey, RDKafkaRespErr},
 };
 
@@ -319,23 +320,24 @@ async fn local_queue_is_bounded() {
     p.send("k", vec![1]).await.expect("room after commit");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_queue_conforms_on_mock_cluster() {
+/// A librdkafka mock cluster with topic `t` (one partition) and a queue on
+/// it; the cluster must outlive the queue.
+fn mock_topic() -> (MockCluster<'static, DefaultProducerContext>, KafkaQueue) {
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic("t", 1, 1).expect("topic");
-    suite(
-        Arc::new(KafkaQueue::new(&mock.bootstrap_servers()).unwrap()),
-        "t",
-        false,
-    )
-    .await;
+    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    (mock, q)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_queue_conforms_on_mock_cluster() {
+    let (_mock, q) = mock_topic();
+    suite(Arc::new(q), "t", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_retries_broker_errors_without_duplicates() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("t", 1, 1).expect("topic");
-    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let (mock, q) = mock_topic();
     let p = q.producer("t").unwrap();
     p.send("k", b"first".to_vec()).await.expect("send");
     // The broker refuses the next produce requests with a retriable error;
@@ -367,9 +369,7 @@ async fn kafka_producer_retries_broker_errors_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_reports_non_retriable_broker_errors() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("t", 1, 1).expect("topic");
-    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let (mock, q) = mock_topic();
     let p = q.producer("t").unwrap();
     p.send("k", b"ok".to_vec()).await.expect("send");
     mock.request_errors(
@@ -386,9 +386,7 @@ async fn kafka_producer_reports_non_retriable_broker_errors() {
 /// arrives in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_send_many_answers_every_record() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("t", 1, 1).expect("topic");
-    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let (mock, q) = mock_topic();
     let p = q.producer("t").unwrap();
     let batch = |from: usize| {
         (from..from + 5)
@@ -447,9 +445,7 @@ async fn kafka_queue_conforms_on_tansu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_is_replaced_after_a_fatal_error() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic("t", 1, 1).expect("topic");
-    let q = KafkaQueue::new(&mock.bootstrap_servers()).unwrap();
+    let (_mock, q) = mock_topic();
     let p = q.producer("t").unwrap();
     p.send("k", b"before".to_vec()).await.expect("send");
     q.ping("t").await.expect("ready");
