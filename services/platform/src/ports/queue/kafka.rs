@@ -206,8 +206,9 @@ impl KafkaProducer {
 
     /// Hands one message to the client without waiting for the broker: the
     /// client sends it after every message handed over before it to the
-    /// same partition (so one caller's messages keep their order there). While the client's queue is
-    /// full, waits and retries, up to the delivery timeout.
+    /// same partition (so one caller's messages keep their order there).
+    /// While the client's queue is full, waits and retries, up to the
+    /// delivery timeout.
     async fn enqueue(
         &self,
         producer: &FutureProducer,
