@@ -50,6 +50,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox_packed",
             sql: promo_platform::outbox::MYSQL_PACKED,
         },
+        Migration {
+            version: 7,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+        },
     ],
     sqlite: &[
         Migration {
@@ -86,6 +91,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 7,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
+        },
+        Migration {
+            version: 8,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };

@@ -15,7 +15,8 @@ use promo_platform::{
 use serde_json::{json, Value};
 
 /// The outbox's migrations as a service lists them: one event per row
-/// (version 1 here), then packed rows (and, on SQLite, a plain rowid).
+/// (version 1 here), then packed rows (and, on SQLite, a plain rowid), then
+/// in-place marks.
 const BEFORE_PACKING: Migrations = Migrations {
     mysql: &[Migration {
         version: 1,
@@ -36,6 +37,11 @@ const MIGRATIONS: Migrations = Migrations {
             name: "outbox_packed",
             sql: outbox::MYSQL_PACKED,
         },
+        Migration {
+            version: 3,
+            name: "outbox_inplace_mark",
+            sql: outbox::MYSQL_INPLACE_MARK,
+        },
     ],
     sqlite: &[
         BEFORE_PACKING.sqlite[0],
@@ -48,6 +54,11 @@ const MIGRATIONS: Migrations = Migrations {
             version: 3,
             name: "outbox_rowid",
             sql: outbox::SQLITE_ROWID,
+        },
+        Migration {
+            version: 4,
+            name: "outbox_inplace_mark",
+            sql: outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };
@@ -457,8 +468,16 @@ async fn upgraded(db: Database, queue: Arc<dyn Queue>) {
         .unwrap();
     }
     let sqlite = db.dialect() == Dialect::Sqlite;
-    let later = if sqlite { 2 } else { 1 };
+    let later = if sqlite { 3 } else { 2 };
     assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), later);
+    let nulls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        nulls, 0,
+        "unpublished rows hold 0 after the in-place mark migration"
+    );
     let mut tx = db.pool().begin().await.unwrap();
     let new = Change::new("dev.promo.order.held", "new", &subject, json!({ "n": 2 }));
     outbox::record(&mut tx, &[new]).await.unwrap();
@@ -567,6 +586,6 @@ async fn a_failed_sqlite_copy_migration_changes_nothing() {
         .unwrap();
     assert_eq!(old, ["order.held:o"], "the old row, in the old table");
 
-    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), 2);
+    assert_eq!(db.migrate(&MIGRATIONS).await.unwrap(), 3);
     assert_eq!(outbox_ids(&db).await, ["order.held:o"]);
 }

@@ -28,6 +28,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox_packed",
             sql: promo_platform::outbox::MYSQL_PACKED,
         },
+        Migration {
+            version: 4,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+        },
     ],
     sqlite: &[
         Migration {
@@ -49,6 +54,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 4,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
+        },
+        Migration {
+            version: 5,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };

@@ -55,6 +55,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox_packed",
             sql: promo_platform::outbox::MYSQL_PACKED,
         },
+        Migration {
+            version: 8,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+        },
     ],
     sqlite: &[
         Migration {
@@ -96,6 +101,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 8,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
+        },
+        Migration {
+            version: 9,
+            name: "outbox_inplace_mark",
+            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };
