@@ -190,10 +190,10 @@ CREATE INDEX ix_outbox_relay ON outbox (published_at, seq, n);
 /// [`MYSQL_PACKED`]): an unpublished row holds `published_at = 0` instead
 /// of NULL, so the relay's mark overwrites eight bytes where they are
 /// instead of lengthening the record. A NULL column takes no room in an
-/// InnoDB record; filling it made the record longer, InnoDB moved it within
-/// its page and, the page being full, rewrote the page, all of it logged:
-/// measured here, 2,800 bytes of redo log per row marked, 139 bytes in
-/// place, and MariaDB's CPU for the mark 17–25 → 11–13 µs per row.
+/// InnoDB record, so filling it made the record longer, which InnoDB cannot
+/// do in place: measured here, 2,800 bytes of redo log per row marked
+/// against 139 in place, and MariaDB's CPU for the mark 17–25 → 11–13 µs
+/// per row (bench/outbox.md).
 ///
 /// During a rolling upgrade a relay of the release before this one finds
 /// no rows (it looks for NULL) until the last such replica is gone; rows
