@@ -52,8 +52,8 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         Migration {
             version: 7,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+            name: "outbox_mark_in_place",
+            sql: promo_platform::outbox::MYSQL_MARK_IN_PLACE,
         },
     ],
     sqlite: &[
@@ -91,11 +91,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 7,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
-        },
-        Migration {
-            version: 8,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };

@@ -186,29 +186,18 @@ ALTER TABLE outbox_rowid RENAME TO outbox;
 CREATE INDEX ix_outbox_relay ON outbox (published_at, seq, n);
 ";
 
-/// The in-place mark migration (MySQL 8 / MariaDB; it follows
-/// [`MYSQL_PACKED`]): an unpublished row holds `published_at = 0` instead
-/// of NULL, so the relay's mark overwrites eight bytes where they are
-/// instead of lengthening the record. A NULL column takes no room in an
-/// InnoDB record, so filling it made the record longer, which InnoDB cannot
-/// do in place: measured here, 2,800 bytes of redo log per row marked
-/// against 139 in place, and MariaDB's CPU for the mark 17–25 → 11–13 µs
-/// per row (bench/outbox.md).
-///
-/// During a rolling upgrade a relay of the release before this one finds
-/// no rows (it looks for NULL) until the last such replica is gone; rows
-/// its writers insert take the default 0, so the new relay sends them: a
-/// delay, nothing sent twice or lost.
-pub const MYSQL_INPLACE_MARK: &str = "\
-UPDATE outbox SET published_at = 0 WHERE published_at IS NULL;
-ALTER TABLE outbox MODIFY published_at BIGINT NOT NULL DEFAULT 0;
-";
-
-/// The in-place mark migration (SQLite): as [`MYSQL_INPLACE_MARK`], for the
-/// queries both dialects share. SQLite rewrites a changed row whatever its
-/// size, so the column stays as it is (nullable; every insert writes 0).
-pub const SQLITE_INPLACE_MARK: &str = "\
-UPDATE outbox SET published_at = 0 WHERE published_at IS NULL;
+/// The mark-in-place migration (MySQL 8 / MariaDB; it follows
+/// [`MYSQL_PACKED`]): the outbox table's rows in InnoDB's REDUNDANT format,
+/// which keeps a NULL `published_at` as eight reserved bytes. In the
+/// COMPACT and DYNAMIC formats a NULL column takes no room, so the relay's
+/// mark (NULL → the time) made every record longer, which InnoDB cannot do
+/// in place. Measured here: 2,807 bytes of redo log per row marked before,
+/// 144 after, and MariaDB's CPU for the mark 23 → 11.5 µs per row
+/// (bench/outbox.md). The statements and what NULL means stay as they
+/// were, so replicas of an earlier release can run beside this one. SQLite
+/// rewrites a changed row whatever its size: nothing to do there.
+pub const MYSQL_MARK_IN_PLACE: &str = "\
+ALTER TABLE outbox ROW_FORMAT=REDUNDANT;
 ";
 
 /// One state change, as the service records it.
@@ -320,8 +309,8 @@ const INSERT_ROWS: usize = 100;
 
 /// The `INSERT` of `rows` outbox rows.
 fn insert_sql(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, 0)"; rows].join(", ");
-    format!("INSERT INTO outbox (subject, time, n, events, published_at) VALUES {values}")
+    let values = vec!["(?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO outbox (subject, time, n, events) VALUES {values}")
 }
 
 /// Binds the rows of [`insert_sql`].
@@ -535,8 +524,7 @@ impl Outbox {
         };
         Ok(Stored {
             seq,
-            // 0: not yet (see MYSQL_INPLACE_MARK).
-            published_at: Some(row.try_get::<i64, _>("published_at")?).filter(|&at| at > 0),
+            published_at: row.try_get("published_at")?,
             subject,
             events,
         })
@@ -583,7 +571,7 @@ impl Outbox {
     /// first, so only the rows taken are read.
     async fn unpublished(&self) -> Result<Vec<Stored>, OutboxError> {
         let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
-            "SELECT seq, n FROM outbox WHERE published_at = 0 ORDER BY seq LIMIT {STEP_ROWS}"
+            "SELECT seq, n FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT {STEP_ROWS}"
         ))
         .fetch_all(self.db.reader())
         .await?;
@@ -592,7 +580,7 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM outbox WHERE published_at = 0 AND seq <= ? \
+            "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND seq <= ? \
              ORDER BY seq LIMIT {take}"
         ))
         .bind(sizes[take - 1].0)
@@ -655,7 +643,7 @@ impl Outbox {
         for chunk in seqs.chunks(400) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = format!(
-                "UPDATE outbox SET published_at = ? WHERE published_at = 0 AND seq IN ({marks})"
+                "UPDATE outbox SET published_at = ? WHERE published_at IS NULL AND seq IN ({marks})"
             );
             let mut q = sqlx::query(&sql).bind(at);
             for seq in chunk {
@@ -724,10 +712,11 @@ impl Outbox {
     /// Deletes published rows older than the retention; how many rows.
     pub async fn purge(&self) -> Result<u64, OutboxError> {
         let cutoff = now_ms() - self.retention.as_millis() as i64;
-        let done = sqlx::query("DELETE FROM outbox WHERE published_at > 0 AND published_at < ?")
-            .bind(cutoff)
-            .execute(self.db.pool())
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?")
+                .bind(cutoff)
+                .execute(self.db.pool())
+                .await?;
         Ok(done.rows_affected())
     }
 
@@ -736,7 +725,7 @@ impl Outbox {
         // CAST: SUM is DECIMAL on MySQL; SIGNED gives SQLite's NUMERIC.
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS n, MIN(time) AS oldest \
-             FROM outbox WHERE published_at = 0",
+             FROM outbox WHERE published_at IS NULL",
         )
         .fetch_one(self.db.reader())
         .await?;
@@ -762,7 +751,7 @@ impl Outbox {
         after: Position,
         limit: usize,
     ) -> Result<Vec<(Position, Value)>, OutboxError> {
-        const AFTER: &str = "WHERE published_at > 0 \
+        const AFTER: &str = "WHERE published_at IS NOT NULL \
              AND (published_at > ? OR (published_at = ? AND seq >= ?)) ORDER BY published_at, seq";
         let sizes: Vec<(i64, i64)> = sqlx::query_as(&format!(
             "SELECT seq, n FROM outbox {AFTER} LIMIT {}",

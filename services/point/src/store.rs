@@ -30,8 +30,8 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         Migration {
             version: 4,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+            name: "outbox_mark_in_place",
+            sql: promo_platform::outbox::MYSQL_MARK_IN_PLACE,
         },
     ],
     sqlite: &[
@@ -54,11 +54,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 4,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
-        },
-        Migration {
-            version: 5,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };

@@ -57,8 +57,8 @@ pub const MIGRATIONS: Migrations = Migrations {
         },
         Migration {
             version: 8,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::MYSQL_INPLACE_MARK,
+            name: "outbox_mark_in_place",
+            sql: promo_platform::outbox::MYSQL_MARK_IN_PLACE,
         },
     ],
     sqlite: &[
@@ -101,11 +101,6 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 8,
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
-        },
-        Migration {
-            version: 9,
-            name: "outbox_inplace_mark",
-            sql: promo_platform::outbox::SQLITE_INPLACE_MARK,
         },
     ],
 };
