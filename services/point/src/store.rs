@@ -55,6 +55,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "outbox_rowid",
             sql: promo_platform::outbox::SQLITE_ROWID,
         },
+        Migration {
+            version: 5,
+            name: "outbox_published_index",
+            sql: promo_platform::outbox::SQLITE_PUBLISHED_INDEX,
+        },
     ],
 };
 
