@@ -443,7 +443,8 @@ pub struct Outbox {
     /// SQLite: every row up to this `seq` is published (-1: not read yet).
     /// Its one writer connection commits rows in `seq` order and the relay
     /// marks them in that order, so the unpublished rows are the ones above
-    /// it; on MySQL a lower `seq` can commit later, and this stays 0.
+    /// it. Unused on MySQL, where a lower `seq` can commit later
+    /// ([`Outbox::relayed`] answers 0 there and this stays -1).
     relayed: std::sync::atomic::AtomicI64,
 }
 
