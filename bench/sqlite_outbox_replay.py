@@ -6,19 +6,21 @@ Replays the transaction the coupon service runs on SQLite for a V1 issue
 `issued`, commit) on the same tables, indexes and pragmas, with and without
 the outbox row, and every 250 transactions the relay's read and mark:
 
-    python3 bench/sqlite_outbox_replay.py off|idx|noidx [transactions]
+    python3 bench/sqlite_outbox_replay.py off|idx|partial|noidx [transactions]
 
-`off`: no outbox; `idx`: the outbox as migrated (with its relay index);
-`noidx`: the outbox without that index, relayed by `seq` (an option
-measured in bench/outbox.md, not what the service does). Prints the time
-and the bytes written (mostly WAL) per transaction. Files go to
+`off`: no outbox; `idx`: the outbox before `outbox_published_index` (the
+relay's index holds every row); `partial`: as migrated now (the index
+holds published rows only; the relay finds unpublished rows by `seq`);
+`noidx`: no relay index at all, relayed by `seq` (measured in
+bench/outbox.md, not what the service does). Prints the time and the
+bytes written (the WAL and its checkpoints) per transaction. Files go to
 $TMPDIR (default /tmp).
 """
 import os, random, sqlite3, sys, tempfile, time, uuid
 
-mode = sys.argv[1]  # off | idx | noidx
+mode = sys.argv[1]  # off | idx | partial | noidx
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-assert mode in ("off", "idx", "noidx", "partial"), "usage: off|idx|noidx [transactions]"
+assert mode in ("off", "idx", "noidx", "partial"), "usage: off|idx|partial|noidx [transactions]"
 p = os.path.join(tempfile.gettempdir(), f"outbox-replay-{mode}.db")
 for s in ("", "-wal", "-shm"):
     try: os.remove(p + s)
