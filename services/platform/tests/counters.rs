@@ -486,6 +486,11 @@ async fn tickets(c: &dyn Counters) {
     assert!(c.ticket_pending("t3").await.unwrap());
     assert!(!c.ticket_pending("t4").await.unwrap());
     c.clear_tickets("tix", &[]).await.unwrap();
+    // A ticket named twice in one clear leaves in flight once.
+    let flying = c.in_flight("tix").await.unwrap();
+    c.clear_tickets("tix", &["t3", "t3"]).await.unwrap();
+    assert!(!c.ticket_pending("t3").await.unwrap());
+    assert_eq!(c.in_flight("tix").await.unwrap(), flying - 1);
 
     // Marked pending without an admission (a replayed queue's requests).
     c.mark_pending(&["r1", "r2"], long).await.unwrap();

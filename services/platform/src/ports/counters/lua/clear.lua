@@ -1,18 +1,36 @@
-local done = 0
-local pool_exists = redis.call('EXISTS', KEYS[1]) == 1
-for i = 3, #ARGV do
-  if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
-    local v = redis.call('HGET', KEYS[3], ARGV[i])
-    redis.call('HDEL', KEYS[3], ARGV[i])
-    if v and pool_exists then
+-- Clears the tickets of decided requests. KEYS: pool, in-flight zset,
+-- in-flight hash, then (only on a single Redis server) the tickets'
+-- pending-mark keys. ARGV: IN_FLIGHT, TRANSIT, then the tickets.
+-- A ticket still in flight leaves the zset and the hash, and its units
+-- leave IN_FLIGHT (and TRANSIT, for a transfer's entry, "units:") while
+-- the pool exists. Returns how many were in flight.
+--
+-- One HMGET reads every ticket's entry and one call per structure removes
+-- them (the zset and hash hold the same tickets, see admit_many.lua).
+local gone, seen = {}, {}
+local in_flight, transit = 0, 0
+if #ARGV > 2 then
+  local entries = redis.call('HMGET', KEYS[3], unpack(ARGV, 3))
+  for j = 1, #ARGV - 2 do
+    local ticket, v = ARGV[j + 2], entries[j]
+    if v and not seen[ticket] then
+      seen[ticket] = true
+      gone[#gone + 1] = ticket
       local sep = string.find(v, ':', 1, true)
       local units = tonumber(string.sub(v, 1, sep - 1))
-      redis.call('HINCRBY', KEYS[1], ARGV[1], -units)
-      if sep == #v then redis.call('HINCRBY', KEYS[1], ARGV[2], -units) end
+      in_flight = in_flight + units
+      if sep == #v then transit = transit + units end
     end
-    done = done + 1
+  end
+end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('HDEL', KEYS[3], unpack(gone))
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[1], -in_flight)
+    if transit > 0 then redis.call('HINCRBY', KEYS[1], ARGV[2], -transit) end
   end
 end
 -- On a single server the tickets' pending marks come as KEYS[4..] and go here.
 if #KEYS > 3 then redis.call('UNLINK', unpack(KEYS, 4)) end
-return done
+return #gone
