@@ -76,7 +76,7 @@ faults *FILTER: infra-up
 obs-check: infra-up
     scripts/obs-check.sh
 
-# The benchmark ladder on the embedded default and on MariaDB + Redis + tansu, then bench-outbox; writes BENCHMARKS.md.
+# The benchmark ladder on the embedded default and on MariaDB + Redis + tansu, then bench-outbox and bench-cost; writes BENCHMARKS.md.
 bench:
     scripts/bench.sh
 
@@ -96,6 +96,11 @@ bench-coalesce:
 # V3 against V2 on MariaDB + Redis + tansu, the scenarios interleaved round by round (V3 ÷ V2 per round).
 bench-v3-v2:
     scripts/bench-v3-v2.sh
+
+# CPU per V3 admission and per persisted row, per process (the API and the consumer as separate
+# processes, as the chart runs them), and the projection to 1,000,000 admissions/s calibrated from it.
+bench-cost:
+    scripts/bench-cost.sh
 
 # Regenerate the Promotion CRD YAML (crds/ and the chart's copy) from the Rust types.
 crds:

@@ -6,7 +6,8 @@
 #    (closed model, PROMO_BENCH_CONNECTIONS connections), invariants checked
 #    after each run (promo-bench fails the ladder if one breaks);
 #  - then `scripts/bench-outbox.sh` (the outbox's cost: --events on vs off;
-#    PROMO_BENCH_OUTBOX=0 skips it);
+#    PROMO_BENCH_OUTBOX=0 skips it) and `scripts/bench-cost.sh` (CPU per V3
+#    admission and per row, the projection; PROMO_BENCH_COST=0 skips it);
 #  - BENCHMARKS.md: the table, ratios to `ceiling` and between strategies, the
 #    machine, the date and the commands to reproduce. Raw JSON in target/bench/.
 # The load generator shares the machine with the server and the backends.
@@ -47,5 +48,8 @@ for mode in $MODES; do
 done
 # What the outbox costs: every write scenario with --events on vs off.
 if [ "${PROMO_BENCH_OUTBOX:-1}" != 0 ]; then scripts/bench-outbox.sh >/dev/null; fi
+# What one V3 admission and one persisted row cost, and the projection to
+# 1,000,000 admissions/s (PROMO_BENCH_COST=0 skips it).
+if [ "${PROMO_BENCH_COST:-1}" != 0 ]; then scripts/bench-cost.sh >/dev/null; fi
 python3 scripts/bench_report.py "$out" "$SECONDS_PER_RUN" "$CONNECTIONS" > BENCHMARKS.md
 log "wrote BENCHMARKS.md"

@@ -130,6 +130,21 @@ if os.path.exists(outbox) or os.path.exists(outbox_notes):
             print("### Latest: this `just bench`'s `just bench-outbox`\n")
             print(table)
     print(notes, end="")
+cost = os.path.join(here, "..", "target", "bench-cost", "projection.md")
+cost_notes = os.path.join(here, "..", "bench", "cost.md")
+if os.path.exists(cost) or os.path.exists(cost_notes):
+    print("## What one V3 admission costs, and one campaign at 1,000,000/s (`just bench-cost`, run by `just bench`)\n")
+    print("MariaDB + single Redis + tansu; the API and the V3 consumer run as two processes, as the chart deploys "
+          "them. The API admits alone first (the events wait in the topic), then the consumer drains the topic "
+          "alone; each phase's CPU per process is divided by its admissions or rows.\n")
+    notes = open(cost_notes).read() if os.path.exists(cost_notes) else ""
+    if os.path.exists(cost):
+        table = open(cost).read()
+        rows = [l for l in table.splitlines() if l.startswith("| ")]
+        if not all(r in notes for r in rows):
+            print("### Latest: this `just bench`'s `just bench-cost`\n")
+            print(table)
+    print(notes, end="")
 bounds = os.path.join(here, "..", "bench", "bounds.md")
 if os.path.exists(bounds):
     print(open(bounds).read())
@@ -139,6 +154,7 @@ print("just bench-buckets                           # one hot promotion over 1 v
 print("just bench-coalesce                          # V3 admission coalescing on vs off (target/bench-coalesce/table.md)")
 print("just bench-v3-v2                             # V3 against V2 on the real backends, interleaved rounds (target/bench-v3-v2/table.md)")
 print("just bench-outbox                            # the outbox's cost, --events on vs off (target/bench-outbox/table.md)")
+print("just bench-cost                              # CPU per V3 admission and row per process, the projection (target/bench-cost/projection.md)")
 print("PROMO_BENCH_SECONDS=30 PROMO_BENCH_MODES=real just bench")
 print("target/release/promo-bench --scenario coupon-v3 --model open --rate 20000 --seconds 10   # one scenario, open model")
 print("```")
