@@ -38,9 +38,13 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$cpid" ] && kill "$cpid" 2
 listener_pid() { ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
 # ticks PID: user + system CPU ticks of PID so far (children not counted).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# snapshot NAME=PID...: one "name ticks" line per process, plus the clock.
+# snapshot NAME=PID...: one "name ticks" line per process, plus the clock
+# and the whole box's busy and stolen ticks.
 snapshot() {
   printf 'clock %s\n' "$(date +%s.%N)"
+  # The whole box: user, nice, system, irq and softirq ticks of every core,
+  # and the ticks the hypervisor ran something else while this VM was ready.
+  awk '/^cpu / {print "box", $2 + $3 + $4 + $7 + $8; print "steal", $9}' /proc/stat
   for np in "$@"; do printf '%s %s\n' "${np%%=*}" "$(ticks "${np#*=}")"; done
 }
 # persisted URL: requests the consumer at URL has decided (accepted + rejected).

@@ -41,15 +41,16 @@ def read(path):
 
 
 def phase(run, name, count_key, hz):
-    """(count, seconds, {process: µs per counted item}) of one phase."""
+    """(count, seconds, (busy, stolen) cores of the box, {process: µs per counted item}) of one phase."""
     a, b = read(f"{run}-{name}.before"), read(f"{run}-{name}.after")
     n = b[count_key] - a[count_key]
     secs = b["clock"] - a["clock"]
     if n <= 0 or secs <= 0:
         raise SystemExit(f"{run}-{name}: nothing counted ({n} in {secs:.2f} s)")
-    skip = {"clock", count_key}
+    busy = ((b["box"] - a["box"]) / hz / secs, (b["steal"] - a["steal"]) / hz / secs)
+    skip = {"clock", "box", "steal", count_key}
     cost = {k: (b[k] - a[k]) / hz * 1e6 / n for k in a if k not in skip and k in b}
-    return n, secs, cost
+    return n, secs, busy, cost
 
 
 def runs(out):
@@ -58,11 +59,11 @@ def runs(out):
         run = str(j)[: -len(".json")]
         scenario = json.loads(j.read_text())["scenario"]
         hz = float(Path(f"{run}.hz").read_text())
-        n_a, s_a, adm = phase(run, "admit", "admissions", hz)
-        n_p, s_p, per = phase(run, "persist", "rows", hz)
+        n_a, s_a, busy_a, adm = phase(run, "admit", "admissions", hz)
+        n_p, s_p, busy_p, per = phase(run, "persist", "rows", hz)
         by.setdefault(scenario, []).append(
             {"admit_rate": n_a / s_a, "rows_rate": n_p / s_p, "admit": adm, "persist": per,
-             "admitted": n_a, "rows": n_p}
+             "busy_admit": busy_a, "busy_persist": busy_p}
         )
     return by
 
@@ -81,24 +82,32 @@ def main():
     if not by:
         raise SystemExit(f"no runs in {out}")
     figures = {}
-    print("| scenario | rounds | admissions/s, API alone | API µs | Redis µs | tansu µs | MariaDB µs | "
-          "load generator µs | rows/s, consumer alone | consumer µs | MariaDB µs | Redis µs | tansu µs |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| scenario | rounds | admissions/s, API alone | cores busy / stolen | API µs | Redis µs | tansu µs | MariaDB µs | "
+          "load generator µs | rows/s, consumer alone | cores busy / stolen | consumer µs | MariaDB µs | Redis µs | tansu µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario, rs in sorted(by.items()):
         f = {
             "admit_rate": med([r["admit_rate"] for r in rs]),
             "rows_rate": med([r["rows_rate"] for r in rs]),
+            "busy_admit": med([r["busy_admit"][0] for r in rs]),
+            "busy_persist": med([r["busy_persist"][0] for r in rs]),
+            "steal_admit": med([r["busy_admit"][1] for r in rs]),
+            "steal_persist": med([r["busy_persist"][1] for r in rs]),
             "admit": {k: med([r["admit"][k] for r in rs]) for k in rs[0]["admit"]},
             "persist": {k: med([r["persist"][k] for r in rs]) for k in rs[0]["persist"]},
         }
         figures[scenario] = f
         a, p = f["admit"], f["persist"]
-        print(f"| {scenario} | {len(rs)} | {fmt(f['admit_rate'], 0)} | {fmt(a['api'])} | {fmt(a['redis'])} | "
-              f"{fmt(a['tansu'])} | {fmt(a['mariadb'])} | {fmt(a['load'])} | {fmt(f['rows_rate'], 0)} | "
-              f"{fmt(p['consumer'])} | {fmt(p['mariadb'])} | {fmt(p['redis'])} | {fmt(p['tansu'])} |")
+        print(f"| {scenario} | {len(rs)} | {fmt(f['admit_rate'], 0)} | {fmt(f['busy_admit'], 2)} / {fmt(f['steal_admit'], 2)} | {fmt(a['api'])} | "
+              f"{fmt(a['redis'])} | {fmt(a['tansu'])} | {fmt(a['mariadb'])} | {fmt(a['load'])} | "
+              f"{fmt(f['rows_rate'], 0)} | {fmt(f['busy_persist'], 2)} / {fmt(f['steal_persist'], 2)} | {fmt(p['consumer'])} | {fmt(p['mariadb'])} | "
+              f"{fmt(p['redis'])} | {fmt(p['tansu'])} |")
     print()
     print("Admission columns: CPU µs per admission while the API ran alone; persistence columns: CPU µs "
-          "per row while the consumer drained the topic alone (medians over the rounds).\n")
+          f"per row while the consumer drained the topic alone; \"cores busy / stolen\": of the box's {BOX_CORES}, "
+          "how many were in use during the phase, and how many the hypervisor gave to something else while this "
+          "VM wanted them (steal; it varies with the host's load and is one reason this box's speed drifts) — "
+          "medians over the rounds.\n")
 
     print("**This box, end to end.** Both phases on the same two cores (as `promo standalone` runs them):\n")
     for scenario, f in sorted(figures.items()):
