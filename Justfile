@@ -97,8 +97,7 @@ bench-coalesce:
 bench-v3-v2:
     scripts/bench-v3-v2.sh
 
-# CPU per V3 admission and per persisted row, per process (the API and the consumer as separate
-# processes, as the chart runs them), and the projection to 1,000,000 admissions/s calibrated from it.
+# CPU per V3 admission and per row, per process (API and consumer apart), and the 1,000,000/s projection from it.
 bench-cost:
     scripts/bench-cost.sh
 
