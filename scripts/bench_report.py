@@ -110,41 +110,44 @@ for mode in modes:
     if lines:
         print("\n".join(lines) + "\n")
 here = os.path.dirname(os.path.abspath(__file__))
-outbox = os.path.join(here, "..", "target", "bench-outbox", "table.md")
-# Dated notes on earlier bench-outbox runs (what they showed, what was tried);
-# each quotes the table of the run it discusses.
-outbox_notes = os.path.join(here, "..", "bench", "outbox.md")
-if os.path.exists(outbox) or os.path.exists(outbox_notes):
-    print("## What the outbox costs (`just bench-outbox`, run by `just bench`)\n")
-    print("Every write scenario with `--events on` (each change's event written in its transaction, "
-          "then relayed) and `--events off` (no outbox rows), same connections and seconds as above. "
-          "Target: on ≥ 0.85 × off. Since commit `473b794` each scenario's on and off runs follow each "
-          "other, each on a fresh server, the order alternating; `PROMO_BENCH_ROUNDS` rounds (2 unless "
-          "set); every run's invariants checked by promo-bench.\n")
-    notes = open(outbox_notes).read() if os.path.exists(outbox_notes) else ""
-    if os.path.exists(outbox):
-        table = open(outbox).read()
+def measured_section(title, intro, latest, recipe, notes):
+    """A section of measurements: its title and introduction, the dated notes
+    (bench/NOTES, each quoting the table of the run it discusses) and, when
+    the notes do not already quote all of it, the latest run's table
+    (target/LATEST) first."""
+    latest = os.path.join(here, "..", "target", latest)
+    notes = os.path.join(here, "..", "bench", notes)
+    if not (os.path.exists(latest) or os.path.exists(notes)):
+        return
+    print(f"## {title}\n")
+    print(intro + "\n")
+    text = open(notes).read() if os.path.exists(notes) else ""
+    if os.path.exists(latest):
+        table = open(latest).read()
         rows = [l for l in table.splitlines() if l.startswith("| ")]
         # A run the notes already quote (and discuss) is printed once, there.
-        if not all(r in notes for r in rows):
-            print("### Latest: this `just bench`'s `just bench-outbox`\n")
+        if not all(r in text for r in rows):
+            print(f"### Latest: this `just bench`'s `just {recipe}`\n")
             print(table)
-    print(notes, end="")
-cost = os.path.join(here, "..", "target", "bench-cost", "projection.md")
-cost_notes = os.path.join(here, "..", "bench", "cost.md")
-if os.path.exists(cost) or os.path.exists(cost_notes):
-    print("## What one V3 admission costs, and one campaign at 1,000,000/s (`just bench-cost`, run by `just bench`)\n")
-    print("MariaDB + single Redis + tansu; the API and the V3 consumer run as two processes, as the chart deploys "
-          "them. The API admits alone first (the events wait in the topic), then the consumer drains the topic "
-          "alone; each phase's CPU per process is divided by its admissions or rows.\n")
-    notes = open(cost_notes).read() if os.path.exists(cost_notes) else ""
-    if os.path.exists(cost):
-        table = open(cost).read()
-        rows = [l for l in table.splitlines() if l.startswith("| ")]
-        if not all(r in notes for r in rows):
-            print("### Latest: this `just bench`'s `just bench-cost`\n")
-            print(table)
-    print(notes, end="")
+    print(text, end="")
+
+
+measured_section(
+    "What the outbox costs (`just bench-outbox`, run by `just bench`)",
+    "Every write scenario with `--events on` (each change's event written in its transaction, "
+    "then relayed) and `--events off` (no outbox rows), same connections and seconds as above. "
+    "Target: on ≥ 0.85 × off. Since commit `473b794` each scenario's on and off runs follow each "
+    "other, each on a fresh server, the order alternating; `PROMO_BENCH_ROUNDS` rounds (2 unless "
+    "set); every run's invariants checked by promo-bench.",
+    "bench-outbox/table.md", "bench-outbox", "outbox.md",
+)
+measured_section(
+    "What one V3 admission costs, and one campaign at 1,000,000/s (`just bench-cost`, run by `just bench`)",
+    "MariaDB + single Redis + tansu; the API and the V3 consumer run as two processes, as the chart deploys "
+    "them. The API admits alone first (the events wait in the topic), then the consumer drains the topic "
+    "alone; each phase's CPU per process is divided by its admissions or rows.",
+    "bench-cost/projection.md", "bench-cost", "cost.md",
+)
 bounds = os.path.join(here, "..", "bench", "bounds.md")
 if os.path.exists(bounds):
     print(open(bounds).read())
