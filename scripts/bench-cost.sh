@@ -58,7 +58,7 @@ admissions() {
 
 mariadb_pid=$(listener_pid 3306)
 redis_pid=$(listener_pid "${PROMO_REDIS_URL##*:}")
-hz=$(getconf CLK_TCK)
+getconf CLK_TCK > "$out/hz"  # ticks per second of /proc/PID/stat
 
 for round in $(seq 1 "$ROUNDS"); do
   for s in $SCENARIOS; do
@@ -72,11 +72,9 @@ for round in $(seq 1 "$ROUNDS"); do
       --redis-prefix "$tag:" --kafka-brokers "$PROMO_KAFKA_BROKERS"
       "--$svc-topic" "$tag.$svc" "--$svc-consumer-group" "$tag-g")
     log "round $round $s: the API alone on 127.0.0.1:$port"
-    env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
-      "target/release/$svc-service" serve --listen "127.0.0.1:$port" "${common[@]}" > "$run-api.log" 2>&1 &
+    "${only_flags[@]}" "target/release/$svc-service" serve --listen "127.0.0.1:$port" "${common[@]}" > "$run-api.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { log "the API never became ready"; tail "$run-api.log" >&2; exit 1; }
+    wait_ready "$port" "$run-api.log"
 
     # Phase 1: admission. promo-bench sets its promotion up first, so the
     # snapshots are taken from inside the load's window.
@@ -95,8 +93,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # and drains the topic.
     sleep 2.5
     log "round $round $s: the consumer alone drains the topic"
-    env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
-      "target/release/$svc-service" consume --listen "127.0.0.1:$cport" "${common[@]}" > "$run-consumer.log" 2>&1 &
+    "${only_flags[@]}" "target/release/$svc-service" consume --listen "127.0.0.1:$cport" "${common[@]}" > "$run-consumer.log" 2>&1 &
     cpid=$!
     c="http://127.0.0.1:$cport"
     for _ in $(seq 1 1200); do
@@ -121,7 +118,6 @@ for round in $(seq 1 "$ROUNDS"); do
     wait "$bpid" || { log "promo-bench failed: $run-bench.log"; tail "$run-bench.log" >&2; exit 1; }
     kill "$pid" "$cpid"; wait "$pid" "$cpid" 2>/dev/null || true; pid=; cpid=
     unlink_prefix "$tag"
-    echo "$hz" > "$run.hz"
     sleep 2
   done
 done

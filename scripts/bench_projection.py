@@ -41,29 +41,30 @@ def read(path):
 
 
 def phase(run, name, count_key, hz):
-    """(count, seconds, (busy, stolen) cores of the box, {process: µs per counted item}) of one phase."""
+    """(count, seconds, busy cores, stolen cores, {process: µs per counted item}) of one phase."""
     a, b = read(f"{run}-{name}.before"), read(f"{run}-{name}.after")
     n = b[count_key] - a[count_key]
     secs = b["clock"] - a["clock"]
     if n <= 0 or secs <= 0:
         raise SystemExit(f"{run}-{name}: nothing counted ({n} in {secs:.2f} s)")
-    busy = ((b["box"] - a["box"]) / hz / secs, (b["steal"] - a["steal"]) / hz / secs)
+    busy = (b["box"] - a["box"]) / hz / secs
+    stolen = (b["steal"] - a["steal"]) / hz / secs
     skip = {"clock", "box", "steal", count_key}
     cost = {k: (b[k] - a[k]) / hz * 1e6 / n for k in a if k not in skip and k in b}
-    return n, secs, busy, cost
+    return n, secs, busy, stolen, cost
 
 
 def runs(out):
     by = {}
+    hz = float((out / "hz").read_text())
     for j in sorted(out.glob("r*-*.json")):
         run = str(j)[: -len(".json")]
         scenario = json.loads(j.read_text())["scenario"]
-        hz = float(Path(f"{run}.hz").read_text())
-        n_a, s_a, busy_a, adm = phase(run, "admit", "admissions", hz)
-        n_p, s_p, busy_p, per = phase(run, "persist", "rows", hz)
+        n_a, s_a, busy_a, steal_a, adm = phase(run, "admit", "admissions", hz)
+        n_p, s_p, busy_p, steal_p, per = phase(run, "persist", "rows", hz)
         by.setdefault(scenario, []).append(
             {"admit_rate": n_a / s_a, "rows_rate": n_p / s_p, "admit": adm, "persist": per,
-             "busy_admit": busy_a, "busy_persist": busy_p}
+             "busy_admit": busy_a, "busy_persist": busy_p, "steal_admit": steal_a, "steal_persist": steal_p}
         )
     return by
 
@@ -89,10 +90,7 @@ def main():
         f = {
             "admit_rate": med([r["admit_rate"] for r in rs]),
             "rows_rate": med([r["rows_rate"] for r in rs]),
-            "busy_admit": med([r["busy_admit"][0] for r in rs]),
-            "busy_persist": med([r["busy_persist"][0] for r in rs]),
-            "steal_admit": med([r["busy_admit"][1] for r in rs]),
-            "steal_persist": med([r["busy_persist"][1] for r in rs]),
+            **{k: med([r[k] for r in rs]) for k in ("busy_admit", "busy_persist", "steal_admit", "steal_persist")},
             "admit": {k: med([r["admit"][k] for r in rs]) for k in rs[0]["admit"]},
             "persist": {k: med([r["persist"][k] for r in rs]) for k in rs[0]["persist"]},
         }

@@ -25,21 +25,30 @@ real_args() {
     --timesale-topic "$2.timesale" --timesale-consumer-group "$2-t"
 }
 
-# start_standalone LOG ARGS...: runs `promo standalone ARGS` on $port, its
-# output in LOG, and waits (30 s at most) until /readyz answers.
-start_standalone() {
-  local out=$1; shift
-  # Only the flags choose the backends: the PROMO_* URLs exported above
-  # would otherwise turn an embedded run into a real one.
-  env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn \
-    target/release/promo standalone --listen "127.0.0.1:$port" --promotions /nonexistent "$@" > "$out" 2>&1 &
-  pid=$!
+# "${only_flags[@]}" CMD...: runs CMD without the PROMO_* URLs exported
+# above, so that only its flags choose the backends (the URLs would
+# otherwise turn an embedded run into a real one). A command prefix, not a
+# function: `env` execs CMD, so `$!` after `... &` is CMD's own pid.
+only_flags=(env -u PROMO_MYSQL_URL -u PROMO_REDIS_URL -u PROMO_REDIS_CLUSTER_NODES -u PROMO_KAFKA_BROKERS RUST_LOG=warn)
+
+# wait_ready PORT LOG: waits (30 s at most) until 127.0.0.1:PORT answers
+# /readyz; otherwise shows the end of LOG and exits.
+wait_ready() {
   for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0
+    curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
     sleep 0.2
   done
-  log "promo standalone never became ready (30 s); its log:"; tail -20 "$out" >&2
+  log "the server on 127.0.0.1:$1 never became ready (30 s); its log:"; tail -20 "$2" >&2
   exit 1
+}
+
+# start_standalone LOG ARGS...: runs `promo standalone ARGS` on $port, its
+# output in LOG, and waits until it is ready.
+start_standalone() {
+  local out=$1; shift
+  "${only_flags[@]}" target/release/promo standalone --listen "127.0.0.1:$port" --promotions /nonexistent "$@" > "$out" 2>&1 &
+  pid=$!
+  wait_ready "$port" "$out"
 }
 
 stop_standalone() {
